@@ -1,0 +1,79 @@
+"""libvm: libvirt VMs that get the IP address you chose.
+
+Fix each NIC's MAC, bind it to an IP in the libvirt network's DHCP, let
+libvirt start qemu, and prove the guest got the promised address::
+
+    import libvm
+    with libvm.connect() as hv:
+        hv.ensure_network("lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"))
+        vm = hv.create_vm("pc001", memory="256MiB",
+                          nics=[libvm.Nic("lab", ip="192.168.150.88", mac="66:66:66:66:66:0b")],
+                          kernel="/path/vmlinuz", initrd="/path/initrd", cmdline="console=ttyS0")
+        vm.wait_for_ip()
+"""
+
+from .addressing import generate_mac
+from .domain import VM, VMState
+from .domainxml import DomainSpec
+from .errors import (
+    AddressConflict,
+    AddressMismatch,
+    AlreadyExists,
+    ClientIdShared,
+    HostnameReserved,
+    InvalidSpec,
+    IpInDhcpRange,
+    IpLeased,
+    IpReserved,
+    LibvirtFailure,
+    LibvmError,
+    MacInUse,
+    MacReserved,
+    NetworkMismatch,
+    NoFreeAddress,
+    NotFound,
+    SubnetOverlap,
+    WaitTimeout,
+)
+from .hypervisor import Hypervisor, connect
+from .network import Network
+from .networkxml import IpSpec, NetworkSpec
+from .values import Disk, Lease, Nic, Reservation, Vnc
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VM",
+    "AddressConflict",
+    "AddressMismatch",
+    "AlreadyExists",
+    "ClientIdShared",
+    "Disk",
+    "DomainSpec",
+    "HostnameReserved",
+    "Hypervisor",
+    "InvalidSpec",
+    "IpInDhcpRange",
+    "IpLeased",
+    "IpReserved",
+    "IpSpec",
+    "Lease",
+    "LibvirtFailure",
+    "LibvmError",
+    "MacInUse",
+    "MacReserved",
+    "Network",
+    "NetworkMismatch",
+    "NetworkSpec",
+    "Nic",
+    "NoFreeAddress",
+    "NotFound",
+    "Reservation",
+    "SubnetOverlap",
+    "VMState",
+    "Vnc",
+    "WaitTimeout",
+    "__version__",
+    "connect",
+    "generate_mac",
+]

@@ -1,0 +1,178 @@
+"""MAC, IP and subnet validation, MAC generation and address allocation.
+
+Pure netaddr code: nothing here talks to libvirt. Strings are accepted at the
+edge and turned into ``netaddr.EUI`` / ``IPAddress`` / ``IPNetwork``; every bad
+value raises :class:`libvm.InvalidSpec` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import TypeAlias
+
+import netaddr
+
+from .errors import InvalidSpec, NoFreeAddress
+
+MacLike: TypeAlias = "str | netaddr.EUI"
+IpLike: TypeAlias = "str | netaddr.IPAddress"
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_MEMORY = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
+_MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
+    """Return ``value`` as a unicast 48-bit MAC (``aa:bb:cc:dd:ee:ff`` dialect)."""
+    try:
+        mac = netaddr.EUI(value, version=48, dialect=netaddr.mac_unix_expanded)
+    except (netaddr.AddrFormatError, TypeError, ValueError) as exc:
+        raise InvalidSpec(field, value, "not a 48-bit MAC address") from exc
+    if mac.words[0] & 0x01:
+        raise InvalidSpec(field, value, "multicast MAC (lowest bit of the first octet set)")
+    if int(mac) == 0:
+        raise InvalidSpec(field, value, "all-zero MAC")
+    return mac
+
+
+def format_mac(mac: netaddr.EUI) -> str:
+    """The form libvirt writes: lowercase, colon separated."""
+    return str(netaddr.EUI(int(mac), dialect=netaddr.mac_unix_expanded)).lower()
+
+
+def parse_ip(value: IpLike, field: str = "ip") -> netaddr.IPAddress:
+    """Return ``value`` as an IPv4 or IPv6 address."""
+    if isinstance(value, netaddr.IPAddress):
+        return value
+    if not isinstance(value, str) or "/" in value:
+        raise InvalidSpec(field, value, "not an IP address")
+    try:
+        return netaddr.IPAddress(value.strip())
+    except (netaddr.AddrFormatError, ValueError) as exc:
+        raise InvalidSpec(field, value, "not an IP address") from exc
+
+
+def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netaddr.IPNetwork:
+    """Parse ``"192.168.150.0/24"`` or ``"192.168.150.1/24"`` (gateway form).
+
+    The returned network keeps the host part: ``.ip`` is the gateway (the
+    address libvirt gives the bridge). A bare network address gets its first
+    host as the gateway.
+    """
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, TypeError, ValueError) as exc:
+        raise InvalidSpec(field, value, "not a subnet in CIDR form") from exc
+    if "/" not in str(value):
+        raise InvalidSpec(field, value, "give a prefix length, e.g. 192.168.150.0/24")
+    max_prefix = 30 if net.version == 4 else 126
+    if net.prefixlen > max_prefix:
+        raise InvalidSpec(field, value, f"prefix longer than /{max_prefix} leaves no room for hosts")
+    if net.ip == net.network:
+        net = netaddr.IPNetwork(f"{net.network + 1}/{net.prefixlen}")
+    elif net.version == 4 and net.ip == net.broadcast:
+        raise InvalidSpec(field, value, "the gateway cannot be the broadcast address")
+    return net
+
+
+def check_host_ip(ip: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str = "ip") -> None:
+    """Refuse an address a guest cannot hold in ``subnet`` (gateway form)."""
+    if ip.version != subnet.version or ip not in subnet:
+        raise InvalidSpec(field, str(ip), f"outside the network's subnet {subnet.cidr}")
+    if ip == subnet.network:
+        raise InvalidSpec(field, str(ip), f"is the network address of {subnet.cidr}")
+    if subnet.version == 4 and ip == subnet.broadcast:
+        raise InvalidSpec(field, str(ip), f"is the broadcast address of {subnet.cidr}")
+    if ip == subnet.ip:
+        raise InvalidSpec(field, str(ip), f"is the gateway (bridge) address of {subnet.cidr}")
+
+
+def check_hostname(value: str, field: str = "hostname") -> str:
+    """A DNS name: dot-separated labels of letters, digits and '-'."""
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.match(value):
+        raise InvalidSpec(field, value, "not a DNS name (labels of letters, digits, '-', at most 63)")
+    return value
+
+
+def generate_mac(network: str, ip: netaddr.IPAddress) -> netaddr.EUI:
+    """A locally administered MAC derived from ``(network, ip)``.
+
+    Deterministic, so that re-creating a VM with the same address keeps the
+    same MAC (and the guest keeps its DHCP identity). For IPv4 the last four
+    octets *are* the address (``02:xx:c0:a8:96:58`` for 192.168.150.88), so a
+    MAC is readable and unique per network; the first two come from a hash of
+    the network name, with the locally-administered bit set and the multicast
+    bit clear.
+    """
+    key = network if ip.version == 4 else f"{network}\0{ip}"
+    digest = hashlib.sha256(key.encode()).digest()
+    head = bytes([(digest[0] & 0xFC) | 0x02, digest[1]])
+    tail = ip.packed if ip.version == 4 else digest[2:6]
+    return netaddr.EUI(int.from_bytes(head + tail, "big"), dialect=netaddr.mac_unix_expanded)
+
+
+def parse_memory(value: int | str, field: str = "memory") -> int:
+    """Memory in MiB from an int (MiB) or a string such as ``"256MiB"``, ``"1G"``."""
+    if isinstance(value, bool):
+        raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB'")
+    if isinstance(value, int):
+        mib = value
+    else:
+        match = _MEMORY.match(value) if isinstance(value, str) else None
+        if not match:
+            raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB', '2GiB'")
+        amount = int(match.group(1)) * _MEMORY_MIB_PER_UNIT[match.group(2).upper()]
+        if amount != int(amount):
+            raise InvalidSpec(field, value, "not a whole number of MiB")
+        mib = int(amount)
+    if mib < 16:
+        raise InvalidSpec(field, value, "at least 16 MiB")
+    return mib
+
+
+def in_range(ip: netaddr.IPAddress, start: netaddr.IPAddress, end: netaddr.IPAddress) -> bool:
+    """Whether ``start <= ip <= end`` (same family)."""
+    return ip.version == start.version and int(start) <= int(ip) <= int(end)
+
+
+def next_free(
+    subnet: netaddr.IPNetwork,
+    used: Iterable[netaddr.IPAddress],
+    *,
+    pool: tuple[netaddr.IPAddress, netaddr.IPAddress] | None = None,
+    exclude: Iterable[tuple[netaddr.IPAddress, netaddr.IPAddress]] = (),
+) -> netaddr.IPAddress:
+    """The lowest address of ``pool`` (default: the whole subnet) that is free.
+
+    Skips the network, broadcast and gateway addresses, every address in
+    ``used`` and every range in ``exclude`` (the dynamic DHCP ranges).
+    Runs in O(len(used) + len(exclude)) plus the number of addresses skipped.
+    """
+    first = int(subnet.network) + 1
+    last = int(subnet.broadcast) - 1 if subnet.version == 4 else int(subnet.last)
+    if pool is not None:
+        first, last = max(first, int(pool[0])), min(last, int(pool[1]))
+    taken = {int(ip) for ip in used}
+    taken.add(int(subnet.ip))
+    ranges = sorted((int(a), int(b)) for a, b in exclude)
+    candidate = first
+    while candidate <= last:
+        jumped = False
+        for start, end in ranges:
+            if start <= candidate <= end:
+                candidate, jumped = end + 1, True
+        if jumped:
+            continue
+        if candidate not in taken:
+            return netaddr.IPAddress(candidate, subnet.version)
+        candidate += 1
+    low, high = (netaddr.IPAddress(n, subnet.version) for n in (first, last))
+    dynamic = ", ".join(f"{netaddr.IPAddress(a, subnet.version)}-{netaddr.IPAddress(b, subnet.version)}"
+                        for a, b in ranges)
+    raise NoFreeAddress(
+        f"no free address in {subnet.cidr} between {low} and {high}"
+        + (f" outside the dynamic DHCP range {dynamic}" if dynamic else "")
+    )

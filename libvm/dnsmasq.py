@@ -1,0 +1,69 @@
+"""Talking to the dnsmasq that libvirt runs for a network.
+
+libvirt has no API to drop a DHCP lease. dnsmasq keeps a lease for its MAC
+(or client-id) until it expires and will not hand a reserved address to a new
+MAC while the old lease lasts: the guest silently gets a dynamic address
+instead (dnsmasq 2.89, libvirt 9.0). ``dhcp_release`` (dnsmasq-utils) sends
+the DHCPRELEASE the old guest never sent. It must run in the network
+namespace of the bridge, which is the namespace of libvirtd's dnsmasq.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import LibvirtFailure
+
+log = logging.getLogger("libvm")
+
+PID_DIR = Path("/run/libvirt/network")
+
+
+def dnsmasq_pid(network: str) -> int | None:
+    """PID of the dnsmasq libvirt started for ``network`` (local daemon only)."""
+    try:
+        return int((PID_DIR / f"{network}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _netns_prefix(pid: int) -> list[str]:
+    """``nsenter`` into ``pid``'s network namespace, if it is not ours."""
+    try:
+        same = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError as exc:
+        raise LibvirtFailure(f"cannot see dnsmasq pid {pid}'s network namespace: {exc}") from exc
+    return [] if same else ["nsenter", f"--net=/proc/{pid}/ns/net"]
+
+
+def release(network: str, bridge: str, ip: str, mac: str, client_id: str | None) -> None:
+    """Drop dnsmasq's lease of ``ip`` for ``mac`` on ``network`` now.
+
+    Raises :class:`LibvirtFailure` when it cannot (remote daemon, not root,
+    dnsmasq-utils missing): the caller then refuses rather than hand out an
+    address dnsmasq will not honour.
+    """
+    pid = dnsmasq_pid(network)
+    if pid is None:
+        raise LibvirtFailure(
+            f"cannot release {ip}'s lease on network {network!r}: no local dnsmasq pidfile "
+            f"under {PID_DIR} (remote daemon or network not running)"
+        )
+    tool = shutil.which("dhcp_release")
+    if tool is None:
+        raise LibvirtFailure(
+            f"cannot release {ip}'s lease on network {network!r}: dhcp_release not found "
+            f"(install dnsmasq-utils)"
+        )
+    argv = [*_netns_prefix(pid), tool, bridge, ip, mac]
+    if client_id:
+        argv.append(client_id)
+    log.info("releasing stale lease %s of %s on %s", ip, mac, network)
+    try:
+        subprocess.run(argv, check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} failed: {exc}") from exc

@@ -1,0 +1,266 @@
+"""Domain specs and their libvirt XML, both ways (pure lxml, no connection).
+
+``DomainSpec.to_xml()`` writes a ``<domain>``; ``DomainSpec.from_xml()`` reads
+one back (from libvm or from virsh / virt-install), keeping what libvm models.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from . import _xml
+from .addressing import format_mac, parse_mac, parse_memory
+from .errors import InvalidSpec
+from .values import Disk, Nic, PathLike, Vnc
+
+VIRT_TYPES = ("qemu", "kvm")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_name(name: str, field_name: str = "name") -> str:
+    """libvirt accepts any name but '/' and control characters; so does libvm."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
+        raise InvalidSpec(field_name, name, "a non-empty name without '/' or control characters")
+    return name
+
+
+def _opt_path(value: PathLike | None) -> Path | None:
+    return None if value is None or value == "" else Path(value)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything libvm puts in a domain's XML.
+
+    Every NIC must have a MAC (give ``mac`` or ``ip``): libvm never lets libvirt
+    pick one, because the MAC is what binds the guest to its reserved address.
+    """
+
+    name: str
+    memory: int = 512
+    vcpus: int = 1
+    nics: tuple[Nic, ...] = ()
+    disks: tuple[Disk, ...] = ()
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str | None = None
+    serial_log: Path | None = None
+    graphics: Vnc | None = None
+    virt_type: str = "kvm"
+    arch: str = "x86_64"
+    uuid: str | None = None
+    autostart: bool = field(default=False, compare=False)
+
+    def __init__(
+        self,
+        name: str,
+        memory: int | str = 512,
+        vcpus: int = 1,
+        nics: Sequence[Nic] = (),
+        disks: Sequence[Disk] = (),
+        kernel: PathLike | None = None,
+        initrd: PathLike | None = None,
+        cmdline: str | None = None,
+        serial_log: PathLike | None = None,
+        graphics: Vnc | None = None,
+        virt_type: str = "kvm",
+        arch: str = "x86_64",
+        uuid: str | None = None,
+        autostart: bool = False,
+    ) -> None:
+        values = {
+            "name": check_name(name),
+            "memory": parse_memory(memory),
+            "vcpus": vcpus,
+            "nics": tuple(nics),
+            "disks": tuple(disks),
+            "kernel": _opt_path(kernel),
+            "initrd": _opt_path(initrd),
+            "cmdline": cmdline,
+            "serial_log": _opt_path(serial_log),
+            "graphics": graphics,
+            "virt_type": virt_type,
+            "arch": arch,
+            "uuid": uuid,
+            "autostart": autostart,
+        }
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        if isinstance(self.vcpus, bool) or not isinstance(self.vcpus, int) or self.vcpus < 1:
+            raise InvalidSpec("vcpus", self.vcpus, "a positive integer")
+        if self.virt_type not in VIRT_TYPES:
+            raise InvalidSpec("virt_type", self.virt_type, f"one of {', '.join(VIRT_TYPES)}")
+        if self.uuid is not None:
+            try:
+                uuidlib.UUID(self.uuid)
+            except (ValueError, AttributeError, TypeError) as exc:
+                raise InvalidSpec("uuid", self.uuid, "not a UUID") from exc
+        if (self.initrd is not None or self.cmdline) and self.kernel is None:
+            raise InvalidSpec("kernel", None, "initrd and cmdline need a kernel (direct kernel boot)")
+        seen: dict[int, int] = {}
+        for index, nic in enumerate(self.nics):
+            if not isinstance(nic, Nic):
+                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
+            if nic.mac is None:
+                raise InvalidSpec(f"nics[{index}].mac", None, "give a mac or an ip (the MAC is derived from it)")
+            if int(nic.mac) in seen:
+                raise InvalidSpec(
+                    f"nics[{index}].mac", str(nic.mac), f"same MAC as nics[{seen[int(nic.mac)]}]"
+                )
+            seen[int(nic.mac)] = index
+        for index, disk in enumerate(self.disks):
+            if not isinstance(disk, Disk):
+                raise InvalidSpec(f"disks[{index}]", disk, "a libvm.Disk")
+
+    def to_xml(self) -> str:
+        """The libvirt ``<domain>`` document."""
+        return _xml.to_string(self.to_element())
+
+    def to_element(self) -> etree._Element:
+        """The ``<domain>`` as an lxml element."""
+        dom = etree.Element("domain", type=self.virt_type)
+        _xml.sub(dom, "name", self.name)
+        if self.uuid:
+            _xml.sub(dom, "uuid", self.uuid)
+        _xml.sub(dom, "memory", str(self.memory), unit="MiB")
+        _xml.sub(dom, "vcpu", str(self.vcpus))
+        os_el = _xml.sub(dom, "os")
+        _xml.sub(os_el, "type", "hvm", arch=self.arch)
+        if self.kernel is not None:
+            _xml.sub(os_el, "kernel", str(self.kernel))
+            if self.initrd is not None:
+                _xml.sub(os_el, "initrd", str(self.initrd))
+            if self.cmdline:
+                _xml.sub(os_el, "cmdline", self.cmdline)
+        else:
+            _xml.sub(os_el, "boot", dev="hd")
+        features = _xml.sub(dom, "features")
+        _xml.sub(features, "acpi")
+        _xml.sub(dom, "on_poweroff", "destroy")
+        _xml.sub(dom, "on_reboot", "restart")
+        _xml.sub(dom, "on_crash", "destroy")
+        devices = _xml.sub(dom, "devices")
+        for index, disk in enumerate(self.disks):
+            _disk_element(devices, disk, index)
+        for nic in self.nics:
+            assert nic.mac is not None  # checked in _validate
+            iface = _xml.sub(devices, "interface", type="network")
+            _xml.sub(iface, "mac", address=format_mac(nic.mac))
+            _xml.sub(iface, "source", network=nic.network)
+            _xml.sub(iface, "model", type=nic.model)
+        if self.serial_log is not None:
+            serial = _xml.sub(devices, "serial", type="file")
+            _xml.sub(serial, "source", path=str(self.serial_log))
+            _xml.sub(serial, "target", port="0")
+            console = _xml.sub(devices, "console", type="file")
+            _xml.sub(console, "source", path=str(self.serial_log))
+            _xml.sub(console, "target", type="serial", port="0")
+        else:
+            _xml.sub(_xml.sub(devices, "serial", type="pty"), "target", port="0")
+        if self.graphics is not None:
+            attrs = {"type": "vnc", "listen": self.graphics.listen}
+            if self.graphics.port is None:
+                attrs["autoport"] = "yes"
+            else:
+                attrs.update(port=str(self.graphics.port), autoport="no")
+            _xml.sub(devices, "graphics", **attrs)
+        _xml.sub(devices, "memballoon", model="virtio")
+        return dom
+
+    @classmethod
+    def from_xml(cls, xml: str | bytes) -> DomainSpec:
+        """Read a ``<domain>`` (libvm's, virsh's or virt-install's) back.
+
+        Interfaces that are not on a libvirt network (bridges, direct) and disks
+        that are not files are not modelled and are left out.
+        """
+        dom = _xml.parse(xml, "domain xml")
+        if dom.tag != "domain":
+            raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
+        memory = _memory_mib(dom.findtext("memory") or "0", _attr(dom, "memory", "unit", "KiB"))
+        nics = [
+            Nic(
+                network=_attr(iface, "source", "network", ""),
+                mac=_attr(iface, "mac", "address", ""),
+                model=_attr(iface, "model", "type", "virtio"),
+            )
+            for iface in dom.iterfind("devices/interface[@type='network']")
+        ]
+        disks = [
+            Disk(
+                path=_attr(disk, "source", "file", ""),
+                format=_attr(disk, "driver", "type", "raw"),
+                bus=_attr(disk, "target", "bus", "virtio"),
+                readonly=disk.find("readonly") is not None,
+            )
+            for disk in dom.iterfind("devices/disk[@type='file'][@device='disk']")
+            if disk.find("source") is not None
+        ]
+        graphics = None
+        vnc = dom.find("devices/graphics[@type='vnc']")
+        if vnc is not None:
+            port = vnc.get("port", "-1")
+            fixed = vnc.get("autoport", "no") != "yes" and port != "-1"
+            graphics = Vnc(port=int(port) if fixed else None, listen=vnc.get("listen", "127.0.0.1"))
+        virt_type = dom.get("type", "kvm")
+        return cls(
+            name=dom.findtext("name") or "",
+            memory=memory,
+            vcpus=int(dom.findtext("vcpu") or "1"),
+            nics=nics,
+            disks=disks,
+            kernel=dom.findtext("os/kernel"),
+            initrd=dom.findtext("os/initrd"),
+            cmdline=dom.findtext("os/cmdline"),
+            serial_log=_attr(dom, "devices/serial[@type='file']/source", "path", "") or None,
+            graphics=graphics,
+            virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
+            arch=_attr(dom, "os/type", "arch", "x86_64"),
+            uuid=dom.findtext("uuid"),
+        )
+
+
+def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
+    """Attribute ``name`` of the first ``path`` under ``parent``, else ``default``."""
+    element = parent.find(path)
+    value = element.get(name) if element is not None else None
+    return default if value is None else value
+
+
+def _memory_mib(amount: str, unit: str) -> int:
+    factors = {"b": 2**-20, "bytes": 2**-20, "k": 2**-10, "kib": 2**-10, "m": 1, "mib": 1,
+               "g": 2**10, "gib": 2**10, "t": 2**20, "tib": 2**20}
+    return max(16, int(int(amount) * factors.get(unit.lower(), 2**-10)))
+
+
+def _disk_element(devices: etree._Element, disk: Disk, index: int) -> None:
+    prefix = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}[disk.bus]
+    el = _xml.sub(devices, "disk", type="file", device="disk")
+    _xml.sub(el, "driver", name="qemu", type=disk.format)
+    _xml.sub(el, "source", file=str(disk.path))
+    _xml.sub(el, "target", dev=f"{prefix}{chr(ord('a') + index)}", bus=disk.bus)
+    if disk.readonly:
+        _xml.sub(el, "readonly")
+
+
+def mac_list(xml: str | bytes) -> list[tuple[str, str | None]]:
+    """``(mac, network-or-None)`` for every interface of a domain XML, any type."""
+    dom = _xml.parse(xml, "domain xml")
+    result = []
+    for iface in dom.iterfind("devices/interface"):
+        mac = iface.find("mac")
+        if mac is None or not mac.get("address"):
+            continue
+        source = iface.find("source")
+        network = source.get("network") if source is not None else None
+        result.append((format_mac(parse_mac(mac.get("address", ""), "interface mac")), network))
+    return result

@@ -1,0 +1,169 @@
+"""The libvm exception hierarchy.
+
+Every error libvm raises is a :class:`LibvmError`. Errors that come from a libvirt
+call keep the original ``libvirt.libvirtError`` as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AddressConflict",
+    "AddressMismatch",
+    "AlreadyExists",
+    "ClientIdShared",
+    "HostnameReserved",
+    "InvalidSpec",
+    "IpInDhcpRange",
+    "IpLeased",
+    "IpReserved",
+    "LibvirtFailure",
+    "LibvmError",
+    "MacInUse",
+    "MacReserved",
+    "NetworkMismatch",
+    "NoFreeAddress",
+    "NotFound",
+    "SubnetOverlap",
+    "WaitTimeout",
+]
+
+
+class LibvmError(Exception):
+    """Base class of every error raised by libvm."""
+
+
+class InvalidSpec(LibvmError, ValueError):
+    """A value given to libvm is malformed or not allowed.
+
+    ``field`` names the offending parameter (``"nics[0].mac"``), ``value`` is what
+    was given. Raised before anything is changed in libvirt.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+class NotFound(LibvmError, LookupError):
+    """A libvirt object (network, domain, reservation) does not exist."""
+
+
+class AlreadyExists(LibvmError):
+    """An object with that name already exists and differs from what was asked."""
+
+
+class NetworkMismatch(AlreadyExists):
+    """``ensure_network`` found an existing network whose settings differ."""
+
+    def __init__(self, network: str, field: str, wanted: Any, actual: Any) -> None:
+        self.network = network
+        self.field = field
+        self.wanted = wanted
+        self.actual = actual
+        super().__init__(
+            f"network {network!r} exists with {field}={actual!r}, not {wanted!r}; "
+            f"undefine it or pass the existing value"
+        )
+
+
+class LibvirtFailure(LibvmError):
+    """A libvirt call failed for a reason libvm has no more specific error for.
+
+    ``code`` is libvirt's error code (``libvirt.VIR_ERR_*``).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class AddressConflict(LibvmError):
+    """A MAC, IP or hostname would be used twice.
+
+    ``reason`` is a stable code (``"mac-reserved"``, ``"ip-leased"``, ...),
+    ``other`` names the other party (domain name, MAC, hostname) when known.
+    Raised before anything is changed in libvirt.
+    """
+
+    reason = "conflict"
+
+    def __init__(self, message: str, *, other: str | None = None) -> None:
+        self.other = other
+        super().__init__(message)
+
+
+class MacReserved(AddressConflict):
+    """The MAC is already reserved in the network for another IP or hostname."""
+
+    reason = "mac-reserved"
+
+
+class IpReserved(AddressConflict):
+    """The IP is already reserved in the network for another MAC."""
+
+    reason = "ip-reserved"
+
+
+class HostnameReserved(AddressConflict):
+    """The hostname is already reserved in the network for another MAC."""
+
+    reason = "hostname-reserved"
+
+
+class MacInUse(AddressConflict):
+    """The MAC is already on an interface of another domain."""
+
+    reason = "mac-in-use"
+
+
+class IpLeased(AddressConflict):
+    """dnsmasq currently leases the IP to another, live MAC."""
+
+    reason = "ip-leased"
+
+
+class IpInDhcpRange(AddressConflict):
+    """The IP lies in the network's dynamic DHCP range.
+
+    dnsmasq may already have handed it to another client; pass
+    ``allow_dynamic=True`` to reserve it anyway.
+    """
+
+    reason = "ip-in-dhcp-range"
+
+
+class SubnetOverlap(AddressConflict):
+    """Two networks' subnets overlap, so an address would be ambiguous."""
+
+    reason = "subnet-overlap"
+
+
+class ClientIdShared(AddressConflict):
+    """Two MACs present the same DHCP client-id (cloned machine-id)."""
+
+    reason = "client-id-shared"
+
+
+class NoFreeAddress(LibvmError):
+    """The network's allocation pool has no free address left."""
+
+
+class WaitTimeout(LibvmError, TimeoutError):
+    """A guest did not obtain its address in time."""
+
+
+class AddressMismatch(LibvmError):
+    """The guest obtained an address other than the one reserved for it."""
+
+    def __init__(self, mac: str, reserved: str, obtained: str) -> None:
+        self.mac = mac
+        self.reserved = reserved
+        self.obtained = obtained
+        super().__init__(
+            f"guest NIC {mac} obtained {obtained}, but {reserved} is reserved for it; "
+            f"a stale lease or a second DHCP server is handing out addresses"
+        )

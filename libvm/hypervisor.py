@@ -1,0 +1,444 @@
+"""The connection to libvirt: the one place that calls ``libvirt.open``."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import libvirt
+import netaddr
+
+from . import _libvirt
+from .addressing import check_hostname, format_mac
+from .domain import VM, lookup
+from .domainxml import DomainSpec, mac_list
+from .errors import (
+    AlreadyExists,
+    InvalidSpec,
+    IpReserved,
+    LibvirtFailure,
+    LibvmError,
+    MacInUse,
+    NetworkMismatch,
+    NotFound,
+    SubnetOverlap,
+)
+from .network import Network
+from .networkxml import NetworkSpec
+from .values import Disk, Nic, PathLike, Reservation, Vnc
+
+log = logging.getLogger("libvm")
+
+DEFAULT_URI = "qemu:///system"
+
+
+def connect(uri: str | None = None) -> Hypervisor:
+    """Open a libvirt connection.
+
+    ``uri`` defaults to ``$LIBVIRT_DEFAULT_URI``, else ``qemu:///system``. Use
+    the result as a context manager to close the connection.
+    """
+    uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+    _libvirt.silence_default_handler()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise LibvirtFailure(
+            f"cannot connect to {uri!r}: {exc.get_error_message()} (is libvirtd running, are you root?)",
+            exc.get_error_code(),
+        ) from exc
+    return Hypervisor(conn, uri)
+
+
+class Hypervisor:
+    """A libvirt connection: networks, VMs and the rules that keep addresses unique."""
+
+    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
+        self._conn = conn
+        self.uri = uri
+        self._thread_lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<libvm.Hypervisor {self.uri!r}>"
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.close()
+            self._conn = None
+
+    @property
+    def handle(self) -> libvirt.virConnect:
+        """The underlying ``libvirt.virConnect``, for what libvm does not cover."""
+        return self._conn
+
+    # -- networks ----------------------------------------------------------------
+
+    def network(self, name: str) -> Network:
+        """The existing network ``name``; :class:`NotFound` if there is none."""
+        try:
+            return Network(self, self._conn.networkLookupByName(name))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                raise NotFound(f"no network named {name!r}") from exc
+            raise _libvirt.convert(exc, f"looking up network {name!r}") from exc
+
+    def networks(self) -> list[Network]:
+        """Every network, active or not, sorted by name."""
+        with _libvirt.translate("listing networks"):
+            handles = self._conn.listAllNetworks()
+        return sorted((Network(self, n) for n in handles), key=lambda n: n.name)
+
+    def ensure_network(
+        self,
+        name: str,
+        subnet: str,
+        *,
+        dhcp_range: tuple[str, str] | None = None,
+        forward: str = "nat",
+        bridge: str | None = None,
+        domain: str | None = None,
+    ) -> Network:
+        """Define, start and autostart network ``name``, or check the existing one.
+
+        An existing network must have the same subnet, gateway, DHCP range and
+        forward mode, else :class:`NetworkMismatch` names the first difference.
+        A new subnet that overlaps another network's raises :class:`SubnetOverlap`.
+        """
+        wanted = NetworkSpec.build(name, subnet, dhcp_range=dhcp_range, forward=forward,
+                                   bridge=bridge, domain=domain)
+        try:
+            existing = self.network(name)
+        except NotFound:
+            return self._define_network(wanted)
+        _compare(wanted, existing.spec(inactive=existing.persistent))
+        existing.start()
+        return existing
+
+    def _define_network(self, wanted: NetworkSpec) -> Network:
+        for other in self.networks():
+            for ip in other.spec(inactive=other.persistent).ips:
+                if ip.subnet.version == wanted.primary.subnet.version and (
+                    wanted.primary.subnet.cidr in ip.subnet.cidr or ip.subnet.cidr in wanted.primary.subnet.cidr
+                ):
+                    raise SubnetOverlap(
+                        f"subnet {wanted.primary.subnet.cidr} of network {wanted.name!r} overlaps "
+                        f"{ip.subnet.cidr} of network {other.name!r}; an address would be ambiguous",
+                        other=other.name,
+                    )
+        with _libvirt.translate(f"defining network {wanted.name!r}"):
+            handle = self._conn.networkDefineXML(wanted.to_xml())
+        net = Network(self, handle)
+        try:
+            with _libvirt.translate(f"starting network {wanted.name!r}"):
+                handle.setAutostart(1)
+                handle.create()
+        except BaseException:
+            net.delete()
+            raise
+        log.info("defined and started network %s (%s)", wanted.name, wanted.primary.subnet)
+        return net
+
+    # -- domains ---------------------------------------------------------------
+
+    def vm(self, name: str) -> VM:
+        """The existing domain ``name``; :class:`NotFound` if there is none."""
+        return lookup(self, self._conn, name)
+
+    def vms(self) -> list[VM]:
+        """Every domain, running or not, sorted by name."""
+        with _libvirt.translate("listing domains"):
+            handles = self._conn.listAllDomains()
+        return sorted((VM(self, d) for d in handles), key=lambda vm: vm.name)
+
+    def mac_owners(self) -> dict[str, str]:
+        """``{mac: domain name}`` for every interface of every domain."""
+        owners: dict[str, str] = {}
+        with _libvirt.translate("listing domains"):
+            domains = self._conn.listAllDomains()
+        for dom in domains:
+            try:
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            except libvirt.libvirtError:
+                continue  # undefined while we listed
+            for mac, _ in mac_list(xml):
+                owners.setdefault(mac, dom.name())
+        return owners
+
+    def domain_active(self, name: str) -> bool:
+        """Whether domain ``name`` exists and runs."""
+        try:
+            return self.vm(name).running
+        except NotFound:
+            return False
+
+    @functools.cached_property
+    def kvm_usable(self) -> bool:
+        """Whether libvirt offers ``kvm`` domains here (capabilities are slow: cached)."""
+        with _libvirt.translate("reading capabilities"):
+            caps = self._conn.getCapabilities()
+        return "<domain type='kvm'" in caps or '<domain type="kvm"' in caps
+
+    def create_vm(
+        self,
+        name: str,
+        memory: int | str = 512,
+        vcpus: int = 1,
+        nics: Sequence[Nic] = (),
+        *,
+        disks: Sequence[Disk] = (),
+        kernel: PathLike | None = None,
+        initrd: PathLike | None = None,
+        cmdline: str | None = None,
+        serial_log: PathLike | None = None,
+        graphics: Vnc | None = None,
+        virt_type: str | None = None,
+        uuid: str | None = None,
+        start: bool = True,
+        autostart: bool = False,
+        allow_dynamic: bool = False,
+    ) -> VM:
+        """Reserve every NIC's address, define the domain and boot it.
+
+        All or nothing: every value is checked and every conflict refused
+        before libvirt is changed; if defining or starting fails (or the call is
+        interrupted), the domain and the reservations it added are removed
+        before the error propagates. A NIC without ``ip`` gets the network's
+        next free address outside the dynamic range. The first NIC on each
+        network is reserved under the VM's name as DHCP hostname (so dnsmasq
+        resolves it), unless ``Nic.hostname`` says otherwise or the MAC is
+        reserved already. ``virt_type=None`` picks
+        ``kvm`` when libvirt offers it, falling back to ``qemu`` (TCG) with a
+        warning if the guest cannot start under kvm.
+        """
+        # Everything but the NICs is validated first; NICs once they have addresses.
+        spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
+                          graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
+        with self._create_lock():
+            try:
+                self.vm(name)
+                raise AlreadyExists(f"a domain named {name!r} already exists")
+            except NotFound:
+                pass
+            resolved = self._resolve_nics(name, nics, allow_dynamic)
+            spec = dataclasses.replace(spec, nics=tuple(resolved))
+            if virt_type is None and not self.kvm_usable:
+                spec = dataclasses.replace(spec, virt_type="qemu")
+            added: list[tuple[Network, Reservation]] = []
+            dom: libvirt.virDomain | None = None
+            try:
+                for nic in resolved:
+                    net = self.network(nic.network)
+                    existed = net.reservation_for(str(nic.mac)) is not None
+                    res = net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+                    if not existed:
+                        added.append((net, res))
+                with _libvirt.translate(f"defining domain {name!r}"):
+                    dom = self._conn.defineXML(spec.to_xml())
+            except BaseException:
+                self._rollback(None, added)
+                raise
+        assert dom is not None
+        try:
+            if autostart:
+                with _libvirt.translate(f"setting autostart of domain {name!r}"):
+                    dom.setAutostart(1)
+            if start:
+                self._boot(dom, spec, auto=virt_type is None)
+        except BaseException:
+            self._rollback(dom, added)
+            raise
+        log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
+        return VM(self, dom)
+
+    def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
+        """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
+
+        All or nothing: if one fails, the ones already created are deleted.
+        """
+        made: list[VM] = []
+        try:
+            for kwargs in specs:
+                made.append(self.create_vm(**kwargs))
+        except BaseException:
+            for vm in reversed(made):
+                vm.delete()
+            raise
+        return made
+
+    def _boot(self, dom: libvirt.virDomain, spec: DomainSpec, auto: bool) -> None:
+        try:
+            with _libvirt.translate(f"starting domain {spec.name!r}"):
+                dom.create()
+        except LibvirtFailure as exc:
+            if not (auto and spec.virt_type == "kvm"):
+                raise
+            log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
+            with _libvirt.translate(f"redefining domain {spec.name!r} for qemu"):
+                self._conn.defineXML(dataclasses.replace(spec, virt_type="qemu").to_xml())
+                dom.create()
+
+    def _rollback(self, dom: libvirt.virDomain | None, added: list[tuple[Network, Reservation]]) -> None:
+        """Undo a half-made ``create_vm``; never masks the original error."""
+        if dom is not None:
+            with contextlib.suppress(LibvmError, libvirt.libvirtError):
+                VM(self, dom).delete(release=False)
+        for net, res in added:
+            try:
+                net.release(str(res.mac))
+            except (LibvmError, libvirt.libvirtError) as exc:
+                log.error("rollback: could not release %s on %s: %s", res, net.name, exc)
+
+    def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool) -> list[Nic]:
+        """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
+        owners = self.mac_owners()
+        resolved: list[Nic] = []
+        for index, nic in enumerate(nics):
+            if not isinstance(nic, Nic):
+                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
+            net = self.network(nic.network)
+            ip = nic.ip
+            if ip is None:
+                taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
+                ip = net.free_ip(avoid=taken)
+            full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname)
+            mac = str(full.mac)
+            first_on_network = all(n.network != nic.network for n in resolved)
+            if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
+                full = dataclasses.replace(full, hostname=_dns_label(name))
+            if mac in owners:
+                raise MacInUse(f"nics[{index}].mac {mac} is already on an interface of domain "
+                               f"{owners[mac]!r}", other=owners[mac])
+            for other in resolved:
+                if other.network == full.network and other.ip == full.ip:
+                    raise IpReserved(f"nics[{index}].ip {full.ip} is given to two NICs", other=str(other.mac))
+            try:
+                net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
+            except InvalidSpec as exc:
+                raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
+            resolved.append(full)
+        return resolved
+
+    @contextlib.contextmanager
+    def _create_lock(self) -> Iterator[None]:
+        """Serialise check-reserve-define across threads and local processes.
+
+        libvirt refuses a duplicate ``<host>`` atomically, but the hypervisor-
+        wide checks (a MAC on another domain, the next free IP) are read-then-
+        write; a lock file per URI makes them atomic for every libvm on this host.
+        """
+        digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+        base = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+        with self._thread_lock, open(base / f"libvm-{digest}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- helpers for VM and Network ------------------------------------------
+
+    def _reservation(self, network: str, mac: str) -> Reservation | None:
+        try:
+            return self.network(network).reservation_for(mac)
+        except NotFound:
+            return None
+
+    def _lease(self, network: str, mac: str, prefer: netaddr.IPAddress | None = None) -> netaddr.IPAddress | None:
+        try:
+            leases = [x.ip for x in self.network(network).leases() if str(x.mac) == mac]
+        except NotFound:
+            return None
+        if prefer is not None and prefer in leases:
+            return prefer
+        return leases[0] if leases else None
+
+    def _forget(self, network: str, mac: str) -> None:
+        """Release ``mac``'s reservations and leases on ``network`` (after a delete)."""
+        try:
+            net = self.network(network)
+        except NotFound:
+            return
+        net.release(mac)
+        for lease in net.leases():
+            if lease.mac is not None and format_mac(lease.mac) == mac:
+                try:
+                    net.release_lease(lease)
+                except LibvmError as exc:
+                    log.warning("could not release lease %s of deleted %s: %s", lease.ip, mac, exc)
+
+    def gc(self, *, remove: bool = False) -> list[tuple[str, Reservation]]:
+        """Reservations whose MAC is on no domain's interface: ``[(network, reservation)]``.
+
+        Lists them; removes them only with ``remove=True``. Never runs by itself.
+        """
+        owners = self.mac_owners()
+        orphans = [
+            (net.name, res)
+            for net in self.networks()
+            for res in net.reservations()
+            if res.mac is not None and format_mac(res.mac) not in owners
+        ]
+        if remove:
+            for network, res in orphans:
+                self.network(network).release(str(res.mac))
+        return orphans
+
+    def unreserved_nics(self) -> list[tuple[str, str, str]]:
+        """``(domain, mac, network)`` of every NIC on a libvirt network without a reservation."""
+        reserved = {(net.name, format_mac(r.mac)) for net in self.networks()
+                    for r in net.reservations() if r.mac is not None}
+        return [
+            (vm.name, mac, network)
+            for vm in self.vms()
+            for mac, network in mac_list(vm.xml(inactive=True))
+            if network is not None and (network, mac) not in reserved
+        ]
+
+
+def _dns_label(name: str) -> str | None:
+    """The VM name as its DHCP hostname, if it is a valid DNS name."""
+    try:
+        return check_hostname(name)
+    except InvalidSpec:
+        return None
+
+
+def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:
+    """Raise :class:`NetworkMismatch` at the first setting that differs."""
+    have = actual.primary
+    want = wanted.primary
+    checks = [
+        ("subnet", str(want.subnet.cidr), str(have.subnet.cidr)),
+        ("gateway", str(want.gateway), str(have.gateway)),
+        ("dhcp_range", _ranges(want.dhcp_ranges), _ranges(have.dhcp_ranges)),
+        ("forward", wanted.forward, actual.forward),
+    ]
+    if wanted.bridge is not None:
+        checks.append(("bridge", wanted.bridge, actual.bridge or ""))
+    for field, want_value, have_value in checks:
+        if want_value != have_value:
+            raise NetworkMismatch(wanted.name, field, want_value, have_value)
+
+
+def _ranges(ranges: tuple[tuple[netaddr.IPAddress, netaddr.IPAddress], ...]) -> str:
+    return ",".join(f"{a}-{b}" for a, b in ranges) or "none"

@@ -1,0 +1,339 @@
+"""A live libvirt network: its DHCP reservations and leases.
+
+Reservations are changed only with virNetworkUpdate ADD_LAST / DELETE of one
+``<host>``, live and persistent, so libvirt edits its own XML and every element
+libvm does not model is kept. MODIFY is never used: libvirt's MODIFY replaces
+the first ``<host>`` matching the MAC, the IP *or* the name, which can
+silently overwrite somebody else's binding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import libvirt
+import netaddr
+
+from . import _libvirt, dnsmasq
+from .addressing import IpLike, MacLike, check_host_ip, check_hostname, next_free, parse_ip, parse_mac
+from .errors import (
+    HostnameReserved,
+    InvalidSpec,
+    IpInDhcpRange,
+    IpLeased,
+    IpReserved,
+    LibvirtFailure,
+    MacReserved,
+    NotFound,
+)
+from .networkxml import NetworkSpec, host_xml
+from .values import Lease, Reservation
+
+if TYPE_CHECKING:
+    from .hypervisor import Hypervisor
+
+log = logging.getLogger("libvm")
+
+_SECTION = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
+
+
+class Network:
+    """A libvirt network, looked up by name. Get one from :meth:`Hypervisor.network`."""
+
+    def __init__(self, hypervisor: Hypervisor, handle: libvirt.virNetwork) -> None:
+        self._hv = hypervisor
+        self._net = handle
+        self.name: str = handle.name()
+
+    def __repr__(self) -> str:
+        return f"<libvm.Network {self.name!r}>"
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def handle(self) -> libvirt.virNetwork:
+        """The underlying ``libvirt.virNetwork``, for what libvm does not cover."""
+        return self._net
+
+    @property
+    def active(self) -> bool:
+        """Whether the network is running (its bridge and dnsmasq are up)."""
+        with _libvirt.translate(f"network {self.name!r}"):
+            return bool(self._net.isActive())
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the network is defined (survives a stop) rather than transient."""
+        with _libvirt.translate(f"network {self.name!r}"):
+            return bool(self._net.isPersistent())
+
+    @property
+    def bridge(self) -> str:
+        """The bridge device name (``virbr0``)."""
+        with _libvirt.translate(f"network {self.name!r}"):
+            return str(self._net.bridgeName())
+
+    def xml(self, inactive: bool = False) -> str:
+        """The network's XML as libvirt has it (``inactive``: the persistent config)."""
+        flags = libvirt.VIR_NETWORK_XML_INACTIVE if inactive else 0
+        try:
+            return str(self._net.XMLDesc(flags))
+        except libvirt.libvirtError as exc:
+            # The test driver (libvirt 9.0) has one definition and refuses the flag.
+            if not (inactive and exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG):
+                raise _libvirt.convert(exc, f"network {self.name!r}") from exc
+        with _libvirt.translate(f"network {self.name!r}"):
+            return str(self._net.XMLDesc(0))
+
+    def spec(self, inactive: bool = False) -> NetworkSpec:
+        """The network parsed into a :class:`NetworkSpec`."""
+        return NetworkSpec.from_xml(self.xml(inactive))
+
+    def start(self) -> None:
+        """Start the network if it is not running."""
+        if not self.active:
+            with _libvirt.translate(f"starting network {self.name!r}"):
+                self._net.create()
+
+    def stop(self) -> None:
+        """Stop the network if it is running (idempotent)."""
+        if self.active:
+            with _libvirt.translate(f"stopping network {self.name!r}"):
+                self._net.destroy()
+
+    def delete(self) -> None:
+        """Stop and undefine the network (idempotent)."""
+        try:
+            self.stop()
+            if self.persistent:
+                with _libvirt.translate(f"undefining network {self.name!r}"):
+                    self._net.undefine()
+        except NotFound:
+            pass
+
+    # -- reservations ----------------------------------------------------------
+
+    def _specs(self) -> list[NetworkSpec]:
+        """Live and persistent views; a reservation in either one counts."""
+        specs = []
+        if self.active:
+            specs.append(self.spec())
+        if self.persistent:
+            specs.append(self.spec(inactive=True))
+        return specs
+
+    def reservations(self) -> list[Reservation]:
+        """Every ``<host>`` in the network's DHCP, live and persistent, once each."""
+        seen: dict[Reservation, None] = {}
+        for spec in self._specs():
+            for host in spec.reservations():
+                seen.setdefault(host, None)
+        return list(seen)
+
+    def reservation_for(self, mac: MacLike) -> Reservation | None:
+        """The reservation of ``mac``, if there is one."""
+        hw = parse_mac(mac)
+        return next((r for r in self.reservations() if r.mac == hw), None)
+
+    def check(
+        self,
+        mac: MacLike,
+        ip: IpLike,
+        hostname: str | None = None,
+        *,
+        allow_dynamic: bool = False,
+    ) -> tuple[Reservation, bool]:
+        """Validate a reservation without changing anything.
+
+        Returns the normalised reservation and whether it exists already (same
+        MAC and IP, and the same hostname unless ``hostname`` is ``None``).
+        Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass.
+        """
+        hw = parse_mac(mac, "mac")
+        address = parse_ip(ip, "ip")
+        if hostname is not None:
+            check_hostname(hostname)
+        spec = self.spec(inactive=self.persistent and not self.active)
+        found = spec.ip_for(address)
+        if found is None:
+            subnets = ", ".join(str(i.subnet.cidr) for i in spec.ips) or "none"
+            raise InvalidSpec("ip", str(address), f"outside network {self.name!r}'s subnets ({subnets})")
+        check_host_ip(address, found[1].subnet, "ip")
+        if address.version == 6:
+            raise InvalidSpec("ip", str(address), "IPv6 reservations need a hostname or DUID; not supported yet")
+        wanted = Reservation(hw, address, hostname)
+        for host in self.reservations():
+            if host.mac == hw and host.ip == address and hostname in (None, host.hostname):
+                return host, True
+            _refuse_overlap(self.name, host, wanted)
+        dyn = spec.in_dhcp_range(address)
+        if dyn is not None and not allow_dynamic:
+            raise IpInDhcpRange(
+                f"{address} is in network {self.name!r}'s dynamic DHCP range {dyn[0]}-{dyn[1]}; "
+                f"dnsmasq may hand it to any client. Pick an address outside the range "
+                f"or pass allow_dynamic=True"
+            )
+        return wanted, False
+
+    def reserve(
+        self,
+        mac: MacLike,
+        ip: IpLike,
+        hostname: str | None = None,
+        *,
+        allow_dynamic: bool = False,
+        reclaim_stale: bool = True,
+    ) -> Reservation:
+        """Bind ``mac`` to ``ip`` (and ``hostname``) in the network's DHCP.
+
+        Live and persistent. Re-reserving the identical entry is a no-op
+        (``hostname=None`` matches an entry with any name) and returns it. A
+        MAC, IP or hostname already reserved for another host raises an
+        :class:`AddressConflict`; so does an IP currently leased to a MAC that
+        belongs to a defined domain. A lease held by a MAC no domain has any
+        more (a deleted VM) is released first when ``reclaim_stale`` is true.
+        """
+        wanted, exists = self.check(mac, ip, hostname, allow_dynamic=allow_dynamic)
+        if exists:
+            return wanted
+        self._clear_leases(wanted, reclaim_stale)
+        self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving")
+        log.info("reserved %s on network %s", wanted, self.name)
+        return wanted
+
+    def release(self, mac: MacLike | None = None, *, ip: IpLike | None = None) -> list[Reservation]:
+        """Remove the reservations of ``mac`` (or of ``ip``); returns what was removed.
+
+        Idempotent: releasing what is not reserved removes nothing.
+        """
+        if (mac is None) == (ip is None):
+            raise InvalidSpec("mac", mac, "give exactly one of mac or ip")
+        hw = None if mac is None else parse_mac(mac, "mac")
+        address = None if ip is None else parse_ip(ip, "ip")
+        gone = [r for r in self.reservations() if (hw is not None and r.mac == hw) or r.ip == address]
+        for host in gone:
+            self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host, "releasing")
+            log.info("released %s on network %s", host, self.name)
+        return gone
+
+    def _flags(self) -> int:
+        flags = 0
+        if self.active:
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        if self.persistent:
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        return flags
+
+    def _update(self, command: int, host: Reservation, doing: str) -> None:
+        spec = self.spec(inactive=self.persistent and not self.active)
+        found = spec.ip_for(host.ip)
+        index = found[0] if found is not None and len(spec.ips) > 1 else -1
+        with _libvirt.translate(f"{doing} {host} on network {self.name!r}"):
+            self._net.update(command, _SECTION, index, host_xml(host), self._flags())
+
+    # -- leases ----------------------------------------------------------------
+
+    def leases(self) -> list[Lease]:
+        """The DHCP leases dnsmasq has handed out, as libvirt reports them.
+
+        A driver without lease support (``test:///``) has none: an empty list.
+        """
+        try:
+            raw = self._net.DHCPLeases()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return []
+            raise _libvirt.convert(exc, f"leases of network {self.name!r}") from exc
+        return [_lease(entry) for entry in raw]
+
+    def release_lease(self, lease: Lease) -> None:
+        """Make dnsmasq forget ``lease`` now (see :mod:`libvm.dnsmasq`) and wait for libvirt to see it."""
+        if lease.mac is None:
+            raise InvalidSpec("lease.mac", None, "only IPv4 leases with a MAC can be released")
+        dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip),
+                        str(lease.mac), lease.client_id)
+        _wait(lambda: lease.ip not in {x.ip for x in self.leases() if x.mac == lease.mac}, 5.0)
+
+    def _clear_leases(self, wanted: Reservation, reclaim_stale: bool) -> None:
+        """Refuse or reclaim leases that would keep ``wanted`` from working."""
+        blocking = [
+            lease for lease in self.leases()
+            if (lease.ip == wanted.ip) != (lease.mac == wanted.mac)
+        ]
+        if not blocking:
+            return
+        owners = self._hv.mac_owners()
+        for lease in blocking:
+            owner = owners.get(str(lease.mac)) if lease.mac is not None else None
+            if lease.ip == wanted.ip and (owner is not None or not reclaim_stale):
+                who = f"domain {owner!r}" if owner else "a MAC no domain has (stale)"
+                raise IpLeased(
+                    f"{wanted.ip} is leased on network {self.name!r} to {lease.mac} ({who}) "
+                    f"until {lease.expires}; "
+                    + ("delete that domain first" if owner else "pass reclaim_stale=True to release it"),
+                    other=owner or str(lease.mac),
+                )
+            if owner is None or not self._hv.domain_active(owner):
+                self.release_lease(lease)
+
+    # -- allocation ------------------------------------------------------------
+
+    def free_ip(
+        self,
+        *,
+        pool: tuple[IpLike, IpLike] | None = None,
+        avoid: frozenset[netaddr.IPAddress] = frozenset(),
+    ) -> netaddr.IPAddress:
+        """The lowest free IPv4 address outside the dynamic DHCP range.
+
+        Skips the network, broadcast and gateway addresses, every reservation,
+        every active lease and ``avoid``. ``pool`` limits the search to a range.
+        """
+        spec = self.spec(inactive=self.persistent and not self.active)
+        primary = spec.primary
+        bounds = None
+        if pool is not None:
+            bounds = (parse_ip(pool[0], "pool[0]"), parse_ip(pool[1], "pool[1]"))
+            for index, end in enumerate(bounds):
+                check_host_ip(end, primary.subnet, f"pool[{index}]")
+        used = {r.ip for r in self.reservations()} | {x.ip for x in self.leases()} | set(avoid)
+        return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
+
+
+def _refuse_overlap(network: str, host: Reservation, wanted: Reservation) -> None:
+    """Raise if ``host`` (existing) and ``wanted`` share a MAC, IP or name."""
+    where = f"on network {network!r}"
+    if host.mac is not None and host.mac == wanted.mac:
+        raise MacReserved(f"MAC {wanted.mac} is already reserved {where} for {host}; release it first",
+                          other=str(host.hostname or host.ip))
+    if host.ip == wanted.ip:
+        raise IpReserved(f"{wanted.ip} is already reserved {where} for {host}; release it first",
+                         other=str(host.mac or host.hostname))
+    if wanted.hostname and host.hostname == wanted.hostname:
+        raise HostnameReserved(f"hostname {wanted.hostname!r} is already reserved {where} for {host}",
+                               other=str(host.mac))
+
+
+def _lease(entry: dict[str, object]) -> Lease:
+    mac = entry.get("mac")
+    expiry = entry.get("expirytime")
+    return Lease(
+        mac=parse_mac(str(mac), "lease.mac") if mac else None,
+        ip=netaddr.IPAddress(str(entry["ipaddr"])),
+        hostname=str(entry["hostname"]) if entry.get("hostname") else None,
+        expires=dt.datetime.fromtimestamp(int(str(expiry)), dt.timezone.utc) if expiry else None,
+        client_id=str(entry["clientid"]) if entry.get("clientid") else None,
+        interface=str(entry.get("iface") or ""),
+    )
+
+
+def _wait(done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise LibvirtFailure("dnsmasq did not drop the lease in time")
+        time.sleep(0.1)

@@ -1,0 +1,202 @@
+"""Network specs and their libvirt XML, both ways (pure lxml, no connection).
+
+``NetworkSpec.to_xml()`` writes the ``<network>`` libvm defines;
+``NetworkSpec.from_xml()`` reads any network's XML (virsh's ``default`` too).
+``host_xml()`` writes the single ``<host>`` element given to virNetworkUpdate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import netaddr
+from lxml import etree
+
+from . import _xml
+from .addressing import check_host_ip, format_mac, in_range, parse_ip, parse_subnet
+from .domainxml import check_name
+from .errors import InvalidSpec
+from .values import Reservation
+
+FORWARD_MODES = ("nat", "route", "open", "none")
+
+IpRange = tuple[netaddr.IPAddress, netaddr.IPAddress]
+
+
+@dataclass(frozen=True)
+class IpSpec:
+    """One ``<ip>`` element of a network: subnet (gateway form), DHCP range, hosts."""
+
+    subnet: netaddr.IPNetwork
+    dhcp_ranges: tuple[IpRange, ...] = ()
+    hosts: tuple[Reservation, ...] = ()
+    dhcp: bool = False
+
+    @property
+    def gateway(self) -> netaddr.IPAddress:
+        """The bridge's own address."""
+        return self.subnet.ip
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt network as libvm defines it: one subnet, optional DHCP range.
+
+    ``forward`` is ``"nat"``, ``"route"``, ``"open"`` or ``"none"`` (isolated).
+    ``subnet`` may name the gateway (``"10.0.0.1/24"``); a bare network address
+    gets its first host as the gateway.
+    """
+
+    name: str
+    ips: tuple[IpSpec, ...]
+    forward: str = "nat"
+    bridge: str | None = None
+    domain: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        subnet: str | netaddr.IPNetwork,
+        *,
+        dhcp_range: tuple[str, str] | None = None,
+        forward: str = "nat",
+        bridge: str | None = None,
+        domain: str | None = None,
+        hosts: Sequence[Reservation] = (),
+    ) -> NetworkSpec:
+        """Validate user values and build the spec (``ensure_network``'s arguments)."""
+        check_name(name)
+        net = parse_subnet(subnet)
+        if forward not in FORWARD_MODES:
+            raise InvalidSpec("forward", forward, f"one of {', '.join(FORWARD_MODES)}")
+        if bridge is not None and (not bridge or len(bridge) > 15 or "/" in bridge or " " in bridge):
+            raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters")
+        ranges: tuple[IpRange, ...] = ()
+        if dhcp_range is not None:
+            start = parse_ip(dhcp_range[0], "dhcp_range[0]")
+            end = parse_ip(dhcp_range[1], "dhcp_range[1]")
+            check_host_ip(start, net, "dhcp_range[0]")
+            check_host_ip(end, net, "dhcp_range[1]")
+            if int(start) > int(end):
+                raise InvalidSpec("dhcp_range", dhcp_range, "start is after end")
+            ranges = ((start, end),)
+        for index, host in enumerate(hosts):
+            check_host_ip(host.ip, net, f"hosts[{index}].ip")
+        ip = IpSpec(subnet=net, dhcp_ranges=ranges, hosts=tuple(hosts), dhcp=bool(ranges or hosts))
+        return cls(name=name, ips=(ip,), forward=forward, bridge=bridge, domain=domain)
+
+    @property
+    def primary(self) -> IpSpec:
+        """The first IPv4 ``<ip>`` (else the first one)."""
+        for ip in self.ips:
+            if ip.subnet.version == 4:
+                return ip
+        if not self.ips:
+            raise InvalidSpec("network", self.name, "has no <ip> element")
+        return self.ips[0]
+
+    def ip_for(self, address: netaddr.IPAddress) -> tuple[int, IpSpec] | None:
+        """The index and ``<ip>`` whose subnet holds ``address``."""
+        for index, ip in enumerate(self.ips):
+            if address.version == ip.subnet.version and address in ip.subnet:
+                return index, ip
+        return None
+
+    def reservations(self) -> list[Reservation]:
+        """Every ``<host>`` of every ``<ip>``."""
+        return [host for ip in self.ips for host in ip.hosts]
+
+    def in_dhcp_range(self, address: netaddr.IPAddress) -> IpRange | None:
+        """The dynamic range holding ``address``, if any."""
+        for ip in self.ips:
+            for start, end in ip.dhcp_ranges:
+                if in_range(address, start, end):
+                    return start, end
+        return None
+
+    def to_xml(self) -> str:
+        """The libvirt ``<network>`` document."""
+        return _xml.to_string(self.to_element())
+
+    def to_element(self) -> etree._Element:
+        """The ``<network>`` as an lxml element."""
+        net = etree.Element("network")
+        _xml.sub(net, "name", self.name)
+        if self.forward != "none":
+            _xml.sub(net, "forward", mode=self.forward)
+        if self.bridge:
+            _xml.sub(net, "bridge", name=self.bridge, stp="on", delay="0")
+        if self.domain:
+            _xml.sub(net, "domain", name=self.domain)
+        for ip in self.ips:
+            attrs = {"address": str(ip.gateway), "prefix": str(ip.subnet.prefixlen)}
+            if ip.subnet.version == 6:
+                attrs["family"] = "ipv6"
+            ip_el = _xml.sub(net, "ip", **attrs)
+            if ip.dhcp:
+                dhcp = _xml.sub(ip_el, "dhcp")
+                for start, end in ip.dhcp_ranges:
+                    _xml.sub(dhcp, "range", start=str(start), end=str(end))
+                for host in ip.hosts:
+                    dhcp.append(host_element(host))
+        return net
+
+    @classmethod
+    def from_xml(cls, xml: str | bytes) -> NetworkSpec:
+        """Read any libvirt ``<network>`` XML."""
+        root = _xml.parse(xml, "network xml")
+        if root.tag != "network":
+            raise InvalidSpec("network xml", root.tag, "root element is not <network>")
+        forward = root.find("forward")
+        mode = "none" if forward is None else forward.get("mode", "nat")
+        bridge = root.find("bridge")
+        domain = root.find("domain")
+        return cls(
+            name=root.findtext("name") or "",
+            ips=tuple(_read_ip(el) for el in root.iterfind("ip")),
+            forward=mode,
+            bridge=bridge.get("name") if bridge is not None else None,
+            domain=domain.get("name") if domain is not None else None,
+        )
+
+
+def _read_ip(ip_el: etree._Element) -> IpSpec:
+    address = ip_el.get("address", "")
+    if ip_el.get("prefix"):
+        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('prefix')}")
+    elif ip_el.get("netmask"):
+        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('netmask')}")
+    else:
+        subnet = netaddr.IPNetwork(f"{address}/{24 if ':' not in address else 64}")
+    dhcp = ip_el.find("dhcp")
+    ranges: list[IpRange] = []
+    hosts: list[Reservation] = []
+    if dhcp is not None:
+        for rng in dhcp.iterfind("range"):
+            ranges.append((netaddr.IPAddress(rng.get("start")), netaddr.IPAddress(rng.get("end"))))
+        for host in dhcp.iterfind("host"):
+            if host.get("ip"):
+                hosts.append(
+                    Reservation(host.get("mac"), host.get("ip", ""), host.get("name"), host.get("id"))
+                )
+    return IpSpec(subnet=subnet, dhcp_ranges=tuple(ranges), hosts=tuple(hosts), dhcp=dhcp is not None)
+
+
+def host_element(host: Reservation) -> etree._Element:
+    """``<host mac= ip= name=>`` (IPv4) or ``<host id|name= ip=>`` (IPv6)."""
+    attrs: dict[str, str] = {}
+    if host.ip.version == 4 and host.mac is not None:
+        attrs["mac"] = format_mac(host.mac)
+    if host.ip.version == 6 and host.client_id:
+        attrs["id"] = host.client_id
+    if host.hostname:
+        attrs["name"] = host.hostname
+    attrs["ip"] = str(host.ip)
+    return etree.Element("host", attrs)
+
+
+def host_xml(host: Reservation) -> str:
+    """The ``<host>`` element as the string virNetworkUpdate takes."""
+    return etree.tostring(host_element(host), encoding="unicode")

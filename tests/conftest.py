@@ -1,0 +1,40 @@
+"""Shared fixtures.
+
+Unit tests run on libvirt's in-process test driver, one fresh node per test
+(``test:///…/testnode.xml``: every connection gets its own copy of the state).
+Real-stack tests (``tests/realstack/``) get their connection URI from the
+``realstack_uri`` fixture in ``tests/realstack/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+import libvm
+
+DATA = Path(__file__).parent / "data"
+TEST_URI = f"test://{DATA / 'testnode.xml'}"
+
+
+@pytest.fixture
+def hv() -> Iterator[libvm.Hypervisor]:
+    """A fresh test-driver hypervisor with networks 'default' and 'lab' and domain 'legacy'."""
+    with libvm.connect(TEST_URI) as conn:
+        yield conn
+
+
+@pytest.fixture
+def lab(hv: libvm.Hypervisor) -> libvm.Network:
+    """Network 192.168.150.0/24, dynamic range .30-.39, host 'legacy' at .10."""
+    return hv.network("lab")
+
+
+def canonical(xml: str | bytes) -> bytes:
+    """XML reduced to a canonical form: compare documents by parsing, not by string."""
+    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml, parser)
+    return etree.tostring(root, method="c14n2")

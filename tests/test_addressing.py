@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import netaddr
+import pytest
+
+from libvm import InvalidSpec, NoFreeAddress, generate_mac
+from libvm.addressing import (
+    check_host_ip,
+    check_hostname,
+    next_free,
+    parse_ip,
+    parse_mac,
+    parse_memory,
+    parse_subnet,
+)
+
+NET = parse_subnet("192.168.150.0/24")
+
+
+@pytest.mark.parametrize("value", ["66:66:66:66:66:0b", "66-66-66-66-66-0B", "6666.6666.660b"])
+def test_mac_forms_normalise(value: str) -> None:
+    assert str(parse_mac(value)) == "66:66:66:66:66:0b"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("66:66:66:66:66", "48-bit"),
+        ("zz:66:66:66:66:0b", "48-bit"),
+        ("01:00:5e:00:00:01", "multicast"),
+        ("ff:ff:ff:ff:ff:ff", "multicast"),
+        ("00:00:00:00:00:00", "all-zero"),
+    ],
+)
+def test_bad_macs_name_field_and_value(value: str, reason: str) -> None:
+    with pytest.raises(InvalidSpec, match=reason) as info:
+        parse_mac(value, "nics[0].mac")
+    assert info.value.field == "nics[0].mac"
+    assert info.value.value == value
+    assert value in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["192.168.150", "192.168.150.256", "192.168.150.1/24", "host", ""])
+def test_bad_ips(value: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_ip(value, "ip")
+    assert info.value.field == "ip"
+
+
+@pytest.mark.parametrize(
+    ("ip", "reason"),
+    [
+        ("192.168.151.5", "outside"),
+        ("192.168.150.0", "network address"),
+        ("192.168.150.255", "broadcast"),
+        ("192.168.150.1", "gateway"),
+        ("fd00::5", "outside"),
+    ],
+)
+def test_host_ip_rules(ip: str, reason: str) -> None:
+    with pytest.raises(InvalidSpec, match=reason):
+        check_host_ip(parse_ip(ip), NET)
+
+
+def test_subnet_forms() -> None:
+    assert parse_subnet("10.0.0.0/24").ip == netaddr.IPAddress("10.0.0.1")
+    assert parse_subnet("10.0.0.254/24").ip == netaddr.IPAddress("10.0.0.254")
+    for bad in ["10.0.0.0", "10.0.0.0/31", "10.0.0.255/24", "nonsense/24"]:
+        with pytest.raises(InvalidSpec):
+            parse_subnet(bad)
+
+
+def test_generated_mac_is_deterministic_unicast_local_and_readable() -> None:
+    ip = netaddr.IPAddress("192.168.150.88")
+    mac = generate_mac("lab", ip)
+    assert mac == generate_mac("lab", ip)
+    assert mac.words[0] & 0x02 and not mac.words[0] & 0x01
+    assert str(mac).endswith(":c0:a8:96:58")
+    assert generate_mac("lab", ip) != generate_mac("other", ip)
+    assert generate_mac("lab", ip) != generate_mac("lab", ip + 1)
+    v6 = generate_mac("lab6", netaddr.IPAddress("fd00::5"))
+    assert v6 != generate_mac("lab6", netaddr.IPAddress("fd00::6"))
+    parse_mac(str(v6))
+
+
+@pytest.mark.parametrize(("value", "mib"), [(256, 256), ("256MiB", 256), ("256M", 256), ("1G", 1024),
+                                            ("2GiB", 2048), ("1048576KiB", 1024)])
+def test_memory(value: int | str, mib: int) -> None:
+    assert parse_memory(value) == mib
+
+
+@pytest.mark.parametrize("value", ["lots", "1.5G", -1, 0, True, "100KiB"])
+def test_bad_memory(value: int | str) -> None:
+    with pytest.raises(InvalidSpec, match="memory"):
+        parse_memory(value)
+
+
+def test_hostnames() -> None:
+    assert check_hostname("pc001") == "pc001"
+    assert check_hostname("pc001.lab.example") == "pc001.lab.example"
+    for bad in ["-pc", "pc_1", "a'b<c>", "", "x" * 64]:
+        with pytest.raises(InvalidSpec):
+            check_hostname(bad)
+
+
+def test_next_free_skips_gateway_used_and_dynamic_range() -> None:
+    used = {netaddr.IPAddress("192.168.150.2")}
+    dynamic = [(netaddr.IPAddress("192.168.150.3"), netaddr.IPAddress("192.168.150.39"))]
+    assert next_free(NET, used, exclude=dynamic) == netaddr.IPAddress("192.168.150.40")
+
+
+def test_next_free_pool_and_exhaustion() -> None:
+    pool = (netaddr.IPAddress("192.168.150.100"), netaddr.IPAddress("192.168.150.101"))
+    assert next_free(NET, [], pool=pool) == netaddr.IPAddress("192.168.150.100")
+    with pytest.raises(NoFreeAddress, match=r"192\.168\.150\.100"):
+        next_free(NET, [netaddr.IPAddress("192.168.150.100"), netaddr.IPAddress("192.168.150.101")], pool=pool)

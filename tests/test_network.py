@@ -1,0 +1,129 @@
+"""Reservations on the test driver: add, idempotent, conflicts, release, no side effects."""
+
+from __future__ import annotations
+
+import pytest
+
+import libvm
+from libvm import (
+    HostnameReserved,
+    InvalidSpec,
+    IpInDhcpRange,
+    IpReserved,
+    MacReserved,
+    Reservation,
+)
+from tests.conftest import canonical
+
+SEED = Reservation("66:66:66:66:66:0b", "192.168.150.88", "pc001")
+
+
+def test_lookup_missing_network(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.NotFound, match="nope"):
+        hv.network("nope")
+
+
+def test_reads_existing_reservations(lab: libvm.Network) -> None:
+    assert lab.reservations() == [Reservation("52:54:00:aa:bb:01", "192.168.150.10", "legacy")]
+
+
+def test_reserve_adds_host_and_keeps_unknown_xml(lab: libvm.Network) -> None:
+    before = lab.xml()
+    assert lab.reserve("66:66:66:66:66:0b", "192.168.150.88", hostname="pc001") == SEED
+    assert SEED in lab.reservations()
+    after = lab.xml()
+    assert "<host mac='66:66:66:66:66:0b' name='pc001' ip='192.168.150.88'/>" in after
+    for kept in ("<mtu size='9000'/>", "keep-me", "unknown-to-libvm", "name='legacy'"):
+        assert kept in before and kept in after
+
+
+def test_reserve_identical_is_noop(lab: libvm.Network) -> None:
+    lab.reserve(SEED.mac, SEED.ip, SEED.hostname)
+    xml = lab.xml()
+    assert lab.reserve(str(SEED.mac), str(SEED.ip), "pc001") == SEED
+    assert lab.reserve(str(SEED.mac), str(SEED.ip)) == SEED  # no name given: matches any
+    assert canonical(lab.xml()) == canonical(xml)
+    assert lab.xml().count("66:66:66:66:66:0b") == 1
+
+
+@pytest.mark.parametrize(
+    ("mac", "ip", "name", "error", "other"),
+    [
+        ("66:66:66:66:66:0b", "192.168.150.89", "pc002", MacReserved, "pc001"),
+        ("66:66:66:66:66:0c", "192.168.150.88", "pc002", IpReserved, "66:66:66:66:66:0b"),
+        ("66:66:66:66:66:0c", "192.168.150.89", "pc001", HostnameReserved, "66:66:66:66:66:0b"),
+        ("66:66:66:66:66:0b", "192.168.150.88", "other", MacReserved, "pc001"),
+    ],
+)
+def test_conflicts_refused_and_nothing_changes(
+    lab: libvm.Network, mac: str, ip: str, name: str, error: type[libvm.AddressConflict], other: str
+) -> None:
+    lab.reserve(SEED.mac, SEED.ip, SEED.hostname)
+    xml = lab.xml()
+    with pytest.raises(error) as info:
+        lab.reserve(mac, ip, name)
+    assert info.value.other == other
+    assert isinstance(info.value, libvm.AddressConflict)
+    assert canonical(lab.xml()) == canonical(xml)
+
+
+def test_dynamic_range_refused_unless_allowed(lab: libvm.Network) -> None:
+    xml = lab.xml()
+    with pytest.raises(IpInDhcpRange, match=r"192\.168\.150\.30-192\.168\.150\.39"):
+        lab.reserve("66:66:66:66:66:0d", "192.168.150.35")
+    assert canonical(lab.xml()) == canonical(xml)
+    lab.reserve("66:66:66:66:66:0d", "192.168.150.35", allow_dynamic=True)
+    assert Reservation("66:66:66:66:66:0d", "192.168.150.35") in lab.reservations()
+
+
+@pytest.mark.parametrize(
+    ("mac", "ip", "field"),
+    [
+        ("66:66:66:66:66", "192.168.150.88", "mac"),
+        ("01:00:5e:00:00:01", "192.168.150.88", "mac"),
+        ("66:66:66:66:66:0b", "192.168.151.88", "ip"),
+        ("66:66:66:66:66:0b", "192.168.150.0", "ip"),
+        ("66:66:66:66:66:0b", "192.168.150.1", "ip"),
+        ("66:66:66:66:66:0b", "192.168.150.255", "ip"),
+        ("66:66:66:66:66:0b", "not-an-ip", "ip"),
+    ],
+)
+def test_bad_input_changes_nothing(lab: libvm.Network, mac: str, ip: str, field: str) -> None:
+    xml = lab.xml()
+    with pytest.raises(InvalidSpec) as info:
+        lab.reserve(mac, ip)
+    assert info.value.field == field
+    assert canonical(lab.xml()) == canonical(xml)
+
+
+def test_bad_hostname_changes_nothing(lab: libvm.Network) -> None:
+    xml = lab.xml()
+    with pytest.raises(InvalidSpec, match="hostname"):
+        lab.reserve("66:66:66:66:66:0b", "192.168.150.88", "a'b<c>")
+    assert canonical(lab.xml()) == canonical(xml)
+
+
+def test_release_by_mac_and_ip_idempotent(lab: libvm.Network) -> None:
+    lab.reserve(SEED.mac, SEED.ip, SEED.hostname)
+    assert lab.release("66:66:66:66:66:0B") == [SEED]
+    assert lab.release("66:66:66:66:66:0b") == []
+    assert SEED not in lab.reservations()
+    lab.reserve(SEED.mac, SEED.ip, SEED.hostname)
+    assert lab.release(ip="192.168.150.88") == [SEED]
+    assert lab.reservations() == [Reservation("52:54:00:aa:bb:01", "192.168.150.10", "legacy")]
+    with pytest.raises(InvalidSpec):
+        lab.release()
+
+
+def test_leases_empty_on_driver_without_leases(lab: libvm.Network) -> None:
+    assert lab.leases() == []
+
+
+def test_free_ip_skips_gateway_reservations_and_range(lab: libvm.Network) -> None:
+    assert str(lab.free_ip()) == "192.168.150.2"
+    lab.reserve("66:66:66:66:66:0e", "192.168.150.2")
+    assert str(lab.free_ip()) == "192.168.150.3"
+    assert str(lab.free_ip(pool=("192.168.150.10", "192.168.150.50"))) == "192.168.150.11"
+    assert str(lab.free_ip(pool=("192.168.150.30", "192.168.150.45"))) == "192.168.150.40"
+    with pytest.raises(InvalidSpec, match="pool"):
+        lab.free_ip(pool=("192.168.150.10", "10.0.0.1"))

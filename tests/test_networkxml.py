@@ -1,0 +1,59 @@
+"""NetworkSpec <-> XML, checked against a golden file by parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from libvm import InvalidSpec, NetworkSpec, Reservation
+from libvm.networkxml import host_xml
+from tests.conftest import DATA, canonical
+
+LAB = NetworkSpec.build(
+    "lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"), bridge="lvlab0",
+    hosts=[Reservation("66:66:66:66:66:0b", "192.168.150.88", "pc001")],
+)
+
+
+def test_matches_golden() -> None:
+    assert canonical(LAB.to_xml()) == canonical((DATA / "golden" / "network_lab.xml").read_text())
+
+
+def test_round_trip() -> None:
+    assert NetworkSpec.from_xml(LAB.to_xml()) == LAB
+
+
+def test_isolated_has_no_forward() -> None:
+    spec = NetworkSpec.build("iso", "10.9.0.0/24", forward="none")
+    assert "<forward" not in spec.to_xml()
+    assert NetworkSpec.from_xml(spec.to_xml()).forward == "none"
+
+
+def test_reads_netmask_form() -> None:
+    spec = NetworkSpec.from_xml(
+        "<network><name>d</name><ip address='192.168.122.1' netmask='255.255.255.0'>"
+        "<dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>")
+    assert str(spec.primary.subnet.cidr) == "192.168.122.0/24"
+    assert spec.in_dhcp_range(spec.primary.gateway + 5) is not None
+
+
+def test_host_xml_escapes_and_orders() -> None:
+    assert host_xml(Reservation("66:66:66:66:66:0B", "192.168.150.88", "pc001")) == (
+        '<host mac="66:66:66:66:66:0b" name="pc001" ip="192.168.150.88"/>')
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"subnet": "192.168.150.0"}, "subnet"),
+        ({"dhcp_range": ("192.168.150.39", "192.168.150.30")}, "dhcp_range"),
+        ({"dhcp_range": ("192.168.150.30", "192.168.151.39")}, "dhcp_range[1]"),
+        ({"dhcp_range": ("192.168.150.1", "192.168.150.39")}, "dhcp_range[0]"),
+        ({"forward": "bridge"}, "forward"),
+        ({"bridge": "a-very-long-bridge-name"}, "bridge"),
+    ],
+)
+def test_bad_network_specs(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"name": "lab", "subnet": "192.168.150.0/24"} | kwargs
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.build(**args)  # type: ignore[arg-type]
+    assert info.value.field == field
