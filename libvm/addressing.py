@@ -140,7 +140,7 @@ def in_range(ip: netaddr.IPAddress, start: netaddr.IPAddress, end: netaddr.IPAdd
 
 def next_free(
     subnet: netaddr.IPNetwork,
-    used: Iterable[netaddr.IPAddress],
+    used: Iterable[netaddr.IPAddress | int],
     *,
     pool: tuple[netaddr.IPAddress, netaddr.IPAddress] | None = None,
     exclude: Iterable[tuple[netaddr.IPAddress, netaddr.IPAddress]] = (),

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import netaddr
 from lxml import etree
@@ -145,21 +147,57 @@ class NetworkSpec:
 
     @classmethod
     def from_xml(cls, xml: str | bytes) -> NetworkSpec:
-        """Read any libvirt ``<network>`` XML."""
-        root = _xml.parse(xml, "network xml")
-        if root.tag != "network":
-            raise InvalidSpec("network xml", root.tag, "root element is not <network>")
-        forward = root.find("forward")
-        mode = "none" if forward is None else forward.get("mode", "nat")
-        bridge = root.find("bridge")
-        domain = root.find("domain")
-        return cls(
-            name=root.findtext("name") or "",
-            ips=tuple(_read_ip(el) for el in root.iterfind("ip")),
-            forward=mode,
-            bridge=bridge.get("name") if bridge is not None else None,
-            domain=domain.get("name") if domain is not None else None,
-        )
+        """Read any libvirt ``<network>`` XML, reservations included."""
+        spec, entries = read_network(xml)
+        hosts: dict[int, list[Reservation]] = {}
+        for entry in entries:
+            hosts.setdefault(entry.ip_index, []).append(entry.reservation())
+        ips = tuple(dataclasses.replace(ip, hosts=tuple(hosts.get(i, ()))) for i, ip in enumerate(spec.ips))
+        return dataclasses.replace(spec, ips=ips)
+
+
+class HostEntry(NamedTuple):
+    """A ``<host>`` as libvirt wrote it: plain strings, cheap to read by the ten thousand.
+
+    libvirt writes MACs in lowercase and IPs in canonical form, so entries
+    compare with ``format_mac()`` / ``str(IPAddress)`` of user values.
+    """
+
+    ip_index: int
+    mac: str | None
+    ip: str
+    name: str | None
+    id: str | None
+
+    def reservation(self) -> Reservation:
+        """The entry as a :class:`Reservation` (libvirt validated it: no re-validation)."""
+        return Reservation.trusted(self.mac, self.ip, self.name, self.id)
+
+
+def read_network(xml: str | bytes) -> tuple[NetworkSpec, list[HostEntry]]:
+    """One parse of a ``<network>``: its spec without hosts, and every ``<host>``."""
+    root = _xml.parse(xml, "network xml")
+    if root.tag != "network":
+        raise InvalidSpec("network xml", root.tag, "root element is not <network>")
+    forward = root.find("forward")
+    bridge = root.find("bridge")
+    domain = root.find("domain")
+    ips = []
+    entries = []
+    for index, ip_el in enumerate(root.iterfind("ip")):
+        ips.append(_read_ip(ip_el))
+        for host in ip_el.iterfind("dhcp/host[@ip]"):
+            mac = host.get("mac")
+            entries.append(HostEntry(index, mac.lower() if mac else None, host.get("ip", ""),
+                                     host.get("name"), host.get("id")))
+    spec = NetworkSpec(
+        name=root.findtext("name") or "",
+        ips=tuple(ips),
+        forward="none" if forward is None else forward.get("mode", "nat"),
+        bridge=bridge.get("name") if bridge is not None else None,
+        domain=domain.get("name") if domain is not None else None,
+    )
+    return spec, entries
 
 
 def _read_ip(ip_el: etree._Element) -> IpSpec:
@@ -171,17 +209,11 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
     else:
         subnet = netaddr.IPNetwork(f"{address}/{24 if ':' not in address else 64}")
     dhcp = ip_el.find("dhcp")
-    ranges: list[IpRange] = []
-    hosts: list[Reservation] = []
-    if dhcp is not None:
-        for rng in dhcp.iterfind("range"):
-            ranges.append((netaddr.IPAddress(rng.get("start")), netaddr.IPAddress(rng.get("end"))))
-        for host in dhcp.iterfind("host"):
-            if host.get("ip"):
-                hosts.append(
-                    Reservation(host.get("mac"), host.get("ip", ""), host.get("name"), host.get("id"))
-                )
-    return IpSpec(subnet=subnet, dhcp_ranges=tuple(ranges), hosts=tuple(hosts), dhcp=dhcp is not None)
+    ranges = tuple(
+        (netaddr.IPAddress(rng.get("start")), netaddr.IPAddress(rng.get("end")))
+        for rng in ip_el.iterfind("dhcp/range")
+    )
+    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=dhcp is not None)
 
 
 def host_element(host: Reservation) -> etree._Element:

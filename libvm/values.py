@@ -129,6 +129,16 @@ class Reservation:
         if self.mac is None and hostname is None and client_id is None:
             raise InvalidSpec("mac", mac, "a reservation needs a MAC, a hostname or a client id")
 
+    @classmethod
+    def trusted(cls, mac: str | None, ip: str, hostname: str | None, client_id: str | None) -> Reservation:
+        """Build from values libvirt already validated (its own XML), skipping the checks."""
+        obj = cls.__new__(cls)
+        _set(obj, "mac", None if mac is None else netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded))
+        _set(obj, "ip", netaddr.IPAddress(ip))
+        _set(obj, "hostname", hostname)
+        _set(obj, "client_id", client_id)
+        return obj
+
     def __str__(self) -> str:
         who = self.mac if self.mac is not None else (self.client_id or self.hostname)
         name = f" ({self.hostname})" if self.hostname else ""

@@ -1,0 +1,28 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: installs the system packages
+# (apt) and a virtualenv .venv with libvm and its test tools (pip). Idempotent.
+APT_PACKAGES=(
+  libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils
+  iptables cpio busybox-static libvirt-dev pkg-config gcc python3-venv python3-dev
+  iproute2 util-linux xz-utils
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "libvm: missing packages: ${missing[*]}; run this script as root (sudo)" >&2
+    exit 2
+  fi
+  echo "== apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+echo "== pip install -e .[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v -e '^WARNING: Location' >&2 || true
+.venv/bin/python -c "import libvirt, lxml, netaddr, libvm" || { echo "libvm: installing the virtualenv failed" >&2; exit 2; }
