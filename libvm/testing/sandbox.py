@@ -1,0 +1,352 @@
+"""A real libvirt stack confined to a network namespace, for tests.
+
+``Sandbox`` creates a netns, and inside it (``ip netns exec``) starts
+``virtlogd`` and ``libvirtd``.  Everything libvirt creates for networks and
+guests (bridges, taps, dnsmasq, iptables rules) therefore lives in that netns
+and vanishes with it; the host's network is never touched.  The control
+socket ``/run/libvirt/libvirt-sock`` is on the shared filesystem, so
+``libvirt.open("qemu:///system")`` works from the host namespace.
+
+Why this works without systemd and without editing /etc:
+
+* ``ip netns exec`` also gives the daemon a private mount namespace with a
+  fresh sysfs for the netns, so libvirt's bridge handling via
+  /sys/class/net sees the netns' devices.  That sysfs has no cgroup mounts,
+  so libvirt runs guests without cgroups (it skips them when none are
+  mounted) - fine for tests.
+* iptables (nft backend) works per netns, so libvirt 9.0's iptables firewall
+  backend only changes the sandbox's own tables.
+* Without systemd there is no socket activation: virtlogd must run before
+  libvirtd (qemu's stdout/stderr go through it, ``stdio_handler="logd"``).
+* qemu runs as ``libvirt-qemu``; libvirt chowns kernel/initrd/serial files
+  for the run (``dynamic_ownership``), but every parent directory must be
+  traversable by that user: keep test files under /var/cache, /var/lib or
+  /tmp, never under /root (0700).
+* Daemon logs (warnings and up) go to ``/run/libvm-sandbox/<netns>/``
+  via ``LIBVIRT_LOG_OUTPUTS``; nothing under /etc is written.
+
+libvirt's persistent state (/etc/libvirt/qemu, /var/lib/libvirt) is the
+machine's: objects a test defines outlive the sandbox unless undefined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import libvirt
+
+log = logging.getLogger("libvm.testing")
+
+URI = "qemu:///system"
+LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
+STATE_ROOT = Path("/run/libvm-sandbox")
+DAEMONS = ("libvirtd", "virtlogd")
+#: Other daemons that would own /run/libvirt/libvirt-sock or the qemu driver.
+FOREIGN_DAEMONS = ("libvirtd", "virtqemud", "virtnetworkd", "virtproxyd")
+#: tool -> Debian package providing it.
+REQUIRED_TOOLS: dict[str, str] = {
+    "ip": "iproute2",
+    "libvirtd": "libvirt-daemon-system",
+    "virtlogd": "libvirt-daemon-system",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "dnsmasq": "dnsmasq-base",
+    "dhcp_release": "dnsmasq-utils",
+    "iptables": "iptables",
+    "cpio": "cpio",
+    "busybox": "busybox-static",
+}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot be set up or torn down."""
+
+
+def _which(tool: str) -> str | None:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+    return shutil.which(tool, path=path)
+
+
+def missing_packages() -> list[str]:
+    """Debian packages whose tools are missing (busybox must be the static one)."""
+    pkgs = {pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None}
+    if _which("dpkg-query") is not None:
+        query = ["dpkg-query", "-W", "-f=${Status}", "busybox-static"]
+        status = subprocess.run(query, capture_output=True, text=True, check=False).stdout
+        if "install ok installed" not in status:
+            pkgs.add("busybox-static")
+    return sorted(pkgs)
+
+
+def ensure_packages() -> None:
+    """Install missing Debian packages (as root), or explain what to install."""
+    pkgs = missing_packages()
+    if not pkgs:
+        return
+    if os.geteuid() != 0:
+        raise SandboxError("missing tools; as root run: apt-get install -y --no-install-recommends " + " ".join(pkgs))
+    log.info("installing %s", " ".join(pkgs))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
+    ):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
+    still = missing_packages()
+    if still:
+        raise SandboxError(f"still missing after install: {' '.join(still)}")
+
+
+def netns_exec(
+    netns: str, argv: list[str], check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run argv inside the network namespace and capture its output."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    if check and proc.returncode != 0:
+        raise SandboxError(f"{argv} in netns {netns} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _netns_inode(netns: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{netns}").st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _pid_netns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _running(names: tuple[str, ...]) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _comm(int(p.name)) in names and _alive(int(p.name))
+    ]
+
+
+def _terminate(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL the given PIDs."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        live = [p for p in pids if _alive(p)]
+        for pid in live:
+            log.debug("sending %s to %d (%s)", sig.name, pid, _comm(pid))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while any(_alive(p) for p in live) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    if left:
+        raise SandboxError(f"processes would not die: {left}")
+
+
+class Sandbox:
+    """libvirtd + virtlogd inside network namespace ``netns``; a context manager."""
+
+    def __init__(self, netns: str = "libvm-test", timeout: float = 60.0) -> None:
+        self.netns = netns
+        self.uri = URI
+        self.timeout = timeout
+        self.state_dir = STATE_ROOT / netns
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _pidfile(self, daemon: str) -> Path:
+        return self.state_dir / f"{daemon}.pid"
+
+    def _pid(self, daemon: str) -> int | None:
+        """PID from our pidfile, if it is a live ``daemon`` inside our netns."""
+        try:
+            pid = int(self._pidfile(daemon).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        ino = _netns_inode(self.netns)
+        if _comm(pid) != daemon or not _alive(pid) or ino is None:
+            return None
+        return pid if _pid_netns_inode(pid) == ino else None
+
+    def _netns_pids(self) -> list[int]:
+        if _netns_inode(self.netns) is None:
+            return []
+        out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True, check=False).stdout
+        return [int(x) for x in out.split() if x.isdigit()]
+
+    def start(self) -> None:
+        """Create the netns, start virtlogd and libvirtd in it, wait for libvirtd."""
+        if os.geteuid() != 0:
+            raise SandboxError("the libvirt sandbox needs root (network namespaces, libvirtd)")
+        ensure_packages()
+        self.stop()  # leftovers of a crashed run with the same netns name
+        foreign = _running(FOREIGN_DAEMONS)
+        if foreign:
+            raise SandboxError(
+                f"a libvirt daemon not started by this sandbox is running (PIDs {foreign}); "
+                "stop it, or point the tests at it with LIBVM_TEST_URI"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+        try:
+            netns_exec(self.netns, ["ip", "link", "set", "lo", "up"])
+            if _running(("virtlogd",)):
+                log.info("reusing the virtlogd already running on this machine")
+            else:
+                self._spawn("virtlogd")
+            self._start_libvirtd()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
+
+    def _spawn(self, daemon: str) -> int:
+        pidfile = self._pidfile(daemon)
+        pidfile.unlink(missing_ok=True)
+        logfile = self.state_dir / f"{daemon}.log"
+        env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logfile}")
+        exe = _which(daemon) or daemon
+        # stdio to a file, not a pipe: a daemon holding a pipe open would hang us.
+        with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
+            rc = subprocess.run(
+                ["ip", "netns", "exec", self.netns, exe, "--daemon", "--pid-file", str(pidfile)],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                env=env,
+                check=False,
+            ).returncode
+        if rc != 0:
+            raise SandboxError(f"{daemon} failed to start ({rc}); see {self.state_dir}")
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            pid = self._pid(daemon)
+            if pid is not None:
+                log.info("%s running in netns %s as PID %d", daemon, self.netns, pid)
+                return pid
+            time.sleep(0.1)
+        raise SandboxError(f"{daemon} did not start; see {logfile}")
+
+    def _start_libvirtd(self) -> None:
+        started = time.monotonic()
+        pid = self._spawn("libvirtd")
+        while time.monotonic() - started < self.timeout:
+            if not _alive(pid):
+                raise SandboxError(f"libvirtd exited; see {self.state_dir / 'libvirtd.log'}")
+            if self._socket_answers():
+                conn = libvirt.open(self.uri)
+                try:
+                    log.info("libvirtd %d answers after %.1fs", conn.getLibVersion(), time.monotonic() - started)
+                finally:
+                    conn.close()
+                return
+            time.sleep(0.2)
+        raise SandboxError(f"libvirtd did not answer within {self.timeout}s")
+
+    @staticmethod
+    def _socket_answers() -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(LIBVIRT_SOCK))
+            except OSError:
+                return False
+        return True
+
+    def restart_libvirtd(self) -> None:
+        """Stop and start libvirtd in the same netns; guests and dnsmasq keep running."""
+        pid = self._pid("libvirtd")
+        if pid is not None:
+            _terminate([pid])
+        self._start_libvirtd()
+
+    def stop(self) -> None:
+        """Kill our daemons and everything else in our netns, then delete it.
+
+        Idempotent and stateless (uses the pidfiles and the netns), so it also
+        cleans up after a crashed run.  Defined libvirt objects are not touched.
+        """
+        pid = self._pid("libvirtd")
+        if pid is not None:
+            _terminate([pid])
+        # qemu and dnsmasq outlive libvirtd; the netns holds only our processes.
+        _terminate(self._netns_pids())
+        vl = self._pid("virtlogd")
+        if vl is not None:
+            _terminate([vl])
+        if _netns_inode(self.netns) is not None:
+            subprocess.run(["ip", "netns", "del", self.netns], check=True, capture_output=True)
+            log.info("deleted netns %s", self.netns)
+        for daemon in DAEMONS:
+            self._pidfile(daemon).unlink(missing_ok=True)
+
+    def running(self) -> bool:
+        return self._pid("libvirtd") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m libvm.testing.sandbox")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--netns", default="libvm-test")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sandbox = Sandbox(args.netns)
+    try:
+        if args.action == "up":
+            sandbox.start()
+        elif args.action == "down":
+            sandbox.stop()
+        else:
+            return 0 if sandbox.running() else 1
+    except SandboxError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
