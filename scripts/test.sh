@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
 echo "== ruff"; .venv/bin/ruff check libvm tests examples bench
-echo "== mypy --strict"; .venv/bin/mypy --strict libvm
+echo "== mypy --strict"; .venv/bin/mypy --strict libvm tests examples bench
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"
