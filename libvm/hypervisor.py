@@ -24,12 +24,15 @@ from .addressing import check_hostname, format_mac
 from .domain import VM, lookup
 from .domainxml import DomainSpec, mac_list
 from .errors import (
+    AddressConflict,
     AlreadyExists,
+    HostnameReserved,
     InvalidSpec,
     IpReserved,
     LibvirtFailure,
     LibvmError,
     MacInUse,
+    MacReserved,
     NetworkMismatch,
     NotFound,
     SubnetOverlap,
@@ -216,6 +219,7 @@ class Hypervisor:
         start: bool = True,
         autostart: bool = False,
         allow_dynamic: bool = False,
+        pool: tuple[str, str] | None = None,
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
@@ -223,7 +227,8 @@ class Hypervisor:
         before libvirt is changed; if defining or starting fails (or the call is
         interrupted), the domain and the reservations it added are removed
         before the error propagates. A NIC without ``ip`` gets the network's
-        next free address outside the dynamic range. The first NIC on each
+        next free address outside the dynamic range (within ``pool`` if given);
+        if another libvm elsewhere takes it first, the next one is tried. The first NIC on each
         network is reserved under the VM's name as DHCP hostname (so dnsmasq
         resolves it), unless ``Nic.hostname`` says otherwise or the MAC is
         reserved already. ``virt_type=None`` picks
@@ -233,25 +238,34 @@ class Hypervisor:
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
                           graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
+        auto = any(isinstance(nic, Nic) and nic.ip is None for nic in nics)
         with self._create_lock():
             try:
                 self.vm(name)
                 raise AlreadyExists(f"a domain named {name!r} already exists")
             except NotFound:
                 pass
-            resolved = self._resolve_nics(name, nics, allow_dynamic)
+            for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
+                resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
+                added: list[tuple[Network, Reservation]] = []
+                try:
+                    self._reserve_all(resolved, added, allow_dynamic)
+                    break
+                except (AddressConflict, LibvirtFailure) as exc:
+                    self._rollback(None, added)
+                    # Another host (or a libvm without our lock) took the address
+                    # between our read and libvirt's atomic add: take the next one.
+                    if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
+                        raise
+                    log.info("address taken concurrently (%s); allocating again", exc)
+                except BaseException:
+                    self._rollback(None, added)
+                    raise
             spec = dataclasses.replace(spec, nics=tuple(resolved))
             if virt_type is None and not self.kvm_usable:
                 spec = dataclasses.replace(spec, virt_type="qemu")
-            added: list[tuple[Network, Reservation]] = []
             dom: libvirt.virDomain | None = None
             try:
-                for nic in resolved:
-                    net = self.network(nic.network)
-                    existed = net.reservation_for(str(nic.mac)) is not None
-                    res = net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-                    if not existed:
-                        added.append((net, res))
                 with _libvirt.translate(f"defining domain {name!r}"):
                     dom = self._conn.defineXML(spec.to_xml())
             except BaseException:
@@ -269,6 +283,15 @@ class Hypervisor:
             raise
         log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
         return VM(self, dom)
+
+    def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool) -> None:
+        """Reserve every NIC's address; ``added`` collects what was new (for rollback)."""
+        for nic in nics:
+            net = self.network(nic.network)
+            existed = net.reservation_for(str(nic.mac)) is not None
+            res = net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+            if not existed:
+                added.append((net, res))
 
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
         """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
@@ -308,7 +331,8 @@ class Hypervisor:
             except (LibvmError, libvirt.libvirtError) as exc:
                 log.error("rollback: could not release %s on %s: %s", res, net.name, exc)
 
-    def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool) -> list[Nic]:
+    def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
+                      pool: tuple[str, str] | None = None) -> list[Nic]:
         """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
         owners = self.mac_owners()
         resolved: list[Nic] = []
@@ -319,7 +343,7 @@ class Hypervisor:
             ip = nic.ip
             if ip is None:
                 taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
-                ip = net.free_ip(avoid=taken)
+                ip = net.free_ip(pool=pool, avoid=taken)
             full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname)
             mac = str(full.mac)
             first_on_network = all(n.network != nic.network for n in resolved)
@@ -413,6 +437,16 @@ class Hypervisor:
             for mac, network in mac_list(vm.xml(inactive=True))
             if network is not None and (network, mac) not in reserved
         ]
+
+
+_ALLOCATION_ATTEMPTS = 5
+
+
+def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:
+    """Whether ``exc`` means an address was taken between our check and libvirt's add."""
+    if isinstance(exc, (IpReserved, MacReserved, HostnameReserved)):
+        return True
+    return isinstance(exc, LibvirtFailure) and exc.code == libvirt.VIR_ERR_OPERATION_INVALID
 
 
 def _dns_label(name: str) -> str | None:

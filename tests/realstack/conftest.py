@@ -28,7 +28,14 @@ PREFIX = "libvmtest-"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _subnets = itertools.count(10)
 
-pytestmark = pytest.mark.realstack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/realstack (select with ``-m realstack``)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.realstack)
 
 
 def unavailable(reason: str) -> None:
