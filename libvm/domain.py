@@ -117,7 +117,7 @@ class VM:
         for nic in self.nics:
             lease = self._hv._lease(nic.network, str(nic.mac))
             if lease is not None:
-                return lease
+                return lease.ip
         return None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -179,7 +179,9 @@ class VM:
         """Wait until every NIC holds a lease; returns ``{mac: ip}``.
 
         A NIC with a reservation must hold exactly the reserved address:
-        a lease on another address raises :class:`AddressMismatch` at once.
+        a lease on another address raises :class:`AddressMismatch` at once. A
+        DHCP client-id already seen from another running VM's MAC raises
+        :class:`ClientIdShared` (cloned images share one lease).
         Raises :class:`WaitTimeout` if the guest has not obtained all its
         addresses in ``timeout`` seconds, or :class:`LibvmError` if it stops.
         """
@@ -193,12 +195,13 @@ class VM:
                 mac = str(nic.mac)
                 if mac in found:
                     continue
-                leased = self._hv._lease(nic.network, mac, prefer=nic.ip)
-                if leased is None:
+                lease = self._hv._lease(nic.network, mac, prefer=nic.ip)
+                if lease is None:
                     continue
-                if nic.ip is not None and leased != nic.ip:
-                    raise AddressMismatch(mac, str(nic.ip), str(leased))
-                found[mac] = leased
+                if nic.ip is not None and lease.ip != nic.ip:
+                    raise AddressMismatch(mac, str(nic.ip), str(lease.ip))
+                self._hv._note_client_id(nic.network, lease)
+                found[mac] = lease.ip
             if len(found) == len(nics):
                 return found
             if not self.running:

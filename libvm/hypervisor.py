@@ -9,8 +9,10 @@ import functools
 import hashlib
 import logging
 import os
+import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +28,7 @@ from .domainxml import DomainSpec, mac_list
 from .errors import (
     AddressConflict,
     AlreadyExists,
+    ClientIdShared,
     HostnameReserved,
     InvalidSpec,
     IpReserved,
@@ -39,7 +42,7 @@ from .errors import (
 )
 from .network import Network
 from .networkxml import NetworkSpec
-from .values import Disk, Nic, PathLike, Reservation, Vnc
+from .values import Disk, Lease, Nic, PathLike, Reservation, Vnc
 
 log = logging.getLogger("libvm")
 
@@ -71,6 +74,7 @@ class Hypervisor:
         self._conn = conn
         self.uri = uri
         self._thread_lock = threading.RLock()
+        self._client_ids: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"<libvm.Hypervisor {self.uri!r}>"
@@ -239,59 +243,62 @@ class Hypervisor:
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
                           graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
         auto = any(isinstance(nic, Nic) and nic.ip is None for nic in nics)
-        with self._create_lock():
-            try:
-                self.vm(name)
-                raise AlreadyExists(f"a domain named {name!r} already exists")
-            except NotFound:
-                pass
-            for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
-                resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
-                added: list[tuple[Network, Reservation]] = []
+        if virt_type is None and not self.kvm_usable:  # slow the first time: not under the lock
+            spec = dataclasses.replace(spec, virt_type="qemu")
+        added: list[tuple[Network, Reservation]] = []
+        owns_name = False
+        try:
+            with self._create_lock():
                 try:
-                    self._reserve_all(resolved, added, allow_dynamic)
-                    break
-                except (AddressConflict, LibvirtFailure) as exc:
-                    self._rollback(None, added)
-                    # Another host (or a libvm without our lock) took the address
-                    # between our read and libvirt's atomic add: take the next one.
-                    if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
-                        raise
-                    log.info("address taken concurrently (%s); allocating again", exc)
-                except BaseException:
-                    self._rollback(None, added)
-                    raise
-            spec = dataclasses.replace(spec, nics=tuple(resolved))
-            if virt_type is None and not self.kvm_usable:
-                spec = dataclasses.replace(spec, virt_type="qemu")
-            dom: libvirt.virDomain | None = None
-            try:
+                    self.vm(name)
+                    raise AlreadyExists(f"a domain named {name!r} already exists")
+                except NotFound:
+                    owns_name = True
+                resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
+                spec = dataclasses.replace(spec, nics=tuple(resolved))
                 with _libvirt.translate(f"defining domain {name!r}"):
                     dom = self._conn.defineXML(spec.to_xml())
-            except BaseException:
-                self._rollback(None, added)
-                raise
-        assert dom is not None
-        try:
             if autostart:
                 with _libvirt.translate(f"setting autostart of domain {name!r}"):
                     dom.setAutostart(1)
             if start:
                 self._boot(dom, spec, auto=virt_type is None)
         except BaseException:
-            self._rollback(dom, added)
+            # One handler for every step, so no window is left where a failure
+            # (or Ctrl-C) between two steps skips the rollback.
+            if owns_name:
+                self._rollback(name, added)
             raise
         log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
         return VM(self, dom)
+
+    def _reserve_with_retry(self, name: str, nics: Sequence[Nic], added: list[tuple[Network, Reservation]],
+                            allow_dynamic: bool, pool: tuple[str, str] | None, auto: bool) -> list[Nic]:
+        """Resolve and reserve every NIC; on a lost allocation race, undo and allocate again."""
+        for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
+            resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
+            try:
+                self._reserve_all(resolved, added, allow_dynamic)
+                return resolved
+            except (AddressConflict, LibvirtFailure) as exc:
+                # Another host (or a libvm without our lock) took the address
+                # between our read and libvirt's atomic add: take the next one.
+                if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
+                    raise
+                self._rollback(name, added)
+                added.clear()
+                log.info("address taken concurrently (%s); allocating again", exc)
+        raise AssertionError("unreachable")
 
     def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool) -> None:
         """Reserve every NIC's address; ``added`` collects what was new (for rollback)."""
         for nic in nics:
             net = self.network(nic.network)
-            existed = net.reservation_for(str(nic.mac)) is not None
-            res = net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-            if not existed:
-                added.append((net, res))
+            if net.reservation_for(str(nic.mac)) is None:
+                # Recorded before the call: a Ctrl-C right after libvirt added the
+                # entry must still roll it back. Rollback removes only this exact pair.
+                added.append((net, Reservation(nic.mac, nic.ip, nic.hostname)))
+            net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
 
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
         """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
@@ -320,16 +327,51 @@ class Hypervisor:
                 self._conn.defineXML(dataclasses.replace(spec, virt_type="qemu").to_xml())
                 dom.create()
 
-    def _rollback(self, dom: libvirt.virDomain | None, added: list[tuple[Network, Reservation]]) -> None:
-        """Undo a half-made ``create_vm``; never masks the original error."""
-        if dom is not None:
-            with contextlib.suppress(LibvmError, libvirt.libvirtError):
-                VM(self, dom).delete(release=False)
-        for net, res in added:
+    def _rollback(self, name: str, added: list[tuple[Network, Reservation]]) -> None:
+        """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
+
+        The domain is looked up by name (``create_vm`` checked under its lock
+        that none existed), so a define whose reply was lost still gets undone.
+        If libvirtd went away mid-way, reconnect once and finish. A Ctrl-C
+        during the rollback is held back until it is done. Never masks the
+        original error.
+        """
+        with _sigint_deferred():
+            for attempt in (1, 2):
+                try:
+                    with contextlib.suppress(NotFound):
+                        self.vm(name).delete(release=False)
+                    for net, res in added:
+                        with contextlib.suppress(NotFound):
+                            self.network(net.name).release(str(res.mac), ip=str(res.ip))
+                    return
+                except (LibvmError, libvirt.libvirtError) as exc:
+                    if attempt == 2 or self._alive():
+                        log.error("rollback of %s incomplete: %s", name, exc)
+                        return
+                    log.warning("libvirtd connection lost (%s); reconnecting to roll back %s", exc, name)
+                    self._reconnect()
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _reconnect(self, timeout: float = 30.0) -> None:
+        """Replace a dead connection (libvirtd restarted), waiting for the daemon."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                net.release(str(res.mac))
-            except (LibvmError, libvirt.libvirtError) as exc:
-                log.error("rollback: could not release %s on %s: %s", res, net.name, exc)
+                conn = libvirt.open(self.uri)
+                break
+            except libvirt.libvirtError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+        self._conn = conn
 
     def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
                       pool: tuple[str, str] | None = None) -> list[Nic]:
@@ -355,12 +397,26 @@ class Hypervisor:
             for other in resolved:
                 if other.network == full.network and other.ip == full.ip:
                     raise IpReserved(f"nics[{index}].ip {full.ip} is given to two NICs", other=str(other.mac))
+            self._refuse_ambiguous(index, nic.network, full.ip)
             try:
                 net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
             except InvalidSpec as exc:
                 raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
             resolved.append(full)
         return resolved
+
+    def _refuse_ambiguous(self, index: int, network: str, ip: netaddr.IPAddress | None) -> None:
+        """Refuse an IP that also lies in another running network's subnet."""
+        for other in self.networks():
+            if other.name == network or not other.active:
+                continue
+            for spec_ip in other.spec().ips:
+                if ip is not None and ip.version == spec_ip.subnet.version and ip in spec_ip.subnet:
+                    raise SubnetOverlap(
+                        f"nics[{index}].ip {ip} of network {network!r} is also inside {spec_ip.subnet.cidr} "
+                        f"of running network {other.name!r}; the address would be ambiguous",
+                        other=other.name,
+                    )
 
     @contextlib.contextmanager
     def _create_lock(self) -> Iterator[None]:
@@ -387,14 +443,39 @@ class Hypervisor:
         except NotFound:
             return None
 
-    def _lease(self, network: str, mac: str, prefer: netaddr.IPAddress | None = None) -> netaddr.IPAddress | None:
+    def _lease(self, network: str, mac: str, prefer: netaddr.IPAddress | None = None) -> Lease | None:
+        """``mac``'s lease on ``network`` (the one on ``prefer`` if it has several)."""
         try:
-            leases = [x.ip for x in self.network(network).leases() if str(x.mac) == mac]
+            leases = [x for x in self.network(network).leases() if str(x.mac) == mac]
         except NotFound:
             return None
-        if prefer is not None and prefer in leases:
-            return prefer
-        return leases[0] if leases else None
+        preferred = [x for x in leases if x.ip == prefer] or leases
+        return preferred[0] if preferred else None
+
+    def _note_client_id(self, network: str, lease: Lease) -> None:
+        """Remember which MAC presented which DHCP client-id; refuse a second MAC with it.
+
+        dnsmasq keys a lease by client-id when there is one, so two guests
+        cloned from one image (same /etc/machine-id, hence same DUID-based
+        client-id) share one lease: on a dynamic range they get the same IP;
+        with reservations each boot takes the lease from the other. The leases
+        only ever show one of them, so libvm remembers what it has seen.
+        """
+        if lease.client_id is None or lease.mac is None:
+            return
+        mac = format_mac(lease.mac)
+        key = (network, lease.client_id.lower())
+        other = self._client_ids.get(key)
+        if other is not None and other != mac:
+            owner = self.mac_owners().get(other)
+            if owner is not None and self.domain_active(owner):
+                raise ClientIdShared(
+                    f"{mac} and {other} (domain {owner!r}) present the same DHCP client-id "
+                    f"{lease.client_id} on network {network!r}; dnsmasq gives them one lease. "
+                    f"Give each clone its own /etc/machine-id (or DUID)",
+                    other=owner,
+                )
+        self._client_ids[key] = mac
 
     def _forget(self, network: str, mac: str) -> None:
         """Release ``mac``'s reservations and leases on ``network`` (after a delete)."""
@@ -447,6 +528,22 @@ def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:
     if isinstance(exc, (IpReserved, MacReserved, HostnameReserved)):
         return True
     return isinstance(exc, LibvirtFailure) and exc.code == libvirt.VIR_ERR_OPERATION_INVALID
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) for the block; re-raise it after. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _dns_label(name: str) -> str | None:

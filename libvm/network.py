@@ -234,17 +234,18 @@ class Network:
         return wanted
 
     def release(self, mac: MacLike | None = None, *, ip: IpLike | None = None) -> list[Reservation]:
-        """Remove the reservations of ``mac`` (or of ``ip``); returns what was removed.
+        """Remove the reservations of ``mac``, of ``ip``, or (both given) of exactly that pair.
 
-        Idempotent: releasing what is not reserved removes nothing.
+        Returns what was removed. Idempotent: releasing what is not reserved
+        removes nothing.
         """
-        if (mac is None) == (ip is None):
-            raise InvalidSpec("mac", mac, "give exactly one of mac or ip")
-        hw = None if mac is None else parse_mac(mac, "mac")
-        address = None if ip is None else parse_ip(ip, "ip")
+        if mac is None and ip is None:
+            raise InvalidSpec("mac", mac, "give a mac, an ip, or both")
+        want_mac = None if mac is None else format_mac(parse_mac(mac, "mac"))
+        want_ip = None if ip is None else str(parse_ip(ip, "ip"))
         spec, entries = self._view()
-        key = format_mac(hw) if hw is not None else str(address)
-        gone = [e.reservation() for e in entries if key in (e.mac, e.ip)]
+        gone = [e.reservation() for e in entries
+                if want_mac in (None, e.mac) and want_ip in (None, e.ip)]
         for host in gone:
             self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host, "releasing")
             log.info("released %s on network %s", host, self.name)

@@ -115,6 +115,14 @@ def test_release_by_mac_and_ip_idempotent(lab: libvm.Network) -> None:
         lab.release()
 
 
+def test_release_pair_removes_only_that_pair(lab: libvm.Network) -> None:
+    lab.reserve(SEED.mac, SEED.ip, SEED.hostname)
+    assert lab.release("66:66:66:66:66:0b", ip="192.168.150.89") == []
+    assert lab.release("52:54:00:aa:bb:01", ip="192.168.150.88") == []
+    assert SEED in lab.reservations()
+    assert lab.release("66:66:66:66:66:0b", ip="192.168.150.88") == [SEED]
+
+
 def test_leases_empty_on_driver_without_leases(lab: libvm.Network) -> None:
     assert lab.leases() == []
 
