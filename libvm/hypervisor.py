@@ -199,6 +199,12 @@ class Hypervisor:
             return False
 
     @functools.cached_property
+    def _canonical_uri(self) -> str:
+        """The daemon's own name for this connection (``qemu:///system`` for any alias)."""
+        with _libvirt.translate("reading the connection URI"):
+            return str(self._conn.getURI())
+
+    @functools.cached_property
     def kvm_usable(self) -> bool:
         """Whether libvirt offers ``kvm`` domains here (capabilities are slow: cached)."""
         with _libvirt.translate("reading capabilities"):
@@ -276,9 +282,9 @@ class Hypervisor:
                             allow_dynamic: bool, pool: tuple[str, str] | None, auto: bool) -> list[Nic]:
         """Resolve and reserve every NIC; on a lost allocation race, undo and allocate again."""
         for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
-            resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
             try:
-                self._reserve_all(resolved, added, allow_dynamic)
+                resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
+                self._reserve_all(resolved, added, allow_dynamic, [n.ip is None for n in nics])
                 return resolved
             except (AddressConflict, LibvirtFailure) as exc:
                 # Another host (or a libvm without our lock) took the address
@@ -290,15 +296,31 @@ class Hypervisor:
                 log.info("address taken concurrently (%s); allocating again", exc)
         raise AssertionError("unreachable")
 
-    def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool) -> None:
-        """Reserve every NIC's address; ``added`` collects what was new (for rollback)."""
-        for nic in nics:
+    def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool,
+                     allocated: list[bool]) -> None:
+        """Reserve every NIC's address; ``added`` collects what was new (for rollback).
+
+        An address libvm allocated must be a fresh entry: finding it reserved
+        already means another caller allocated the same one (same derived MAC).
+        """
+        for nic, fresh in zip(nics, allocated, strict=True):
             net = self.network(nic.network)
-            if net.reservation_for(str(nic.mac)) is None:
-                # Recorded before the call: a Ctrl-C right after libvirt added the
-                # entry must still roll it back. Rollback removes only this exact pair.
-                added.append((net, Reservation(nic.mac, nic.ip, nic.hostname)))
-            net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+            existing = net.reservation_for(str(nic.mac))
+            if existing is not None and fresh:
+                raise IpReserved(f"{nic.ip} was allocated by another caller meanwhile", other=str(nic.mac))
+            if existing is not None:
+                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+                continue
+            # Recorded before the call: a Ctrl-C right after libvirt added the entry
+            # must still roll it back. An error means libvirt (or the check) refused
+            # the add: then the entry, if any, is somebody else's and must stay.
+            entry = (net, Reservation(nic.mac, nic.ip, nic.hostname))
+            added.append(entry)
+            try:
+                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+            except Exception:
+                added.remove(entry)
+                raise
 
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
         """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
@@ -424,10 +446,14 @@ class Hypervisor:
 
         libvirt refuses a duplicate ``<host>`` atomically, but the hypervisor-
         wide checks (a MAC on another domain, the next free IP) are read-then-
-        write; a lock file per URI makes them atomic for every libvm on this host.
+        write; a lock file per daemon makes them atomic for every libvm on this
+        host (``$LIBVM_LOCK_DIR``, default /run/lock). Callers that do not share
+        the lock (other hosts) are still kept apart by libvirt's atomic add and
+        :meth:`create_vm`'s retry.
         """
-        digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
-        base = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+        digest = hashlib.sha256(self._canonical_uri.encode()).hexdigest()[:16]
+        base = Path(os.environ.get("LIBVM_LOCK_DIR") or
+                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
         with self._thread_lock, open(base / f"libvm-{digest}.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -520,12 +546,12 @@ class Hypervisor:
         ]
 
 
-_ALLOCATION_ATTEMPTS = 5
+_ALLOCATION_ATTEMPTS = 32
 
 
 def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:
     """Whether ``exc`` means an address was taken between our check and libvirt's add."""
-    if isinstance(exc, (IpReserved, MacReserved, HostnameReserved)):
+    if isinstance(exc, (IpReserved, MacReserved, HostnameReserved, MacInUse)):
         return True
     return isinstance(exc, LibvirtFailure) and exc.code == libvirt.VIR_ERR_OPERATION_INVALID
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 import libvm
 from libvm import Nic
@@ -67,15 +70,21 @@ def test_threads_allocate_distinct_addresses(stack: Stack, uri: str) -> None:
     assert len(macs) == len(set(macs)) == THREADS
 
 
-def test_processes_allocate_distinct_addresses(stack: Stack, uri: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared_lock", [True, False], ids=["one-host", "hosts-without-shared-lock"])
+def test_processes_allocate_distinct_addresses(stack: Stack, uri: str, tmp_path: Path, shared_lock: bool) -> None:
+    """Separate processes; without a shared lock dir only libvirt's atomic add and the retry keep them apart."""
     net, _ = stack.network("procs", dhcp=(200, 250))
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    procs = [
-        subprocess.Popen([sys.executable, str(script), uri, net.name, f"{PREFIX}p{n}", str(PER_PROCESS)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in range(PROCESSES)
-    ]
+    procs = []
+    for n in range(PROCESSES):
+        env = dict(os.environ)
+        if not shared_lock:
+            (tmp_path / f"lock{n}").mkdir()
+            env["LIBVM_LOCK_DIR"] = str(tmp_path / f"lock{n}")
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), uri, net.name, f"{PREFIX}p{n}", str(PER_PROCESS)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
