@@ -124,6 +124,8 @@ class Hypervisor:
         forward: str = "nat",
         bridge: str | None = None,
         domain: str | None = None,
+        subnet6: str | None = None,
+        dhcp_range6: tuple[str, str] | None = None,
     ) -> Network:
         """Define, start and autostart network ``name``, or check the existing one.
 
@@ -132,7 +134,7 @@ class Hypervisor:
         A new subnet that overlaps another network's raises :class:`SubnetOverlap`.
         """
         wanted = NetworkSpec.build(name, subnet, dhcp_range=dhcp_range, forward=forward,
-                                   bridge=bridge, domain=domain)
+                                   bridge=bridge, domain=domain, subnet6=subnet6, dhcp_range6=dhcp_range6)
         try:
             existing = self.network(name)
         except NotFound:
@@ -144,14 +146,15 @@ class Hypervisor:
     def _define_network(self, wanted: NetworkSpec) -> Network:
         for other in self.networks():
             for ip in other.spec(inactive=other.persistent).ips:
-                if ip.subnet.version == wanted.primary.subnet.version and (
-                    wanted.primary.subnet.cidr in ip.subnet.cidr or ip.subnet.cidr in wanted.primary.subnet.cidr
-                ):
-                    raise SubnetOverlap(
-                        f"subnet {wanted.primary.subnet.cidr} of network {wanted.name!r} overlaps "
-                        f"{ip.subnet.cidr} of network {other.name!r}; an address would be ambiguous",
-                        other=other.name,
-                    )
+                for mine in wanted.ips:
+                    if ip.subnet.version == mine.subnet.version and (
+                        mine.subnet.cidr in ip.subnet.cidr or ip.subnet.cidr in mine.subnet.cidr
+                    ):
+                        raise SubnetOverlap(
+                            f"subnet {mine.subnet.cidr} of network {wanted.name!r} overlaps "
+                            f"{ip.subnet.cidr} of network {other.name!r}; an address would be ambiguous",
+                            other=other.name,
+                        )
         with _libvirt.translate(f"defining network {wanted.name!r}"):
             handle = self._conn.networkDefineXML(wanted.to_xml())
         net = Network(self, handle)
@@ -582,17 +585,17 @@ def _dns_label(name: str) -> str | None:
 
 def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:
     """Raise :class:`NetworkMismatch` at the first setting that differs."""
-    have = actual.primary
-    want = wanted.primary
-    checks = [
-        ("subnet", str(want.subnet.cidr), str(have.subnet.cidr)),
-        ("gateway", str(want.gateway), str(have.gateway)),
-        ("dhcp_range", _ranges(want.dhcp_ranges), _ranges(have.dhcp_ranges)),
-        ("forward", wanted.forward, actual.forward),
-    ]
+    checks = [("forward", wanted.forward, actual.forward)]
     if wanted.bridge is not None:
         checks.append(("bridge", wanted.bridge, actual.bridge or ""))
-    for field, want_value, have_value in checks:
+    for want, label in zip(wanted.ips, ("", "6"), strict=False):
+        have = next((ip for ip in actual.ips if ip.subnet.version == want.subnet.version), None)
+        checks += [
+            (f"subnet{label}", str(want.subnet.cidr), str(have.subnet.cidr) if have else "none"),
+            (f"gateway{label}", str(want.gateway), str(have.gateway) if have else "none"),
+            (f"dhcp_range{label}", _ranges(want.dhcp_ranges), _ranges(have.dhcp_ranges) if have else "none"),
+        ]
+    for field, want_value, have_value in sorted(checks, key=lambda c: c[0] == "forward"):
         if want_value != have_value:
             raise NetworkMismatch(wanted.name, field, want_value, have_value)
 

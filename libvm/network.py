@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -156,46 +157,48 @@ class Network:
 
     def check(
         self,
-        mac: MacLike,
+        mac: MacLike | None,
         ip: IpLike,
         hostname: str | None = None,
         *,
+        client_id: str | None = None,
         allow_dynamic: bool = False,
     ) -> tuple[Reservation, bool]:
         """Validate a reservation without changing anything.
 
         Returns the normalised reservation and whether it exists already (same
-        MAC and IP, and the same hostname unless ``hostname`` is ``None``).
+        MAC/DUID and IP, and the same hostname unless ``hostname`` is ``None``).
         Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass.
         """
-        return self._check(self._view(), mac, ip, hostname, allow_dynamic)
+        return self._check(self._view(), mac, ip, hostname, client_id, allow_dynamic)
 
     def _check(
         self,
         view: tuple[NetworkSpec, list[HostEntry]],
-        mac: MacLike,
+        mac: MacLike | None,
         ip: IpLike,
         hostname: str | None,
+        client_id: str | None,
         allow_dynamic: bool,
     ) -> tuple[Reservation, bool]:
-        hw = parse_mac(mac, "mac")
         address = parse_ip(ip, "ip")
-        if hostname is not None:
-            check_hostname(hostname)
+        wanted = _wanted(mac, address, hostname, client_id)
         spec, entries = view
         found = spec.ip_for(address)
         if found is None:
             subnets = ", ".join(str(i.subnet.cidr) for i in spec.ips) or "none"
             raise InvalidSpec("ip", str(address), f"outside network {self.name!r}'s subnets ({subnets})")
         check_host_ip(address, found[1].subnet, "ip")
-        if address.version == 6:
-            raise InvalidSpec("ip", str(address), "IPv6 reservations need a hostname or DUID; not supported yet")
-        wanted = Reservation(hw, address, hostname)
-        mac_s, ip_s = format_mac(hw), str(address)
-        for entry in entries:
-            if entry.mac == mac_s and entry.ip == ip_s and hostname in (None, entry.name):
+        mac_s = None if wanted.mac is None else format_mac(wanted.mac)
+        ip_s = str(address)
+        # One name may be reserved once per family: dnsmasq pairs pc001's IPv4 and IPv6.
+        for entry in (e for e in entries if e.ip_index == found[0]):
+            if (entry.mac == mac_s and entry.ip == ip_s and hostname in (None, entry.name)
+                    and client_id in (None, entry.id)):
                 return entry.reservation(), True
-            if entry.mac == mac_s or entry.ip == ip_s or (hostname is not None and entry.name == hostname):
+            if ((mac_s is not None and entry.mac == mac_s) or entry.ip == ip_s
+                    or (hostname is not None and entry.name == hostname)
+                    or (client_id is not None and entry.id == client_id)):
                 _refuse_overlap(self.name, entry.reservation(), wanted)
         dyn = spec.in_dhcp_range(address)
         if dyn is not None and not allow_dynamic:
@@ -208,10 +211,11 @@ class Network:
 
     def reserve(
         self,
-        mac: MacLike,
+        mac: MacLike | None,
         ip: IpLike,
         hostname: str | None = None,
         *,
+        client_id: str | None = None,
         allow_dynamic: bool = False,
         reclaim_stale: bool = True,
     ) -> Reservation:
@@ -223,12 +227,16 @@ class Network:
         :class:`AddressConflict`; so does an IP currently leased to a MAC that
         belongs to a defined domain. A lease held by a MAC no domain has any
         more (a deleted VM) is released first when ``reclaim_stale`` is true.
+
+        IPv6: libvirt binds an address to a ``hostname`` or a DHCPv6
+        ``client_id`` (DUID), never to a MAC, so pass ``mac=None`` and one of those.
         """
         view = self._view()
-        wanted, exists = self._check(view, mac, ip, hostname, allow_dynamic)
+        wanted, exists = self._check(view, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
             return wanted
-        self._clear_leases(wanted, reclaim_stale)
+        if wanted.mac is not None:
+            self._clear_leases(wanted, reclaim_stale)
         self._update(view[0], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving")
         log.info("reserved %s on network %s", wanted, self.name)
         return wanted
@@ -334,6 +342,30 @@ class Network:
         return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
 
 
+_DUID = re.compile(r"^[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}$")
+
+
+def _wanted(mac: MacLike | None, address: netaddr.IPAddress, hostname: str | None,
+            client_id: str | None) -> Reservation:
+    """The reservation asked for, with the rules of its address family."""
+    if hostname is not None:
+        check_hostname(hostname)
+    if address.version == 4:
+        if mac is None:
+            raise InvalidSpec("mac", mac, "an IPv4 reservation binds a MAC")
+        if client_id is not None:
+            raise InvalidSpec("client_id", client_id, "libvirt binds IPv4 by MAC; client_id is for IPv6")
+        return Reservation(parse_mac(mac, "mac"), address, hostname)
+    if mac is not None:
+        raise InvalidSpec("mac", mac, "libvirt binds IPv6 addresses by hostname or DUID (client_id), "
+                                      "not by MAC; pass mac=None")
+    if client_id is not None and not _DUID.match(client_id):
+        raise InvalidSpec("client_id", client_id, "a DHCPv6 DUID in colon-separated hex")
+    if hostname is None and client_id is None:
+        raise InvalidSpec("hostname", None, "an IPv6 reservation needs a hostname or a client_id (DUID)")
+    return Reservation(None, address, hostname, client_id.lower() if client_id else None)
+
+
 def _refuse_overlap(network: str, host: Reservation, wanted: Reservation) -> None:
     """Raise if ``host`` (existing) and ``wanted`` share a MAC, IP or name."""
     where = f"on network {network!r}"
@@ -345,7 +377,10 @@ def _refuse_overlap(network: str, host: Reservation, wanted: Reservation) -> Non
                          other=str(host.mac or host.hostname))
     if wanted.hostname and host.hostname == wanted.hostname:
         raise HostnameReserved(f"hostname {wanted.hostname!r} is already reserved {where} for {host}",
-                               other=str(host.mac))
+                               other=str(host.mac or host.client_id))
+    if wanted.client_id and host.client_id == wanted.client_id:
+        raise MacReserved(f"DUID {wanted.client_id} is already reserved {where} for {host}",
+                          other=str(host.hostname or host.ip))
 
 
 def _ip_int(text: str) -> int:

@@ -67,27 +67,27 @@ class NetworkSpec:
         bridge: str | None = None,
         domain: str | None = None,
         hosts: Sequence[Reservation] = (),
+        subnet6: str | netaddr.IPNetwork | None = None,
+        dhcp_range6: tuple[str, str] | None = None,
     ) -> NetworkSpec:
-        """Validate user values and build the spec (``ensure_network``'s arguments)."""
+        """Validate user values and build the spec (``ensure_network``'s arguments).
+
+        ``subnet`` may be IPv4 or IPv6; ``subnet6`` adds an IPv6 subnet to an
+        IPv4 network (dual stack), with its own ``dhcp_range6``.
+        """
         check_name(name)
-        net = parse_subnet(subnet)
         if forward not in FORWARD_MODES:
             raise InvalidSpec("forward", forward, f"one of {', '.join(FORWARD_MODES)}")
         if bridge is not None and (not bridge or len(bridge) > 15 or "/" in bridge or " " in bridge):
             raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters")
-        ranges: tuple[IpRange, ...] = ()
-        if dhcp_range is not None:
-            start = parse_ip(dhcp_range[0], "dhcp_range[0]")
-            end = parse_ip(dhcp_range[1], "dhcp_range[1]")
-            check_host_ip(start, net, "dhcp_range[0]")
-            check_host_ip(end, net, "dhcp_range[1]")
-            if int(start) > int(end):
-                raise InvalidSpec("dhcp_range", dhcp_range, "start is after end")
-            ranges = ((start, end),)
-        for index, host in enumerate(hosts):
-            check_host_ip(host.ip, net, f"hosts[{index}].ip")
-        ip = IpSpec(subnet=net, dhcp_ranges=ranges, hosts=tuple(hosts), dhcp=bool(ranges or hosts))
-        return cls(name=name, ips=(ip,), forward=forward, bridge=bridge, domain=domain)
+        ips = [_ip_spec(subnet, dhcp_range, hosts, "subnet", "dhcp_range")]
+        if subnet6 is not None:
+            ips.append(_ip_spec(subnet6, dhcp_range6, (), "subnet6", "dhcp_range6"))
+            if ips[1].subnet.version != 6 or ips[0].subnet.version != 4:
+                raise InvalidSpec("subnet6", subnet6, "give an IPv4 subnet and an IPv6 subnet6")
+        elif dhcp_range6 is not None:
+            raise InvalidSpec("dhcp_range6", dhcp_range6, "needs subnet6")
+        return cls(name=name, ips=tuple(ips), forward=forward, bridge=bridge, domain=domain)
 
     @property
     def primary(self) -> IpSpec:
@@ -156,6 +156,23 @@ class NetworkSpec:
         return dataclasses.replace(spec, ips=ips)
 
 
+def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: tuple[str, str] | None,
+             hosts: Sequence[Reservation], field: str, range_field: str) -> IpSpec:
+    net = parse_subnet(subnet, field)
+    ranges: tuple[IpRange, ...] = ()
+    if dhcp_range is not None:
+        start = parse_ip(dhcp_range[0], f"{range_field}[0]")
+        end = parse_ip(dhcp_range[1], f"{range_field}[1]")
+        check_host_ip(start, net, f"{range_field}[0]")
+        check_host_ip(end, net, f"{range_field}[1]")
+        if int(start) > int(end):
+            raise InvalidSpec(range_field, dhcp_range, "start is after end")
+        ranges = ((start, end),)
+    for index, host in enumerate(hosts):
+        check_host_ip(host.ip, net, f"hosts[{index}].ip")
+    return IpSpec(subnet=net, dhcp_ranges=ranges, hosts=tuple(hosts), dhcp=bool(ranges or hosts))
+
+
 class HostEntry(NamedTuple):
     """A ``<host>`` as libvirt wrote it: plain strings, cheap to read by the ten thousand.
 
@@ -188,8 +205,9 @@ def read_network(xml: str | bytes) -> tuple[NetworkSpec, list[HostEntry]]:
         ips.append(_read_ip(ip_el))
         for host in ip_el.iterfind("dhcp/host[@ip]"):
             mac = host.get("mac")
+            duid = host.get("id")
             entries.append(HostEntry(index, mac.lower() if mac else None, host.get("ip", ""),
-                                     host.get("name"), host.get("id")))
+                                     host.get("name"), duid.lower() if duid else None))
     spec = NetworkSpec(
         name=root.findtext("name") or "",
         ips=tuple(ips),
