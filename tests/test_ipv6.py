@@ -19,7 +19,8 @@ def dual(hv: libvm.Hypervisor) -> libvm.Network:
 
 def hosts_of(net: libvm.Network, family: str) -> list[dict[str, str]]:
     root = etree.fromstring(net.xml().encode())
-    return [{str(k): str(v) for k, v in h.attrib.items()} for ip in root.iterfind("ip") if ip.get("family", "ipv4") == family
+    return [{str(k): str(v) for k, v in h.attrib.items()}
+            for ip in root.iterfind("ip") if ip.get("family", "ipv4") == family
             for h in ip.iterfind("dhcp/host")]
 
 
