@@ -314,15 +314,16 @@ class Hypervisor:
             if existing is not None:
                 net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
                 continue
-            # Recorded before the call: a Ctrl-C right after libvirt added the entry
-            # must still roll it back. An error means libvirt (or the check) refused
-            # the add: then the entry, if any, is somebody else's and must stay.
+            # Recorded before the call: a Ctrl-C or a lost connection right after
+            # libvirt added the entry must still roll it back. Only a definite
+            # refusal (a conflict) means the entry, if any, is somebody else's.
             entry = (net, Reservation(nic.mac, nic.ip, nic.hostname))
             added.append(entry)
             try:
                 net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-            except Exception:
-                added.remove(entry)
+            except (AddressConflict, InvalidSpec, LibvirtFailure) as exc:
+                if not isinstance(exc, LibvirtFailure) or exc.code == libvirt.VIR_ERR_OPERATION_INVALID:
+                    added.remove(entry)
                 raise
 
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:

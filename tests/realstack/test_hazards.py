@@ -164,3 +164,31 @@ def test_interrupt_at_any_point_leaves_all_or_nothing(stack: Stack) -> None:
         assert exists == reserved, f"half-made VM after interrupt at {delay} s"
         outcomes.append(exists)
     assert True in outcomes and False in outcomes  # both sides of the race were hit
+
+
+def test_libvirtd_restart_mid_create_leaves_all_or_nothing(stack: Stack, uri: str, sandbox: object) -> None:
+    """libvirtd restarts while create_vm runs: afterwards the VM is complete or absent."""
+    import threading
+
+    if sandbox is None:
+        pytest.skip("restarting libvirtd needs the sandbox (LIBVM_TEST_URI points elsewhere)")
+    net, base = stack.network("restart")
+    outcomes = []
+    for step, delay in enumerate([0.05, 0.2, 0.4, 0.7, 1.0]):
+        ips = [f"{base}.{150 + 3 * step + k}" for k in range(3)]
+        restarter = threading.Thread(target=lambda d=delay: (time.sleep(d), sandbox.restart_libvirtd()))  # type: ignore[attr-defined]
+        restarter.start()
+        try:
+            stack.vm(f"restart{step}", [Nic(net.name, ip=ip) for ip in ips], start=False)
+            created = True
+        except libvm.LibvmError:
+            created = False
+        restarter.join()
+        stack.hv = libvm.connect(uri)
+        net = stack.hv.network(net.name)
+        exists = any(v.name == stack.name(f"restart{step}") for v in stack.hv.vms())
+        reserved = {str(r.ip) for r in net.reservations()} & set(ips)
+        assert (exists, reserved) in [(True, set(ips)), (False, set())], f"half-made VM at {delay} s"
+        assert exists == created
+        outcomes.append(exists)
+    assert False in outcomes  # at least one restart hit create_vm mid-way
