@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import functools
-import hashlib
 import logging
 import os
-import signal
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import libvirt
 import netaddr
 
-from . import _libvirt
-from .addressing import check_hostname, format_mac
+from . import _libvirt, provision
+from .addressing import format_mac
 from .domain import VM, lookup
 from .domainxml import DomainSpec, mac_list
 from .errors import (
-    AddressConflict,
-    AlreadyExists,
     ClientIdShared,
-    HostnameReserved,
-    InvalidSpec,
-    IpReserved,
     LibvirtFailure,
     LibvmError,
-    MacInUse,
-    MacReserved,
     NetworkMismatch,
     NotFound,
     SubnetOverlap,
@@ -241,90 +228,18 @@ class Hypervisor:
         interrupted), the domain and the reservations it added are removed
         before the error propagates. A NIC without ``ip`` gets the network's
         next free address outside the dynamic range (within ``pool`` if given);
-        if another libvm elsewhere takes it first, the next one is tried. The first NIC on each
-        network is reserved under the VM's name as DHCP hostname (so dnsmasq
-        resolves it), unless ``Nic.hostname`` says otherwise or the MAC is
-        reserved already. ``virt_type=None`` picks
+        if another libvm elsewhere takes it first, the next one is tried. The
+        first NIC on each network is reserved under the VM's name as DHCP
+        hostname (so dnsmasq resolves it), unless ``Nic.hostname`` says
+        otherwise or the MAC is reserved already. ``virt_type=None`` picks
         ``kvm`` when libvirt offers it, falling back to ``qemu`` (TCG) with a
         warning if the guest cannot start under kvm.
         """
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
                           graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
-        auto = any(isinstance(nic, Nic) and nic.ip is None for nic in nics)
-        if virt_type is None and not self.kvm_usable:  # slow the first time: not under the lock
-            spec = dataclasses.replace(spec, virt_type="qemu")
-        added: list[tuple[Network, Reservation]] = []
-        owns_name = False
-        try:
-            with self._create_lock():
-                try:
-                    self.vm(name)
-                    raise AlreadyExists(f"a domain named {name!r} already exists")
-                except NotFound:
-                    owns_name = True
-                resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
-                spec = dataclasses.replace(spec, nics=tuple(resolved))
-                with _libvirt.translate(f"defining domain {name!r}"):
-                    dom = self._conn.defineXML(spec.to_xml())
-            if autostart:
-                with _libvirt.translate(f"setting autostart of domain {name!r}"):
-                    dom.setAutostart(1)
-            if start:
-                self._boot(dom, spec, auto=virt_type is None)
-        except BaseException:
-            # One handler for every step, so no window is left where a failure
-            # (or Ctrl-C) between two steps skips the rollback.
-            if owns_name:
-                self._rollback(name, added)
-            raise
-        log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
-        return VM(self, dom)
-
-    def _reserve_with_retry(self, name: str, nics: Sequence[Nic], added: list[tuple[Network, Reservation]],
-                            allow_dynamic: bool, pool: tuple[str, str] | None, auto: bool) -> list[Nic]:
-        """Resolve and reserve every NIC; on a lost allocation race, undo and allocate again."""
-        for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
-            try:
-                resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
-                self._reserve_all(resolved, added, allow_dynamic, [n.ip is None for n in nics])
-                return resolved
-            except (AddressConflict, LibvirtFailure) as exc:
-                # Another host (or a libvm without our lock) took the address
-                # between our read and libvirt's atomic add: take the next one.
-                if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
-                    raise
-                self._rollback(name, added)
-                added.clear()
-                log.info("address taken concurrently (%s); allocating again", exc)
-        raise AssertionError("unreachable")
-
-    def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool,
-                     allocated: list[bool]) -> None:
-        """Reserve every NIC's address; ``added`` collects what was new (for rollback).
-
-        An address libvm allocated must be a fresh entry: finding it reserved
-        already means another caller allocated the same one (same derived MAC).
-        """
-        for nic, fresh in zip(nics, allocated, strict=True):
-            net = self.network(nic.network)
-            existing = net.reservation_for(str(nic.mac))
-            if existing is not None and fresh:
-                raise IpReserved(f"{nic.ip} was allocated by another caller meanwhile", other=str(nic.mac))
-            if existing is not None:
-                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-                continue
-            # Recorded before the call: a Ctrl-C or a lost connection right after
-            # libvirt added the entry must still roll it back. Only a definite
-            # refusal (a conflict) means the entry, if any, is somebody else's.
-            entry = (net, Reservation(nic.mac, nic.ip, nic.hostname))
-            added.append(entry)
-            try:
-                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-            except (AddressConflict, InvalidSpec, LibvirtFailure) as exc:
-                if not isinstance(exc, LibvirtFailure) or exc.code == libvirt.VIR_ERR_OPERATION_INVALID:
-                    added.remove(entry)
-                raise
+        return provision.Provisioner(self).create(spec, nics, virt_type is None, start=start, autostart=autostart,
+                                                  allow_dynamic=allow_dynamic, pool=pool)
 
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
         """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
@@ -340,43 +255,6 @@ class Hypervisor:
                 vm.delete()
             raise
         return made
-
-    def _boot(self, dom: libvirt.virDomain, spec: DomainSpec, auto: bool) -> None:
-        try:
-            with _libvirt.translate(f"starting domain {spec.name!r}"):
-                dom.create()
-        except LibvirtFailure as exc:
-            if not (auto and spec.virt_type == "kvm"):
-                raise
-            log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
-            with _libvirt.translate(f"redefining domain {spec.name!r} for qemu"):
-                self._conn.defineXML(dataclasses.replace(spec, virt_type="qemu").to_xml())
-                dom.create()
-
-    def _rollback(self, name: str, added: list[tuple[Network, Reservation]]) -> None:
-        """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
-
-        The domain is looked up by name (``create_vm`` checked under its lock
-        that none existed), so a define whose reply was lost still gets undone.
-        If libvirtd went away mid-way, reconnect once and finish. A Ctrl-C
-        during the rollback is held back until it is done. Never masks the
-        original error.
-        """
-        with _sigint_deferred():
-            for attempt in (1, 2):
-                try:
-                    with contextlib.suppress(NotFound):
-                        self.vm(name).delete(release=False)
-                    for net, res in added:
-                        with contextlib.suppress(NotFound):
-                            self.network(net.name).release(str(res.mac), ip=str(res.ip))
-                    return
-                except (LibvmError, libvirt.libvirtError) as exc:
-                    if attempt == 2 or self._alive():
-                        log.error("rollback of %s incomplete: %s", name, exc)
-                        return
-                    log.warning("libvirtd connection lost (%s); reconnecting to roll back %s", exc, name)
-                    self._reconnect()
 
     def _alive(self) -> bool:
         try:
@@ -398,72 +276,6 @@ class Hypervisor:
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
         self._conn = conn
-
-    def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
-                      pool: tuple[str, str] | None = None) -> list[Nic]:
-        """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
-        owners = self.mac_owners()
-        resolved: list[Nic] = []
-        for index, nic in enumerate(nics):
-            if not isinstance(nic, Nic):
-                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
-            net = self.network(nic.network)
-            ip = nic.ip
-            if ip is None:
-                taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
-                ip = net.free_ip(pool=pool, avoid=taken)
-            full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname)
-            mac = str(full.mac)
-            first_on_network = all(n.network != nic.network for n in resolved)
-            if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
-                full = dataclasses.replace(full, hostname=_dns_label(name))
-            if mac in owners:
-                raise MacInUse(f"nics[{index}].mac {mac} is already on an interface of domain "
-                               f"{owners[mac]!r}", other=owners[mac])
-            for other in resolved:
-                if other.network == full.network and other.ip == full.ip:
-                    raise IpReserved(f"nics[{index}].ip {full.ip} is given to two NICs", other=str(other.mac))
-            self._refuse_ambiguous(index, nic.network, full.ip)
-            try:
-                net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
-            except InvalidSpec as exc:
-                raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
-            resolved.append(full)
-        return resolved
-
-    def _refuse_ambiguous(self, index: int, network: str, ip: netaddr.IPAddress | None) -> None:
-        """Refuse an IP that also lies in another running network's subnet."""
-        for other in self.networks():
-            if other.name == network or not other.active:
-                continue
-            for spec_ip in other.spec().ips:
-                if ip is not None and ip.version == spec_ip.subnet.version and ip in spec_ip.subnet:
-                    raise SubnetOverlap(
-                        f"nics[{index}].ip {ip} of network {network!r} is also inside {spec_ip.subnet.cidr} "
-                        f"of running network {other.name!r}; the address would be ambiguous",
-                        other=other.name,
-                    )
-
-    @contextlib.contextmanager
-    def _create_lock(self) -> Iterator[None]:
-        """Serialise check-reserve-define across threads and local processes.
-
-        libvirt refuses a duplicate ``<host>`` atomically, but the hypervisor-
-        wide checks (a MAC on another domain, the next free IP) are read-then-
-        write; a lock file per daemon makes them atomic for every libvm on this
-        host (``$LIBVM_LOCK_DIR``, default /run/lock). Callers that do not share
-        the lock (other hosts) are still kept apart by libvirt's atomic add and
-        :meth:`create_vm`'s retry.
-        """
-        digest = hashlib.sha256(self._canonical_uri.encode()).hexdigest()[:16]
-        base = Path(os.environ.get("LIBVM_LOCK_DIR") or
-                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
-        with self._thread_lock, open(base / f"libvm-{digest}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- helpers for VM and Network ------------------------------------------
 
@@ -548,40 +360,6 @@ class Hypervisor:
             for mac, network in mac_list(vm.xml(inactive=True))
             if network is not None and (network, mac) not in reserved
         ]
-
-
-_ALLOCATION_ATTEMPTS = 32
-
-
-def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:
-    """Whether ``exc`` means an address was taken between our check and libvirt's add."""
-    if isinstance(exc, (IpReserved, MacReserved, HostnameReserved, MacInUse)):
-        return True
-    return isinstance(exc, LibvirtFailure) and exc.code == libvirt.VIR_ERR_OPERATION_INVALID
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold back SIGINT (Ctrl-C) for the block; re-raise it after. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        if caught:
-            raise KeyboardInterrupt
-
-
-def _dns_label(name: str) -> str | None:
-    """The VM name as its DHCP hostname, if it is a valid DNS name."""
-    try:
-        return check_hostname(name)
-    except InvalidSpec:
-        return None
 
 
 def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:

@@ -176,7 +176,12 @@ def test_libvirtd_restart_mid_create_leaves_all_or_nothing(stack: Stack, uri: st
     outcomes = []
     for step, delay in enumerate([0.05, 0.2, 0.4, 0.7, 1.0]):
         ips = [f"{base}.{150 + 3 * step + k}" for k in range(3)]
-        restarter = threading.Thread(target=lambda d=delay: (time.sleep(d), sandbox.restart_libvirtd()))  # type: ignore[attr-defined]
+
+        def restart(wait: float = delay) -> None:
+            time.sleep(wait)
+            sandbox.restart_libvirtd()  # type: ignore[attr-defined]
+
+        restarter = threading.Thread(target=restart)
         restarter.start()
         try:
             stack.vm(f"restart{step}", [Nic(net.name, ip=ip) for ip in ips], start=False)
