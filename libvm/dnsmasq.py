@@ -62,7 +62,7 @@ def release(network: str, bridge: str, ip: str, mac: str, client_id: str | None)
     argv = [*_netns_prefix(pid), tool, bridge, ip, mac]
     if client_id:
         argv.append(client_id)
-    log.info("releasing stale lease %s of %s on %s", ip, mac, network)
+    log.info("releasing lease %s of %s on %s", ip, mac, network)
     try:
         subprocess.run(argv, check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -23,6 +23,11 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-echo "== pip install -e .[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v -e '^WARNING: Location' >&2 || true
+stamp=.venv/.libvm-installed
+if [ ! -e "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "== pip install -e .[test]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" >.venv/pip.log 2>&1 \
+    || { cat .venv/pip.log >&2; echo "libvm: pip install failed" >&2; exit 2; }
+  touch "$stamp"
+fi
 .venv/bin/python -c "import libvirt, lxml, netaddr, libvm" || { echo "libvm: installing the virtualenv failed" >&2; exit 2; }
