@@ -15,12 +15,13 @@ from typing import Any
 import libvirt
 import netaddr
 
-from . import _libvirt, provision
+from . import _libvirt, _xml, provision
 from .addressing import format_mac
 from .domain import VM, lookup
-from .domainxml import DomainSpec, mac_list
+from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
     ClientIdShared,
+    InvalidSpec,
     LibvirtFailure,
     LibvmError,
     NetworkMismatch,
@@ -198,8 +199,22 @@ class Hypervisor:
     def kvm_usable(self) -> bool:
         """Whether libvirt offers ``kvm`` domains here (capabilities are slow: cached)."""
         with _libvirt.translate("reading capabilities"):
-            caps = self._conn.getCapabilities()
-        return "<domain type='kvm'" in caps or '<domain type="kvm"' in caps
+            caps = _xml.parse(self._conn.getCapabilities(), "capabilities")
+        return caps.find("guest/arch/domain[@type='kvm']") is not None
+
+    @property
+    def default_virt_type(self) -> str:
+        """What ``create_vm(virt_type=None)`` uses: ``$LIBVM_VIRT_TYPE``, else kvm if offered, else qemu.
+
+        Set ``LIBVM_VIRT_TYPE=qemu`` where ``/dev/kvm`` opens but guests do not
+        run (some nested virtualisation): libvirt then still offers kvm.
+        """
+        forced = os.environ.get("LIBVM_VIRT_TYPE")
+        if forced:
+            if forced not in VIRT_TYPES:
+                raise InvalidSpec("LIBVM_VIRT_TYPE", forced, f"one of {', '.join(VIRT_TYPES)}")
+            return forced
+        return "kvm" if self.kvm_usable else "qemu"
 
     def create_vm(
         self,
@@ -232,8 +247,8 @@ class Hypervisor:
         first NIC on each network is reserved under the VM's name as DHCP
         hostname (so dnsmasq resolves it), unless ``Nic.hostname`` says
         otherwise or the MAC is reserved already. ``virt_type=None`` picks
-        ``kvm`` when libvirt offers it, falling back to ``qemu`` (TCG) with a
-        warning if the guest cannot start under kvm.
+        :attr:`default_virt_type` (``kvm`` when libvirt offers it), falling
+        back to ``qemu`` (TCG) with a warning if the guest cannot start under kvm.
         """
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,

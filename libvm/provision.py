@@ -60,8 +60,8 @@ class Provisioner:
         """``Hypervisor.create_vm`` once the non-NIC values are validated into ``spec``."""
         name = spec.name
         auto = any(isinstance(nic, Nic) and nic.ip is None for nic in nics)
-        if auto_virt and not self._hv.kvm_usable:  # slow the first time: not under the lock
-            spec = dataclasses.replace(spec, virt_type="qemu")
+        if auto_virt:  # reads capabilities (slow the first time): not under the lock
+            spec = dataclasses.replace(spec, virt_type=self._hv.default_virt_type)
         added: list[tuple[Network, Reservation]] = []
         owns_name = False
         try:

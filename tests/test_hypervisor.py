@@ -202,3 +202,13 @@ def test_gc_lists_and_removes_orphans_only_on_request(hv: libvm.Hypervisor) -> N
     hv.gc(remove=True)
     assert lab.reservations() == [Reservation("52:54:00:aa:bb:01", "192.168.150.10", "legacy")]
     assert hv.unreserved_nics() == [("legacy", "52:54:00:aa:bb:02", "default")]
+
+
+def test_default_virt_type(hv: libvm.Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not hv.kvm_usable  # the test driver offers only 'test' domains
+    assert hv.create_vm("auto", nics=[SEED_NIC]).spec().virt_type == "qemu"
+    monkeypatch.setenv("LIBVM_VIRT_TYPE", "kvm")
+    assert hv.default_virt_type == "kvm"
+    monkeypatch.setenv("LIBVM_VIRT_TYPE", "xen")
+    with pytest.raises(libvm.InvalidSpec, match="LIBVM_VIRT_TYPE"):
+        hv.create_vm("auto2", nics=[Nic("lab", ip="192.168.150.89")])

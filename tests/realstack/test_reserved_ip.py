@@ -139,3 +139,14 @@ def test_two_nics_on_two_networks(stack: Stack) -> None:
     got = vm.wait_for_ips()
     assert {k: str(v) for k, v in got.items()} == {vm.macs[0]: f"{base1}.21", vm.macs[1]: f"{base2}.22"}
     assert stack.console("twonics") == {vm.macs[0]: f"{base1}.21", vm.macs[1]: f"{base2}.22"}
+
+
+def test_default_virt_type_from_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """virt_type=None takes $LIBVM_VIRT_TYPE: here /dev/kvm opens but guests hang, so qemu (TCG)."""
+    monkeypatch.setenv("LIBVM_VIRT_TYPE", "qemu")
+    net, base = stack.network("auto")
+    vm = stack.hv.create_vm(stack.name("auto"), memory=256, nics=[Nic(net.name, ip=f"{base}.90")],
+                            kernel=stack.guest.kernel, initrd=stack.guest.initrd, cmdline=stack.guest.cmdline,
+                            serial_log=stack.console_path("auto"))
+    assert vm.spec().virt_type == "qemu"
+    assert str(vm.wait_for_ip()) == f"{base}.90"
