@@ -3,7 +3,7 @@
 APT_PACKAGES=(
   libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils
   iptables cpio busybox-static libvirt-dev pkg-config gcc python3-venv python3-dev
-  iproute2 util-linux xz-utils
+  iproute2 util-linux xz-utils seabios ipxe-qemu
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

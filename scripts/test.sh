@@ -2,7 +2,7 @@
 # Install everything libvm's test suite needs on Debian/Ubuntu (as root), then run
 # the whole suite: ruff, mypy --strict, unit tests (libvirt test driver) and the
 # real-stack tests (a private libvirtd + dnsmasq + qemu in a network namespace).
-# Usage: sudo bash scripts/test.sh [pytest args...]
+# Usage (as root): bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
