@@ -48,10 +48,16 @@ def main() -> int:
     if os.geteuid() != 0 and not os.environ.get("LIBVM_URI"):
         sys.exit("libvm demo: run as root (it starts libvirtd in a network namespace), "
                  "or set LIBVM_URI to a libvirtd you may use")
-    from libvm.testing import build_guest, parse_console
+    from libvm.testing import build_guest, ensure_packages, parse_console
+    from libvm.testing.guest import GuestBuildError
+    from libvm.testing.sandbox import SandboxError
 
-    print("building the tiny DHCP guest (cached after the first run) ...")
-    guest = build_guest()
+    try:
+        ensure_packages()
+        print("building the tiny DHCP guest (cached after the first run) ...")
+        guest = build_guest()
+    except (SandboxError, GuestBuildError) as exc:
+        sys.exit(f"libvm demo: {exc}")
     with libvirt_uri() as uri, libvm.connect(uri) as hv, tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # qemu (libvirt-qemu) writes the serial log here
         console = Path(tmp) / "console.log"
