@@ -179,6 +179,10 @@ class Provisioner:
         for index, nic in enumerate(nics):
             if not isinstance(nic, Nic):
                 raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
+            if nic.ip is not None and nic.ip.version == 6:
+                raise InvalidSpec(f"nics[{index}].ip", str(nic.ip),
+                                  "libvirt cannot bind an IPv6 address to a MAC; give the NIC's IPv4 address "
+                                  "and reserve IPv6 with Network.reserve(None, ip, hostname=...)")
             net = self._hv.network(nic.network)
             ip = nic.ip
             if ip is None:

@@ -84,3 +84,12 @@ def test_ensure_network_compares_ipv6_part(hv: libvm.Hypervisor, dual: libvm.Net
         hv.ensure_network("dual", "192.168.160.0/24", dhcp_range=("192.168.160.100", "192.168.160.199"),
                           subnet6="fd00:161::/64", forward="none")
     assert info.value.field == "subnet6"
+
+
+def test_create_vm_refuses_ipv6_nic(hv: libvm.Hypervisor, dual: libvm.Network) -> None:
+    before = canonical(dual.xml())
+    with pytest.raises(InvalidSpec) as info:
+        hv.create_vm("v6vm", nics=[libvm.Nic("dual", ip="fd00:160::9")], virt_type="qemu")
+    assert info.value.field == "nics[0].ip"
+    assert canonical(dual.xml()) == before
+    assert "v6vm" not in [vm.name for vm in hv.vms()]
