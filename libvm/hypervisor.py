@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -202,6 +203,12 @@ class Hypervisor:
             caps = _xml.parse(self._conn.getCapabilities(), "capabilities")
         return caps.find("guest/arch/domain[@type='kvm']") is not None
 
+    @functools.cached_property
+    def is_local(self) -> bool:
+        """Whether the daemon runs on this machine (no host in the URI): only then can
+        libvm reach its dnsmasq to release leases."""
+        return not urllib.parse.urlsplit(self._canonical_uri).hostname
+
     @property
     def default_virt_type(self) -> str:
         """What ``create_vm(virt_type=None)`` uses: ``$LIBVM_VIRT_TYPE``, else kvm if offered, else qemu.
@@ -259,15 +266,22 @@ class Hypervisor:
     def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
         """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
 
-        All or nothing: if one fails, the ones already created are deleted.
+        All or nothing: if one fails, the ones already created are removed
+        again, with the reservations this call added; reservations that
+        existed before the call stay.
         """
+        before = {(net.name, res.mac, res.ip) for net in self.networks() for res in net.reservations()}
         made: list[VM] = []
         try:
             for kwargs in specs:
                 made.append(self.create_vm(**kwargs))
         except BaseException:
             for vm in reversed(made):
-                vm.delete()
+                nics = vm.nics
+                vm.delete(release=False)
+                for nic in nics:
+                    if nic.ip is not None and (nic.network, nic.mac, nic.ip) not in before:
+                        self.network(nic.network).release(str(nic.mac), ip=str(nic.ip))
             raise
         return made
 

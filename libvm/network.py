@@ -134,17 +134,27 @@ class Network:
         A reservation in either definition counts (someone may have added one
         with only ``--live`` or only ``--config``). One XML parse each.
         """
-        active, persistent = self.active, self.persistent
-        xmls = [self.xml()] if active or not persistent else []
-        if persistent:
-            config = self.xml(inactive=True)
-            if config not in xmls:
-                xmls.append(config)
-        spec, entries = read_network(xmls[0])
-        seen = dict.fromkeys(entries)
-        for xml in xmls[1:]:
-            seen.update(dict.fromkeys(read_network(xml)[1]))
-        return spec, list(seen)
+        spec, where = self._definitions()
+        return spec, list(where)
+
+    def _definitions(self) -> tuple[NetworkSpec, dict[HostEntry, int]]:
+        """The spec, and for each ``<host>`` the update flags of the definitions holding it."""
+        views = []
+        if self.active or not self.persistent:
+            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, self.xml()))
+        if self.persistent:
+            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG, self.xml(inactive=True)))
+        if len(views) == 2 and views[0][1] == views[1][1]:  # identical: parse once
+            views = [(views[0][0] | views[1][0], views[0][1])]
+        spec: NetworkSpec | None = None
+        where: dict[HostEntry, int] = {}
+        for flag, xml in views:
+            parsed, entries = read_network(xml)
+            spec = spec or parsed
+            for entry in entries:
+                where[entry] = where.get(entry, 0) | flag
+        assert spec is not None
+        return spec, where
 
     def reservations(self) -> list[Reservation]:
         """Every ``<host>`` in the network's DHCP, live and persistent, once each."""
@@ -251,13 +261,15 @@ class Network:
             raise InvalidSpec("mac", mac, "give a mac, an ip, or both")
         want_mac = None if mac is None else format_mac(parse_mac(mac, "mac"))
         want_ip = None if ip is None else str(parse_ip(ip, "ip"))
-        spec, entries = self._view()
-        gone = [e.reservation() for e in entries
+        spec, where = self._definitions()
+        gone = [(e, flags) for e, flags in where.items()
                 if want_mac in (None, e.mac) and want_ip in (None, e.ip)]
-        for host in gone:
-            self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host, "releasing")
-            log.info("released %s on network %s", host, self.name)
-        return gone
+        for entry, flags in gone:
+            # Delete from exactly the definitions that hold it: libvirt fails a
+            # DELETE aimed at a definition without the entry.
+            self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry.reservation(), "releasing", flags)
+            log.info("released %s on network %s", entry.reservation(), self.name)
+        return list(dict.fromkeys(entry.reservation() for entry, _ in gone))
 
     def _flags(self) -> int:
         flags = 0
@@ -267,11 +279,12 @@ class Network:
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         return flags
 
-    def _update(self, spec: NetworkSpec, command: int, host: Reservation, doing: str) -> None:
+    def _update(self, spec: NetworkSpec, command: int, host: Reservation, doing: str,
+                flags: int | None = None) -> None:
         found = spec.ip_for(host.ip)
         index = found[0] if found is not None and len(spec.ips) > 1 else -1
         with _libvirt.translate(f"{doing} {host} on network {self.name!r}"):
-            self._net.update(command, _SECTION, index, host_xml(host), self._flags())
+            self._net.update(command, _SECTION, index, host_xml(host), self._flags() if flags is None else flags)
 
     # -- leases ----------------------------------------------------------------
 
@@ -292,6 +305,8 @@ class Network:
         """Make dnsmasq forget ``lease`` now (see :mod:`libvm.dnsmasq`) and wait for libvirt to see it."""
         if lease.mac is None:
             raise InvalidSpec("lease.mac", None, "only IPv4 leases with a MAC can be released")
+        if not self._hv.is_local:
+            raise LibvirtFailure(f"cannot release a lease on {self._hv.uri!r}: dnsmasq runs on another host")
         dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip),
                         str(lease.mac), lease.client_id)
         _wait(lambda: lease.ip not in {x.ip for x in self.leases() if x.mac == lease.mac}, 5.0)
@@ -315,8 +330,20 @@ class Network:
                     + ("delete that domain first" if owner else "pass reclaim_stale=True to release it"),
                     other=owner or str(lease.mac),
                 )
-            if owner is None or not self._hv.domain_active(owner):
+            if owner is not None and self._hv.domain_active(owner):
+                continue
+            try:
                 self.release_lease(lease)
+            except LibvirtFailure as exc:
+                if lease.ip != wanted.ip:  # our own MAC's old address: dnsmasq will NAK it
+                    log.warning("could not release old lease %s of %s: %s", lease.ip, lease.mac, exc)
+                    continue
+                # Never promise an address dnsmasq will not hand out.
+                raise IpLeased(
+                    f"{wanted.ip} is still leased on network {self.name!r} to {lease.mac} (stale) until "
+                    f"{lease.expires}, and libvm cannot release it here: {exc}",
+                    other=str(lease.mac),
+                ) from exc
 
     # -- allocation ------------------------------------------------------------
 
@@ -326,7 +353,8 @@ class Network:
         pool: tuple[IpLike, IpLike] | None = None,
         avoid: frozenset[netaddr.IPAddress] = frozenset(),
     ) -> netaddr.IPAddress:
-        """The lowest free IPv4 address outside the dynamic DHCP range.
+        """The lowest free address of the network's first IPv4 subnet (else its IPv6 one)
+        outside the dynamic DHCP range.
 
         Skips the network, broadcast and gateway addresses, every reservation,
         every active lease and ``avoid``. ``pool`` limits the search to a range.

@@ -143,7 +143,9 @@ class Provisioner:
                 raise
             log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
             with _libvirt.translate(f"redefining domain {spec.name!r} for qemu"):
-                self._hv._conn.defineXML(dataclasses.replace(spec, virt_type="qemu").to_xml())
+                # Same UUID, or libvirt refuses: "domain ... already exists with uuid".
+                qemu = dataclasses.replace(spec, virt_type="qemu", uuid=dom.UUIDString())
+                self._hv._conn.defineXML(qemu.to_xml())
                 dom.create()
 
     def _rollback(self, name: str, added: list[tuple[Network, Reservation]]) -> None:

@@ -3,7 +3,7 @@
 Unit tests run on libvirt's in-process test driver, one fresh node per test
 (``test:///…/testnode.xml``: every connection gets its own copy of the state).
 Real-stack tests (``tests/realstack/``) get their connection URI from the
-``realstack_uri`` fixture in ``tests/realstack/conftest.py``.
+``uri`` fixture in ``tests/realstack/conftest.py``.
 """
 
 from __future__ import annotations

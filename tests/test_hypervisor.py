@@ -212,3 +212,17 @@ def test_default_virt_type(hv: libvm.Hypervisor, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("LIBVM_VIRT_TYPE", "xen")
     with pytest.raises(libvm.InvalidSpec, match="LIBVM_VIRT_TYPE"):
         hv.create_vm("auto2", nics=[Nic("lab", ip="192.168.150.89")])
+
+
+def test_create_vms_rollback_keeps_older_reservations(hv: libvm.Hypervisor) -> None:
+    lab = hv.network("lab")
+    lab.reserve("66:66:66:66:66:0b", "192.168.150.88", "pc001")
+    before = snapshot(hv)
+    with pytest.raises(libvm.IpReserved):
+        hv.create_vms([
+            {"name": "pc001", "nics": [SEED_NIC], "virt_type": "qemu"},
+            {"name": "m2", "nics": [Nic("lab")], "virt_type": "qemu"},
+            {"name": "m3", "nics": [Nic("lab", ip="192.168.150.10")], "virt_type": "qemu"},
+        ])
+    assert snapshot(hv) == before
+    assert Reservation("66:66:66:66:66:0b", "192.168.150.88", "pc001") in lab.reservations()

@@ -197,3 +197,24 @@ def test_libvirtd_restart_mid_create_leaves_all_or_nothing(stack: Stack, uri: st
         assert exists == created
         outcomes.append(exists)
     assert False in outcomes  # at least one restart hit create_vm mid-way
+
+
+def test_live_only_and_config_only_entries_count_and_release(stack: Stack) -> None:
+    """Entries added with only --live or only --config (virsh net-update) still block and release cleanly."""
+    import libvirt
+
+    net, base = stack.network("split")
+    section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
+    add = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+    net.handle.update(add, section, -1, f"<host mac='02:00:00:00:ff:01' ip='{base}.11'/>",
+                      libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE)
+    net.handle.update(add, section, -1, f"<host mac='02:00:00:00:ff:02' ip='{base}.12'/>",
+                      libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
+    assert {str(r.ip) for r in net.reservations()} == {f"{base}.11", f"{base}.12"}
+    for ip in (f"{base}.11", f"{base}.12"):
+        with pytest.raises(libvm.IpReserved):
+            net.reserve("02:00:00:00:ff:03", ip)
+    assert len(net.release(ip=f"{base}.11")) == 1
+    assert len(net.release("02:00:00:00:ff:02")) == 1
+    assert net.reservations() == []
+    assert "<host" not in net.xml() and "<host" not in net.xml(inactive=True)
