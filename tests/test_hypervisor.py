@@ -98,10 +98,11 @@ def test_create_vm_lifecycle(hv: libvm.Hypervisor) -> None:
 
 
 def test_create_vm_reserves_under_vm_name(hv: libvm.Hypervisor) -> None:
-    hv.create_vm("web1", nics=[Nic("lab", ip="192.168.150.20")], virt_type="qemu")
-    res = hv.network("lab").reservation_for(libvm.generate_mac("lab", Reservation(None, "192.168.150.20",
-                                                                                 "x").ip))
-    assert res == Reservation(res.mac if res else None, "192.168.150.20", "web1")
+    vm = hv.create_vm("web1", nics=[Nic("lab", ip="192.168.150.20"), Nic("lab", ip="192.168.150.21")],
+                      virt_type="qemu")
+    lab = hv.network("lab")
+    assert lab.reservation_for(vm.macs[0]) == Reservation(vm.macs[0], "192.168.150.20", "web1")
+    assert lab.reservation_for(vm.macs[1]) == Reservation(vm.macs[1], "192.168.150.21")  # one name per network
 
 
 def test_create_vm_allocates_outside_dynamic_range(hv: libvm.Hypervisor) -> None:

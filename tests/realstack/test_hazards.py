@@ -218,3 +218,13 @@ def test_live_only_and_config_only_entries_count_and_release(stack: Stack) -> No
     assert len(net.release("02:00:00:00:ff:02")) == 1
     assert net.reservations() == []
     assert "<host" not in net.xml() and "<host" not in net.xml(inactive=True)
+
+
+def test_define_failure_rolls_back(stack: Stack) -> None:
+    """libvirt refuses the define (UUID of another domain) after the reservation was added."""
+    net, base = stack.network("nodefine")
+    other = stack.vm("holder", [Nic(net.name, ip=f"{base}.84")], start=False)
+    before = state(stack)
+    with pytest.raises(libvm.LibvmError, match="libvmtest-holder"):
+        stack.vm("clash", [Nic(net.name, ip=f"{base}.85")], start=False, uuid=other.handle.UUIDString())
+    assert state(stack) == before
