@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,6 @@ class Stack:
     guest: GuestImage
     uri: str
     logs: Path
-    made: list[str] = field(default_factory=list)
 
     def name(self, label: str) -> str:
         return f"{PREFIX}{label}"
