@@ -64,14 +64,19 @@ def test_recreate_with_same_ip(stack: Stack, new_mac: str | None) -> None:
     assert stack.console("new") == {new.macs[0]: ip}
 
 
+def vanish_behind_libvms_back(stack: Stack, net: libvm.Network, ip: str, mac: str) -> None:
+    """Boot a guest until it holds ``ip``, then remove it with plain libvirt: its lease stays."""
+    old = stack.vm("old", [Nic(net.name, ip=ip, mac=mac)])
+    assert str(old.wait_for_ip()) == ip
+    old.handle.destroy()
+    old.handle.undefine()
+
+
 def test_stale_lease_of_vanished_vm_is_reclaimed(stack: Stack) -> None:
     """A VM removed behind libvm's back leaves a lease; reserving its IP reclaims it."""
     net, base = stack.network("stale")
     ip = f"{base}.66"
-    old = stack.vm("old", [Nic(net.name, ip=ip, mac="02:aa:bb:cc:dd:02")])
-    old.wait_for_ip()
-    old.destroy()
-    old.undefine()
+    vanish_behind_libvms_back(stack, net, ip, "02:aa:bb:cc:dd:02")
     net.release("02:aa:bb:cc:dd:02")
     assert ip in {str(x.ip) for x in net.leases()}  # dnsmasq still holds it
     with pytest.raises(libvm.IpLeased, match="stale"):
@@ -84,10 +89,7 @@ def test_wait_for_ip_refuses_a_wrong_address(stack: Stack) -> None:
     """Bypass libvm to recreate the silent failure: wait_for_ip must raise, not return it."""
     net, base = stack.network("wrong")
     ip = f"{base}.55"
-    old = stack.vm("old", [Nic(net.name, ip=ip, mac="02:aa:bb:cc:dd:04")])
-    old.wait_for_ip()
-    old.destroy()
-    old.undefine()
+    vanish_behind_libvms_back(stack, net, ip, "02:aa:bb:cc:dd:04")
     # Hand the reservation to a new MAC with plain libvirt: the old lease stays.
     flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
     section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
