@@ -203,12 +203,14 @@ class Network:
         ip_s = str(address)
         # One name may be reserved once per family: dnsmasq pairs pc001's IPv4 and IPv6.
         for entry in (e for e in entries if e.ip_index == found[0]):
+            duid = wanted.client_id  # normalised (lower case), as read_network stores ids
             if (entry.mac == mac_s and entry.ip == ip_s and hostname in (None, entry.name)
-                    and client_id in (None, entry.id)):
+                    and duid in (None, entry.id)):
                 return entry.reservation(), True
+            # Cheap string tests first: building a Reservation per entry is slow on 30k hosts.
             if ((mac_s is not None and entry.mac == mac_s) or entry.ip == ip_s
                     or (hostname is not None and entry.name == hostname)
-                    or (client_id is not None and entry.id == client_id)):
+                    or (duid is not None and entry.id == duid)):
                 _refuse_overlap(self.name, entry.reservation(), wanted)
         dyn = spec.in_dhcp_range(address)
         if dyn is not None and not allow_dynamic:
@@ -361,12 +363,16 @@ class Network:
         """
         spec, entries = self._view()
         primary = spec.primary
+        family = primary.subnet.version
+        primary_index = spec.ips.index(primary)
         bounds = None
         if pool is not None:
             bounds = (parse_ip(pool[0], "pool[0]"), parse_ip(pool[1], "pool[1]"))
             for index, end in enumerate(bounds):
                 check_host_ip(end, primary.subnet, f"pool[{index}]")
-        used = {_ip_int(e.ip) for e in entries} | {int(x.ip) for x in self.leases()} | {int(a) for a in avoid}
+        used = ({_ip_int(e.ip) for e in entries if e.ip_index == primary_index}
+                | {int(x.ip) for x in self.leases() if x.ip.version == family}
+                | {int(a) for a in avoid if a.version == family})
         return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
 
 

@@ -177,6 +177,8 @@ class Provisioner:
                       pool: tuple[str, str] | None = None) -> list[Nic]:
         """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
         owners = self._hv.mac_owners()
+        running = [(other.name, ip.subnet) for other in self._hv.networks() if other.active
+                   for ip in other.spec().ips]
         resolved: list[Nic] = []
         for index, nic in enumerate(nics):
             if not isinstance(nic, Nic):
@@ -201,26 +203,13 @@ class Provisioner:
             for other in resolved:
                 if other.network == full.network and other.ip == full.ip:
                     raise IpReserved(f"nics[{index}].ip {full.ip} is given to two NICs", other=str(other.mac))
-            self._refuse_ambiguous(index, nic.network, full.ip)
+            _refuse_ambiguous(running, index, nic.network, full.ip)
             try:
                 net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
             except InvalidSpec as exc:
                 raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
             resolved.append(full)
         return resolved
-
-    def _refuse_ambiguous(self, index: int, network: str, ip: netaddr.IPAddress | None) -> None:
-        """Refuse an IP that also lies in another running network's subnet."""
-        for other in self._hv.networks():
-            if other.name == network or not other.active:
-                continue
-            for spec_ip in other.spec().ips:
-                if ip is not None and ip.version == spec_ip.subnet.version and ip in spec_ip.subnet:
-                    raise SubnetOverlap(
-                        f"nics[{index}].ip {ip} of network {network!r} is also inside {spec_ip.subnet.cidr} "
-                        f"of running network {other.name!r}; the address would be ambiguous",
-                        other=other.name,
-                    )
 
     @contextlib.contextmanager
     def _create_lock(self) -> Iterator[None]:
@@ -245,6 +234,18 @@ class Provisioner:
 
 
 _ALLOCATION_ATTEMPTS = 32
+
+
+def _refuse_ambiguous(running: list[tuple[str, netaddr.IPNetwork]], index: int, network: str,
+                      ip: netaddr.IPAddress | None) -> None:
+    """Refuse an IP that also lies in another running network's subnet."""
+    for other, subnet in running:
+        if other != network and ip is not None and ip.version == subnet.version and ip in subnet:
+            raise SubnetOverlap(
+                f"nics[{index}].ip {ip} of network {network!r} is also inside {subnet.cidr} "
+                f"of running network {other!r}; the address would be ambiguous",
+                other=other,
+            )
 
 
 def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:

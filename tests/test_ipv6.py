@@ -41,6 +41,9 @@ def test_reserve_by_hostname_and_duid_in_the_ipv6_element(dual: libvm.Network) -
     assert hosts_of(dual, "ipv4") == [{"mac": "66:66:66:66:66:0b", "name": "pc001", "ip": "192.168.160.5"}]
     assert Reservation(None, "fd00:160::5", "pc001") in dual.reservations()
     assert dual.reserve(None, "fd00:160::5", hostname="pc001") == Reservation(None, "fd00:160::5", "pc001")
+    xml = canonical(dual.xml())
+    dual.reserve(None, "fd00:160::6", client_id="00:01:00:01:2A:2B:2C:2D:66:66:66:66:66:0C")  # same DUID
+    assert canonical(dual.xml()) == xml
 
 
 @pytest.mark.parametrize(
