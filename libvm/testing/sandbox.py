@@ -22,6 +22,12 @@ Why this works without systemd and without editing /etc:
   for the run (``dynamic_ownership``), but every parent directory must be
   traversable by that user: keep test files under /var/cache, /var/lib or
   /tmp, never under /root (0700).
+* ``/dev/kvm`` is hidden from libvirtd (see :data:`KVM_MASK`): on a machine
+  without udev it is ``root:root 0600``; libvirt probes qemu with kvm but
+  then finds kvm unusable for the ``libvirt-qemu`` user, calls its cached
+  capabilities outdated and re-probes qemu (seconds) on *every* call that
+  needs them, so concurrent defines queue for minutes.  Hiding it makes
+  libvirt see TCG only, consistently, without touching the host's device.
 * Daemon logs (warnings and up) go to ``/run/libvm-sandbox/<netns>/``
   via ``LIBVIRT_LOG_OUTPUTS``; nothing under /etc is written.
 
@@ -57,6 +63,7 @@ FOREIGN_DAEMONS = ("libvirtd", "virtqemud", "virtnetworkd", "virtproxyd")
 #: tool -> Debian package providing it.
 REQUIRED_TOOLS: dict[str, str] = {
     "ip": "iproute2",
+    "mount": "mount",
     "libvirtd": "libvirt-daemon-system",
     "virtlogd": "libvirt-daemon-system",
     "qemu-system-x86_64": "qemu-system-x86",
@@ -67,6 +74,20 @@ REQUIRED_TOOLS: dict[str, str] = {
     "cpio": "cpio",
     "busybox": "busybox-static",
 }
+
+
+#: What libvirtd sees at /dev/kvm inside the sandbox: an empty root-only file,
+#: bind-mounted in the daemon's private mount namespace (``ip netns exec``
+#: makes one).  libvirt 9.0 validates its qemu capabilities cache with
+#: ``virQEMUCapsKVMUsable`` (stat + access as the qemu user) and compares that
+#: with the probe's "kvm enabled".  With udev's ``root:kvm 0660`` both agree; a
+#: machine without udev has ``root:root 0600``, they disagree ("KVM was enabled
+#: when probing ..., but it is not available now") and every call re-probes
+#: qemu.  With the mask both say "no kvm": the cache holds, the daemon offers
+#: TCG only (kvm guests hang on the nested-virt machines CI runs on anyway),
+#: and the host's /dev/kvm is never chowned or chmodded.  ``Sandbox(kvm=True)``
+#: leaves /dev/kvm visible, for hosts where it has udev's ownership and works.
+KVM_MASK = "kvm-masked"
 
 
 class SandboxError(RuntimeError):
@@ -182,10 +203,11 @@ def _terminate(pids: list[int], timeout: float = 10.0) -> None:
 class Sandbox:
     """libvirtd + virtlogd inside network namespace ``netns``; a context manager."""
 
-    def __init__(self, netns: str = "libvm-test", timeout: float = 60.0) -> None:
+    def __init__(self, netns: str = "libvm-test", timeout: float = 60.0, *, kvm: bool = False) -> None:
         self.netns = netns
         self.uri = URI
         self.timeout = timeout
+        self.kvm = kvm
         self.state_dir = STATE_ROOT / netns
 
     def __enter__(self) -> Sandbox:
@@ -250,11 +272,18 @@ class Sandbox:
         pidfile.unlink(missing_ok=True)
         logfile = self.state_dir / f"{daemon}.log"
         env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logfile}")
-        exe = _which(daemon) or daemon
+        argv = [_which(daemon) or daemon, "--daemon", "--pid-file", str(pidfile)]
+        if daemon == "libvirtd" and not self.kvm and Path("/dev/kvm").exists():
+            mask = self.state_dir / KVM_MASK
+            mask.touch(mode=0o600)
+            # The mount lives in the mount namespace ``ip netns exec`` made for
+            # this command (slave of the host's: nothing propagates back), and
+            # libvirtd, its dnsmasq and its qemu processes inherit it.
+            argv = ["sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', str(mask), *argv]
         # stdio to a file, not a pipe: a daemon holding a pipe open would hang us.
         with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
             rc = subprocess.run(
-                ["ip", "netns", "exec", self.netns, exe, "--daemon", "--pid-file", str(pidfile)],
+                ["ip", "netns", "exec", self.netns, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,

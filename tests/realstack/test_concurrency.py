@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,25 @@ with libvm.connect(uri) as hv:
         vm = hv.create_vm(f"{tag}-{i}", memory=64, nics=[libvm.Nic(network)], virt_type="qemu", start=False)
         print(vm.name, vm.macs[0], vm.nics[0].ip, flush=True)
 """
+
+
+def communicate_all(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[str, str]]:
+    """Every process's (stdout, stderr). No process outlives this call: on a timeout
+    (or any interruption) all are killed first, then the test fails; the ``stack``
+    fixture then removes the ``libvmtest-*`` domains and networks they made."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.communicate(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        tails = [p.communicate()[1][-500:] for p in procs]
+        pytest.fail(f"workers still running after {timeout:g} s, killed; stderr tails: {tails}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def host_entries(net: libvm.Network) -> list[str]:
@@ -85,7 +105,7 @@ def test_processes_allocate_distinct_addresses(stack: Stack, uri: str, tmp_path:
         procs.append(subprocess.Popen(
             [sys.executable, str(script), uri, net.name, f"{PREFIX}p{n}", str(PER_PROCESS)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-    outputs = [p.communicate(timeout=300) for p in procs]
+    outputs = communicate_all(procs, timeout=300)
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     lines = [line.split() for out, _ in outputs for line in out.splitlines()]
