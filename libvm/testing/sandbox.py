@@ -22,12 +22,9 @@ Why this works without systemd and without editing /etc:
   for the run (``dynamic_ownership``), but every parent directory must be
   traversable by that user: keep test files under /var/cache, /var/lib or
   /tmp, never under /root (0700).
-* ``/dev/kvm`` is hidden from libvirtd (see :data:`KVM_MASK`): on a machine
-  without udev it is ``root:root 0600``; libvirt probes qemu with kvm but
-  then finds kvm unusable for the ``libvirt-qemu`` user, calls its cached
-  capabilities outdated and re-probes qemu (seconds) on *every* call that
-  needs them, so concurrent defines queue for minutes.  Hiding it makes
-  libvirt see TCG only, consistently, without touching the host's device.
+* ``/dev/kvm`` gets the ownership udev would give it while the sandbox runs
+  (see :meth:`Sandbox.grant_kvm`); the original owner and mode come back on
+  :meth:`Sandbox.stop`.
 * Daemon logs (warnings and up) go to ``/run/libvm-sandbox/<netns>/``
   via ``LIBVIRT_LOG_OUTPUTS``; nothing under /etc is written.
 
@@ -39,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import grp
 import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -63,7 +62,6 @@ FOREIGN_DAEMONS = ("libvirtd", "virtqemud", "virtnetworkd", "virtproxyd")
 #: tool -> Debian package providing it.
 REQUIRED_TOOLS: dict[str, str] = {
     "ip": "iproute2",
-    "mount": "mount",
     "libvirtd": "libvirt-daemon-system",
     "virtlogd": "libvirt-daemon-system",
     "qemu-system-x86_64": "qemu-system-x86",
@@ -76,18 +74,10 @@ REQUIRED_TOOLS: dict[str, str] = {
 }
 
 
-#: What libvirtd sees at /dev/kvm inside the sandbox: an empty root-only file,
-#: bind-mounted in the daemon's private mount namespace (``ip netns exec``
-#: makes one).  libvirt 9.0 validates its qemu capabilities cache with
-#: ``virQEMUCapsKVMUsable`` (stat + access as the qemu user) and compares that
-#: with the probe's "kvm enabled".  With udev's ``root:kvm 0660`` both agree; a
-#: machine without udev has ``root:root 0600``, they disagree ("KVM was enabled
-#: when probing ..., but it is not available now") and every call re-probes
-#: qemu.  With the mask both say "no kvm": the cache holds, the daemon offers
-#: TCG only (kvm guests hang on the nested-virt machines CI runs on anyway),
-#: and the host's /dev/kvm is never chowned or chmodded.  ``Sandbox(kvm=True)``
-#: leaves /dev/kvm visible, for hosts where it has udev's ownership and works.
-KVM_MASK = "kvm-masked"
+KVM_DEVICE = Path("/dev/kvm")
+#: The owner, group and mode /dev/kvm had before the first sandbox changed it
+#: (machine-wide, not per netns): restored by ``stop()``, even after a crash.
+KVM_ORIGINAL = STATE_ROOT / "kvm.original"
 
 
 class SandboxError(RuntimeError):
@@ -203,11 +193,10 @@ def _terminate(pids: list[int], timeout: float = 10.0) -> None:
 class Sandbox:
     """libvirtd + virtlogd inside network namespace ``netns``; a context manager."""
 
-    def __init__(self, netns: str = "libvm-test", timeout: float = 60.0, *, kvm: bool = False) -> None:
+    def __init__(self, netns: str = "libvm-test", timeout: float = 60.0) -> None:
         self.netns = netns
         self.uri = URI
         self.timeout = timeout
-        self.kvm = kvm
         self.state_dir = STATE_ROOT / netns
 
     def __enter__(self) -> Sandbox:
@@ -255,6 +244,7 @@ class Sandbox:
                 "stop it, or point the tests at it with LIBVM_TEST_URI"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.grant_kvm()
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         try:
             netns_exec(self.netns, ["ip", "link", "set", "lo", "up"])
@@ -272,18 +262,11 @@ class Sandbox:
         pidfile.unlink(missing_ok=True)
         logfile = self.state_dir / f"{daemon}.log"
         env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logfile}")
-        argv = [_which(daemon) or daemon, "--daemon", "--pid-file", str(pidfile)]
-        if daemon == "libvirtd" and not self.kvm and Path("/dev/kvm").exists():
-            mask = self.state_dir / KVM_MASK
-            mask.touch(mode=0o600)
-            # The mount lives in the mount namespace ``ip netns exec`` made for
-            # this command (slave of the host's: nothing propagates back), and
-            # libvirtd, its dnsmasq and its qemu processes inherit it.
-            argv = ["sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', str(mask), *argv]
+        exe = _which(daemon) or daemon
         # stdio to a file, not a pipe: a daemon holding a pipe open would hang us.
         with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
             rc = subprocess.run(
-                ["ip", "netns", "exec", self.netns, *argv],
+                ["ip", "netns", "exec", self.netns, exe, "--daemon", "--pid-file", str(pidfile)],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
@@ -352,9 +335,72 @@ class Sandbox:
             log.info("deleted netns %s", self.netns)
         for daemon in DAEMONS:
             self._pidfile(daemon).unlink(missing_ok=True)
+        self.restore_kvm()
 
     def running(self) -> bool:
         return self._pid("libvirtd") is not None
+
+    @staticmethod
+    def grant_kvm() -> None:
+        """Give /dev/kvm the ownership udev would (``root:kvm 0660``), remembering the original.
+
+        A machine without udev has /dev/kvm as ``root:root 0600``. libvirt 9.0
+        probes qemu's capabilities with kvm available, then validates its cache
+        for the ``libvirt-qemu`` user (``virQEMUCapsKVMUsable``), who cannot open
+        the device: "KVM was enabled when probing ..., but it is not available
+        now", so it throws the cache away and re-probes qemu (seconds) on every
+        call that needs capabilities, and concurrent defines queue for minutes.
+        With udev's ownership both views agree and the cache holds.
+
+        Why change the device rather than hide it from the daemon: libvirt
+        gives every guest a private /dev and cannot carry a bind mount over
+        /dev/kvm into it ("Unable to move ... mount to /dev/kvm"), and with
+        udev's ownership the sandbox behaves like a stock Debian host. kvm is
+        then offered, so guests that must run under TCG say ``virt_type="qemu"``.
+        """
+        grant_kvm(KVM_DEVICE, KVM_ORIGINAL)
+
+    @staticmethod
+    def restore_kvm() -> None:
+        """Put /dev/kvm back as :meth:`grant_kvm` found it, once no libvirtd runs any more."""
+        if not _running(("libvirtd",)):
+            restore_kvm(KVM_DEVICE, KVM_ORIGINAL)
+
+
+def grant_kvm(device: Path, record: Path, group: str = "kvm") -> None:
+    """``chgrp group device; chmod g+rw device``, first saving owner, group and mode in ``record``.
+
+    A record left by an earlier run (one that crashed before restoring) is
+    kept: it holds the machine's real original.
+    """
+    if not device.exists():
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return  # no such group: qemu's user cannot be given access the udev way
+    st = device.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_gid == gid and mode & 0o060 == 0o060:
+        return
+    if not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{st.st_uid} {st.st_gid} {mode:o}\n")
+    os.chown(device, st.st_uid, gid)
+    os.chmod(device, mode | 0o060)
+    log.info("%s set to group %s, mode %o (restored on stop)", device, group, mode | 0o060)
+
+
+def restore_kvm(device: Path, record: Path) -> None:
+    """Undo :func:`grant_kvm` from ``record`` and remove the record (idempotent)."""
+    if not record.exists():
+        return
+    uid, gid, mode = record.read_text().split()
+    if device.exists():
+        os.chown(device, int(uid), int(gid))
+        os.chmod(device, int(mode, 8))
+        log.info("%s restored to %s:%s %s", device, uid, gid, mode)
+    record.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
