@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from libvm import InvalidSpec, NetworkSpec, Reservation
+from libvm import InvalidSpec, NetworkSpec, Reservation, _xml
 from libvm.networkxml import host_xml
 from tests.conftest import DATA, canonical
 
@@ -57,3 +59,35 @@ def test_bad_network_specs(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidSpec) as info:
         NetworkSpec.build(**args)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def _laughs(levels: int) -> str:
+    """A billion-laughs document: each entity is ten of the one before."""
+    entities = '<!ENTITY e0 "lollollollollollollollollollol">' + "".join(
+        f'<!ENTITY e{level} "{f"&e{level - 1};" * 10}">' for level in range(1, levels + 1))
+    return f'<?xml version="1.0"?><!DOCTYPE network [{entities}]><network><name>&e{levels};</name></network>'
+
+
+# 3 levels (30 kB) stays under libxml2's own amplification limit, so only the
+# parser's resolve_entities=False keeps it out; 9 levels is the classic bomb.
+@pytest.mark.parametrize("levels", [3, 9])
+def test_parser_does_not_expand_entity_bombs(levels: int) -> None:
+    try:
+        root = _xml.parse(_laughs(levels))
+    except InvalidSpec:
+        return  # refused outright: fine too
+    assert "lol" not in "".join(map(str, root.itertext()))
+    assert len(_xml.to_string(root)) < 1000
+
+
+def test_parser_does_not_read_external_entities(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-CONTENT-42")
+    doc = (f'<?xml version="1.0"?><!DOCTYPE network [<!ENTITY x SYSTEM "{secret.as_uri()}">]>'
+           "<network><name>&x;</name></network>")
+    try:
+        root = _xml.parse(doc)
+    except InvalidSpec:
+        return
+    assert "SECRET" not in _xml.to_string(root)
+    assert "SECRET" not in "".join(map(str, root.itertext()))
