@@ -6,7 +6,6 @@ one back (from libvm or from virsh / virt-install), keeping what libvm models.
 
 from __future__ import annotations
 
-import re
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,19 +14,11 @@ from pathlib import Path
 from lxml import etree
 
 from . import _xml
-from .addressing import format_mac, parse_mac, parse_memory
+from .addressing import check_name, format_mac, parse_mac, parse_memory
 from .errors import InvalidSpec
 from .values import Disk, Nic, PathLike, Vnc
 
 VIRT_TYPES = ("qemu", "kvm")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_name(name: str, field_name: str = "name") -> str:
-    """libvirt accepts any name but '/' and control characters; so does libvm."""
-    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
-        raise InvalidSpec(field_name, name, "a non-empty name without '/' or control characters")
-    return name
 
 
 def _opt_path(value: PathLike | None) -> Path | None:

@@ -16,8 +16,7 @@ import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_host_ip, format_mac, in_range, parse_ip, parse_subnet
-from .domainxml import check_name
+from .addressing import check_host_ip, check_name, format_mac, in_range, parse_ip, parse_subnet
 from .errors import InvalidSpec
 from .values import Reservation
 
