@@ -6,8 +6,9 @@ one back (from libvm or from virsh / virt-install), keeping what libvm models.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,16 @@ from lxml import etree
 from . import _xml
 from .addressing import check_name, format_mac, parse_mac, parse_memory
 from .errors import InvalidSpec
-from .values import Disk, Nic, PathLike, Vnc
+from .values import Disk, Nic, PathLike, Vnc, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
 
 
-def _opt_path(value: PathLike | None) -> Path | None:
-    return None if value is None or value == "" else Path(value)
+_ARCH = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _opt_path(value: PathLike | None, field_name: str) -> Path | None:
+    return None if value is None or value == "" else check_path(value, field_name)
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,8 @@ class DomainSpec:
         name: str,
         memory: int | str = 512,
         vcpus: int = 1,
-        nics: Sequence[Nic] = (),
-        disks: Sequence[Disk] = (),
+        nics: Iterable[Nic] = (),
+        disks: Iterable[Disk] = (),
         kernel: PathLike | None = None,
         initrd: PathLike | None = None,
         cmdline: str | None = None,
@@ -68,39 +72,40 @@ class DomainSpec:
         values = {
             "name": check_name(name),
             "memory": parse_memory(memory),
-            "vcpus": vcpus,
-            "nics": tuple(nics),
-            "disks": tuple(disks),
-            "kernel": _opt_path(kernel),
-            "initrd": _opt_path(initrd),
-            "cmdline": cmdline,
-            "serial_log": _opt_path(serial_log),
+            "vcpus": check_int(vcpus, "vcpus", 1),
+            "nics": as_items(nics, "nics", Nic),
+            "disks": as_items(disks, "disks", Disk),
+            "kernel": _opt_path(kernel, "kernel"),
+            "initrd": _opt_path(initrd, "initrd"),
+            "cmdline": None if cmdline is None else check_text(cmdline, "cmdline"),
+            "serial_log": _opt_path(serial_log, "serial_log"),
             "graphics": graphics,
             "virt_type": virt_type,
             "arch": arch,
             "uuid": uuid,
-            "autostart": autostart,
+            "autostart": check_bool(autostart, "autostart"),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
         self._validate()
 
     def _validate(self) -> None:
-        if isinstance(self.vcpus, bool) or not isinstance(self.vcpus, int) or self.vcpus < 1:
-            raise InvalidSpec("vcpus", self.vcpus, "a positive integer")
-        if self.virt_type not in VIRT_TYPES:
+        if self.graphics is not None and not isinstance(self.graphics, Vnc):
+            raise InvalidSpec("graphics", self.graphics, "a libvm.Vnc or None")
+        if not isinstance(self.virt_type, str) or self.virt_type not in VIRT_TYPES:
             raise InvalidSpec("virt_type", self.virt_type, f"one of {', '.join(VIRT_TYPES)}")
+        if not isinstance(self.arch, str) or not _ARCH.match(self.arch):
+            raise InvalidSpec("arch", self.arch, "a libvirt architecture name such as x86_64 or aarch64")
         if self.uuid is not None:
+            check_text(self.uuid, "uuid")
             try:
                 uuidlib.UUID(self.uuid)
-            except (ValueError, AttributeError, TypeError) as exc:
+            except ValueError as exc:
                 raise InvalidSpec("uuid", self.uuid, "not a UUID") from exc
         if (self.initrd is not None or self.cmdline) and self.kernel is None:
             raise InvalidSpec("kernel", None, "initrd and cmdline need a kernel (direct kernel boot)")
         seen: dict[int, int] = {}
         for index, nic in enumerate(self.nics):
-            if not isinstance(nic, Nic):
-                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
             if nic.mac is None:
                 raise InvalidSpec(f"nics[{index}].mac", None, "give a mac or an ip (the MAC is derived from it)")
             if int(nic.mac) in seen:
@@ -108,9 +113,6 @@ class DomainSpec:
                     f"nics[{index}].mac", str(nic.mac), f"same MAC as nics[{seen[int(nic.mac)]}]"
                 )
             seen[int(nic.mac)] = index
-        for index, disk in enumerate(self.disks):
-            if not isinstance(disk, Disk):
-                raise InvalidSpec(f"disks[{index}]", disk, "a libvm.Disk")
 
     def to_xml(self) -> str:
         """The libvirt ``<domain>`` document."""

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import netaddr
 import pytest
 
-from libvm import Disk, InvalidSpec, Nic, Reservation, Vnc
+from libvm import Disk, DomainSpec, InvalidSpec, Nic, Reservation, Vnc
 from libvm.values import as_items
 
 MAC = "02:00:00:00:00:09"
@@ -150,3 +150,71 @@ def test_as_items_materialises_any_ordered_iterable(value: object) -> None:
 )
 def test_as_items_refuses(value: object, field: str) -> None:
     _refused(lambda: as_items(value, "nics", Nic), field)
+
+
+NIC = Nic("lab", mac=MAC)
+DISK = Disk("/images/a.img")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"name": None}, "name"),
+        ({"memory": None}, "memory"),
+        ({"memory": 512.0}, "memory"),
+        ({"vcpus": True}, "vcpus"),
+        ({"vcpus": "2"}, "vcpus"),
+        ({"vcpus": 2.0}, "vcpus"),
+        ({"nics": NIC}, "nics"),
+        ({"nics": "lab"}, "nics"),
+        ({"nics": 5}, "nics"),
+        ({"nics": None}, "nics"),
+        ({"nics": [NIC, "lab"]}, "nics[1]"),
+        ({"disks": DISK}, "disks"),
+        ({"disks": "/images/a.img"}, "disks"),
+        ({"disks": [None]}, "disks[0]"),
+        ({"kernel": 5}, "kernel"),
+        ({"kernel": b"/boot/vmlinuz"}, "kernel"),
+        ({"kernel": "/boot/vmlinuz", "initrd": 5}, "initrd"),
+        ({"kernel": "/boot/vmlinuz", "cmdline": 5}, "cmdline"),
+        ({"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0\x00"}, "cmdline"),
+        ({"serial_log": 5}, "serial_log"),
+        ({"graphics": "vnc"}, "graphics"),
+        ({"graphics": 5900}, "graphics"),
+        ({"virt_type": None}, "virt_type"),
+        ({"virt_type": ["kvm"]}, "virt_type"),
+        ({"arch": None}, "arch"),
+        ({"arch": "x86 64"}, "arch"),
+        ({"arch": ""}, "arch"),
+        ({"uuid": 5}, "uuid"),
+        ({"uuid": b"c7a5fdbd-edaf-9455-926a-d65c16db1809"}, "uuid"),
+        ({"autostart": "yes"}, "autostart"),
+        ({"autostart": 1}, "autostart"),
+    ],
+)
+def test_bad_domain_spec(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"name": "x"} | kwargs
+    error = _refused(lambda: DomainSpec(**args), field)  # type: ignore[arg-type]
+    if "[" not in field:
+        assert error.value == kwargs[field]
+
+
+def test_graphics_string_names_field_and_value() -> None:
+    error = _refused(lambda: DomainSpec("x", graphics="vnc"), "graphics")  # type: ignore[arg-type]
+    assert error.value == "vnc"
+
+
+def test_domain_spec_takes_any_ordered_iterable_of_nics_and_disks() -> None:
+    second = Nic("lab", ip="192.168.150.88")
+    by_list = DomainSpec("x", nics=[NIC, second], disks=[DISK])
+    by_generator = DomainSpec("x", nics=(n for n in [NIC, second]), disks=iter([DISK]))
+    assert by_generator == by_list
+    assert by_generator.nics == (NIC, second)
+    assert by_generator.disks == (DISK,)
+
+
+def test_domain_spec_paths_accept_pathlike() -> None:
+    spec = DomainSpec("x", kernel=Path("/boot/vmlinuz"), initrd="/boot/initrd", serial_log=PurePosixPath("/tmp/x"),
+                      uuid="c7a5fdbd-edaf-9455-926a-d65c16db1809", arch="aarch64", autostart=True)
+    assert (spec.kernel, spec.initrd, spec.serial_log) == (Path("/boot/vmlinuz"), Path("/boot/initrd"), Path("/tmp/x"))
