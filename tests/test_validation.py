@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import netaddr
 import pytest
 
-from libvm import Disk, DomainSpec, InvalidSpec, Nic, Reservation, Vnc
+from libvm import Disk, DomainSpec, InvalidSpec, NetworkSpec, Nic, Reservation, Vnc
 from libvm.values import as_items
 
 MAC = "02:00:00:00:00:09"
@@ -218,3 +218,57 @@ def test_domain_spec_paths_accept_pathlike() -> None:
     spec = DomainSpec("x", kernel=Path("/boot/vmlinuz"), initrd="/boot/initrd", serial_log=PurePosixPath("/tmp/x"),
                       uuid="c7a5fdbd-edaf-9455-926a-d65c16db1809", arch="aarch64", autostart=True)
     assert (spec.kernel, spec.initrd, spec.serial_log) == (Path("/boot/vmlinuz"), Path("/boot/initrd"), Path("/tmp/x"))
+
+
+RANGE = ("192.168.150.30", "192.168.150.39")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"name": None}, "name"),
+        ({"subnet": 5}, "subnet"),
+        ({"subnet": None}, "subnet"),
+        ({"dhcp_range": ("192.168.150.30",)}, "dhcp_range"),
+        ({"dhcp_range": (*RANGE, "192.168.150.50")}, "dhcp_range"),
+        ({"dhcp_range": "192.168.150.30-192.168.150.39"}, "dhcp_range"),
+        ({"dhcp_range": "ab"}, "dhcp_range"),
+        ({"dhcp_range": 5}, "dhcp_range"),
+        ({"dhcp_range": {"192.168.150.30", "192.168.150.39"}}, "dhcp_range"),
+        ({"dhcp_range": (None, "192.168.150.39")}, "dhcp_range[0]"),
+        ({"dhcp_range": ("192.168.150.30", None)}, "dhcp_range[1]"),
+        ({"subnet6": "fd00:150::/64", "dhcp_range6": ("fd00:150::10",)}, "dhcp_range6"),
+        ({"subnet6": "fd00:150::/64", "dhcp_range6": "fd00:150::10"}, "dhcp_range6"),
+        ({"subnet6": 6}, "subnet6"),
+        ({"domain": "corp&lab"}, "domain"),
+        ({"domain": "corp lab"}, "domain"),
+        ({"domain": ""}, "domain"),
+        ({"domain": 5}, "domain"),
+        ({"forward": None}, "forward"),
+        ({"forward": ["nat"]}, "forward"),
+        ({"bridge": 5}, "bridge"),
+        ({"bridge": ""}, "bridge"),
+        ({"bridge": "br:0"}, "bridge"),
+        ({"bridge": "br\t0"}, "bridge"),
+        ({"bridge": ".."}, "bridge"),
+        ({"hosts": Reservation(MAC, "192.168.150.88")}, "hosts"),
+        ({"hosts": ["02:00:00:00:00:09 192.168.150.88"]}, "hosts[0]"),
+        ({"hosts": 5}, "hosts"),
+    ],
+)
+def test_bad_network_build(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"name": "lab", "subnet": "192.168.150.0/24", "dhcp_range": RANGE} | kwargs
+    error = _refused(lambda: NetworkSpec.build(**args), field)  # type: ignore[arg-type]
+    if "[" not in field:
+        assert error.value == kwargs[field]
+
+
+def test_network_build_accepts_list_range_ip_addresses_and_host_generator() -> None:
+    host = Reservation(MAC, "192.168.150.88", "pc001")
+    by_tuple = NetworkSpec.build("lab", "192.168.150.0/24", dhcp_range=RANGE, domain="lab.example", hosts=[host])
+    by_list = NetworkSpec.build(
+        "lab", netaddr.IPNetwork("192.168.150.0/24"), domain="lab.example", hosts=(h for h in [host]),
+        dhcp_range=[netaddr.IPAddress("192.168.150.30"), "192.168.150.39"])
+    assert by_list == by_tuple
+    assert by_list.primary.hosts == (host,)
