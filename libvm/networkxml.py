@@ -228,19 +228,42 @@ def read_network(xml: str | bytes) -> tuple[NetworkSpec, list[HostEntry]]:
 
 
 def _read_ip(ip_el: etree._Element) -> IpSpec:
-    address = ip_el.get("address", "")
-    if ip_el.get("prefix"):
-        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('prefix')}")
-    elif ip_el.get("netmask"):
-        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('netmask')}")
-    else:
-        subnet = netaddr.IPNetwork(f"{address}/{24 if ':' not in address else 64}")
-    dhcp = ip_el.find("dhcp")
-    ranges = tuple(
-        (netaddr.IPAddress(rng.get("start")), netaddr.IPAddress(rng.get("end")))
-        for rng in ip_el.iterfind("dhcp/range")
-    )
-    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=dhcp is not None)
+    try:
+        address = netaddr.IPAddress(ip_el.get("address", ""))
+        if ip_el.get("prefix"):
+            subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('prefix')}")
+        elif ip_el.get("netmask"):
+            subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('netmask')}")
+        else:
+            subnet = netaddr.IPNetwork(f"{address}/{_natural_prefix(address)}")
+        ranges = tuple(
+            (netaddr.IPAddress(rng.get("start", "")), netaddr.IPAddress(rng.get("end", "")))
+            for rng in ip_el.iterfind("dhcp/range")
+        )
+    except InvalidSpec:
+        raise
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
+    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=ip_el.find("dhcp") is not None)
+
+
+def _natural_prefix(address: netaddr.IPAddress) -> int:
+    """The prefix libvirt assumes for an ``<ip>`` with neither prefix nor netmask.
+
+    libvirt (virSocketAddrGetIPPrefix) uses the classful mask: class A (0-127)
+    /8, class B (128-191) /16, class C (192-223) /24; IPv6 /64. It refuses
+    classes D and E.
+    """
+    if address.version == 6:
+        return 64
+    first = int(address) >> 24
+    if first < 128:
+        return 8
+    if first < 192:
+        return 16
+    if first < 224:
+        return 24
+    raise InvalidSpec("network xml", str(address), "an <ip> in class D or E needs a prefix or netmask")
 
 
 def host_element(host: Reservation) -> etree._Element:

@@ -91,3 +91,39 @@ def test_parser_does_not_read_external_entities(tmp_path: Path) -> None:
         return
     assert "SECRET" not in _xml.to_string(root)
     assert "SECRET" not in "".join(map(str, root.itertext()))
+
+
+@pytest.mark.parametrize(
+    ("address", "cidr"),
+    [
+        ("10.1.2.1", "10.0.0.0/8"),
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("128.0.0.1", "128.0.0.0/16"),
+        ("172.16.5.1", "172.16.0.0/16"),
+        ("191.255.0.1", "191.255.0.0/16"),
+        ("192.168.122.1", "192.168.122.0/24"),
+        ("223.1.1.1", "223.1.1.0/24"),
+        ("fd00:1::1", "fd00:1::/64"),
+    ],
+)
+def test_ip_without_prefix_or_netmask_gets_libvirts_classful_prefix(address: str, cidr: str) -> None:
+    family = " family='ipv6'" if ":" in address else ""
+    spec = NetworkSpec.from_xml(f"<network><name>d</name><ip address='{address}'{family}/></network>")
+    assert str(spec.ips[0].subnet.cidr) == cidr
+    assert str(spec.ips[0].gateway) == address
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "<ip address='224.0.0.1'/>",
+        "<ip address='not-an-ip' prefix='24'/>",
+        "<ip prefix='24'/>",
+        "<ip address='10.0.0.1' prefix='99'/>",
+        "<ip address='10.0.0.1' prefix='8'><dhcp><range start='10.0.0.5'/></dhcp></ip>",
+    ],
+)
+def test_bad_ip_element_is_invalid_spec(ip: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.from_xml(f"<network><name>d</name>{ip}</network>")
+    assert info.value.field == "network xml"
