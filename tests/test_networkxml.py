@@ -127,3 +127,10 @@ def test_bad_ip_element_is_invalid_spec(ip: str) -> None:
     with pytest.raises(InvalidSpec) as info:
         NetworkSpec.from_xml(f"<network><name>d</name>{ip}</network>")
     assert info.value.field == "network xml"
+
+
+@pytest.mark.parametrize("value", [None, 5, ["<network/>"]])
+def test_xml_of_wrong_type_is_invalid_spec(value: object) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.from_xml(value)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.value) == ("network xml", value)
