@@ -235,12 +235,27 @@ def _memory_mib(amount: str, unit: str) -> int:
     return max(16, int(int(amount) * factors.get(unit.lower(), 2**-10)))
 
 
+_TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd", "fdc": "fd", "xen": "xvd"}
+
+
+def disk_name(prefix: str, index: int) -> str:
+    """libvirt's target name for disk ``index`` (virIndexToDiskName).
+
+    Letters count like spreadsheet columns: 0 is ``vda``, 25 ``vdz``, 26 ``vdaa``,
+    52 ``vdba``; ``chr(ord('a') + 26)`` would give ``vd{``, which libvirt refuses.
+    """
+    letters = ""
+    while index >= 0:
+        letters = chr(ord("a") + index % 26) + letters
+        index = index // 26 - 1
+    return prefix + letters
+
+
 def _disk_element(devices: etree._Element, disk: Disk, index: int) -> None:
-    prefix = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}[disk.bus]
     el = _xml.sub(devices, "disk", type="file", device="disk")
     _xml.sub(el, "driver", name="qemu", type=disk.format)
     _xml.sub(el, "source", file=str(disk.path))
-    _xml.sub(el, "target", dev=f"{prefix}{chr(ord('a') + index)}", bus=disk.bus)
+    _xml.sub(el, "target", dev=disk_name(_TARGET_PREFIX.get(disk.bus, "sd"), index), bus=disk.bus)
     if disk.readonly:
         _xml.sub(el, "readonly")
 

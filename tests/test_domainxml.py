@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from libvm import Disk, DomainSpec, InvalidSpec, Nic, Vnc
+from libvm.domainxml import disk_name
 from tests.conftest import DATA, canonical
 
 GOLDEN = DATA / "golden"
@@ -96,3 +98,19 @@ def test_bad_values(make: object, field: str) -> None:
     with pytest.raises(InvalidSpec) as info:
         make()  # type: ignore[operator]
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(("index", "name"), [(0, "vda"), (25, "vdz"), (26, "vdaa"), (51, "vdaz"), (52, "vdba"),
+                                             (701, "vdzz"), (702, "vdaaa")])
+def test_disk_names_count_like_libvirt(index: int, name: str) -> None:
+    assert disk_name("vd", index) == name
+
+
+def test_thirty_disks_get_unique_valid_names_and_round_trip() -> None:
+    spec = DomainSpec("many", disks=[Disk(f"/images/d{i}.img") for i in range(30)])
+    root = etree.fromstring(spec.to_xml().encode())
+    targets = [t.get("dev") for t in root.iterfind("devices/disk/target")]
+    expected = [f"vd{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["vdaa", "vdab", "vdac", "vdad"]
+    assert targets == expected
+    assert all(t is not None and re.fullmatch(r"vd[a-z]+", t) for t in targets)
+    assert DomainSpec.from_xml(spec.to_xml()) == spec
