@@ -11,13 +11,14 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from lxml import etree
 
 from . import _xml
 from .addressing import check_name, format_mac, parse_mac, parse_memory
 from .errors import InvalidSpec
-from .values import Disk, Nic, PathLike, Vnc, as_items, check_bool, check_int, check_path, check_text
+from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
 
@@ -174,52 +175,105 @@ class DomainSpec:
         """Read a ``<domain>`` (libvm's, virsh's or virt-install's) back.
 
         Interfaces that are not on a libvirt network (bridges, direct) and disks
-        that are not files are not modelled and are left out.
+        that are not files are not modelled and are left out; :func:`read_domain`
+        lists every interface.
         """
-        dom = _xml.parse(xml, "domain xml")
-        if dom.tag != "domain":
-            raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
-        memory = _memory_mib(dom.findtext("memory") or "0", _attr(dom, "memory", "unit", "KiB"))
-        nics = [
-            Nic(
-                network=_attr(iface, "source", "network", ""),
-                mac=_attr(iface, "mac", "address", ""),
-                model=_attr(iface, "model", "type", "virtio"),
-            )
-            for iface in dom.iterfind("devices/interface[@type='network']")
-        ]
-        disks = [
-            Disk(
-                path=_attr(disk, "source", "file", ""),
-                format=_attr(disk, "driver", "type", "raw"),
-                bus=_attr(disk, "target", "bus", "virtio"),
-                readonly=disk.find("readonly") is not None,
-            )
-            for disk in dom.iterfind("devices/disk[@type='file'][@device='disk']")
-            if disk.find("source") is not None
-        ]
-        graphics = None
-        vnc = dom.find("devices/graphics[@type='vnc']")
-        if vnc is not None:
-            port = vnc.get("port", "-1")
-            fixed = vnc.get("autoport", "no") != "yes" and port != "-1"
-            graphics = Vnc(port=int(port) if fixed else None, listen=vnc.get("listen", "127.0.0.1"))
-        virt_type = dom.get("type", "kvm")
-        return cls(
-            name=dom.findtext("name") or "",
-            memory=memory,
-            vcpus=int(dom.findtext("vcpu") or "1"),
-            nics=nics,
-            disks=disks,
-            kernel=dom.findtext("os/kernel"),
-            initrd=dom.findtext("os/initrd"),
-            cmdline=dom.findtext("os/cmdline"),
-            serial_log=_attr(dom, "devices/serial[@type='file']/source", "path", "") or None,
-            graphics=graphics,
-            virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
-            arch=_attr(dom, "os/type", "arch", "x86_64"),
-            uuid=dom.findtext("uuid"),
+        return read_domain(xml).spec
+
+
+class Interface(NamedTuple):
+    """One ``<interface>`` of a domain, any type (network, bridge, direct...).
+
+    ``mac`` is lowercase and colon separated; ``network`` is ``None`` unless the
+    interface is on a libvirt network; ``model`` is ``None`` when the XML names none.
+    """
+
+    mac: str
+    network: str | None
+    model: str | None
+
+
+class DomainDoc(NamedTuple):
+    """A domain's XML read once: the spec libvm models and every interface with a MAC."""
+
+    spec: DomainSpec
+    interfaces: tuple[Interface, ...]
+
+
+def read_domain(xml: str | bytes) -> DomainDoc:
+    """Parse a ``<domain>`` once into its :class:`DomainSpec` and its interfaces.
+
+    Values libvirt accepted but libvm does not create (a NIC model such as
+    ``ne2k_pci``, a ``usb`` disk bus, a VNC listen host name) are read as they are.
+    """
+    dom = _xml.parse(xml, "domain xml")
+    if dom.tag != "domain":
+        raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
+    interfaces: list[Interface] = []
+    nics: list[Nic] = []
+    for iface in dom.iterfind("devices/interface"):
+        address = _attr(iface, "mac", "address", "")
+        if not address:
+            continue
+        mac = format_mac(parse_mac(address, "interface mac"))
+        network = iface.find("source[@network]")
+        model = iface.find("model[@type]")
+        interface = Interface(mac, None if network is None else network.get("network"),
+                              None if model is None else model.get("type"))
+        interfaces.append(interface)
+        if iface.get("type") == "network" and interface.network:
+            # No <model>: keep libvm's default rather than guess qemu's per machine type.
+            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio"))
+    disks = [
+        Disk.trusted(
+            path=_attr(disk, "source", "file", ""),
+            format=_attr(disk, "driver", "type", "raw"),
+            bus=_attr(disk, "target", "bus", "virtio"),
+            readonly=disk.find("readonly") is not None,
         )
+        for disk in dom.iterfind("devices/disk[@type='file'][@device='disk']")
+        if _attr(disk, "source", "file", "")
+    ]
+    graphics = None
+    vnc = dom.find("devices/graphics[@type='vnc']")
+    if vnc is not None:
+        port = vnc.get("port", "-1")
+        fixed = vnc.get("autoport", "no") != "yes" and port != "-1"
+        graphics = Vnc.trusted(port=_int(port, "vnc port") if fixed else None,
+                               listen=vnc.get("listen", "127.0.0.1"))
+    virt_type = dom.get("type", "kvm")
+    # Trusted, not validated: mac_list() reads every domain on the host through
+    # here, and one libvm would not create (a cmdline without kernel, two NICs
+    # with one MAC) must not make create_vm fail.
+    spec = _trusted(
+        DomainSpec,
+        name=dom.findtext("name") or "",
+        memory=_memory_mib(dom.findtext("memory") or "0", _attr(dom, "memory", "unit", "KiB")),
+        vcpus=_int(dom.findtext("vcpu") or "1", "vcpu"),
+        nics=tuple(nics),
+        disks=tuple(disks),
+        kernel=_read_path(dom.findtext("os/kernel")),
+        initrd=_read_path(dom.findtext("os/initrd")),
+        cmdline=dom.findtext("os/cmdline"),
+        serial_log=_read_path(_attr(dom, "devices/serial[@type='file']/source", "path", "")),
+        graphics=graphics,
+        virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
+        arch=_attr(dom, "os/type", "arch", "x86_64"),
+        uuid=dom.findtext("uuid"),
+        autostart=False,
+    )
+    return DomainDoc(spec, tuple(interfaces))
+
+
+def _read_path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidSpec("domain xml", text, f"{what} is not an integer") from None
 
 
 def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
@@ -232,7 +286,7 @@ def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
 def _memory_mib(amount: str, unit: str) -> int:
     factors = {"b": 2**-20, "bytes": 2**-20, "k": 2**-10, "kib": 2**-10, "m": 1, "mib": 1,
                "g": 2**10, "gib": 2**10, "t": 2**20, "tib": 2**20}
-    return max(16, int(int(amount) * factors.get(unit.lower(), 2**-10)))
+    return max(16, int(_int(amount, "memory") * factors.get(unit.lower(), 2**-10)))
 
 
 _TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd", "fdc": "fd", "xen": "xvd"}
@@ -262,13 +316,4 @@ def _disk_element(devices: etree._Element, disk: Disk, index: int) -> None:
 
 def mac_list(xml: str | bytes) -> list[tuple[str, str | None]]:
     """``(mac, network-or-None)`` for every interface of a domain XML, any type."""
-    dom = _xml.parse(xml, "domain xml")
-    result = []
-    for iface in dom.iterfind("devices/interface"):
-        mac = iface.find("mac")
-        if mac is None or not mac.get("address"):
-            continue
-        source = iface.find("source")
-        network = source.get("network") if source is not None else None
-        result.append((format_mac(parse_mac(mac.get("address", ""), "interface mac")), network))
-    return result
+    return [(iface.mac, iface.network) for iface in read_domain(xml).interfaces]
