@@ -15,6 +15,8 @@ _PARSER = etree.XMLParser(
 
 def parse(text: str | bytes, what: str = "xml") -> etree._Element:
     """Parse one XML document with the hardened parser."""
+    if not isinstance(text, (str, bytes)):
+        raise InvalidSpec(what, text, "XML as str or bytes")
     data = text.encode() if isinstance(text, str) else text
     try:
         return etree.fromstring(data, _PARSER)

@@ -19,6 +19,7 @@ from .errors import InvalidSpec, NoFreeAddress
 MacLike: TypeAlias = "str | netaddr.EUI"
 IpLike: TypeAlias = "str | netaddr.IPAddress"
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _MEMORY = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
@@ -27,6 +28,10 @@ _MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 102
 
 def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
     """Return ``value`` as a unicast 48-bit MAC (``aa:bb:cc:dd:ee:ff`` dialect)."""
+    # netaddr.EUI takes ints too (EUI(5) is 00:00:00:00:00:05): refuse them, a
+    # number is a mistake here, not a MAC.
+    if not isinstance(value, (str, netaddr.EUI)):
+        raise InvalidSpec(field, value, "not a 48-bit MAC address (give a string)")
     try:
         mac = netaddr.EUI(value, version=48, dialect=netaddr.mac_unix_expanded)
     except (netaddr.AddrFormatError, TypeError, ValueError) as exc:
@@ -62,6 +67,8 @@ def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netad
     address libvirt gives the bridge). A bare network address gets its first
     host as the gateway.
     """
+    if not isinstance(value, (str, netaddr.IPNetwork)):
+        raise InvalidSpec(field, value, "not a subnet in CIDR form (give a string like 192.168.150.0/24)")
     try:
         net = netaddr.IPNetwork(value)
     except (netaddr.AddrFormatError, TypeError, ValueError) as exc:
@@ -90,6 +97,13 @@ def check_host_ip(ip: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str =
         raise InvalidSpec(field, str(ip), f"is the gateway (bridge) address of {subnet.cidr}")
 
 
+def check_name(name: str, field: str = "name") -> str:
+    """libvirt accepts any name but '/' and control characters; so does libvm."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
+        raise InvalidSpec(field, name, "a non-empty name without '/' or control characters")
+    return name
+
+
 def check_hostname(value: str, field: str = "hostname") -> str:
     """A DNS name: dot-separated labels of letters, digits and '-'."""
     if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.match(value):
@@ -97,7 +111,7 @@ def check_hostname(value: str, field: str = "hostname") -> str:
     return value
 
 
-def generate_mac(network: str, ip: netaddr.IPAddress) -> netaddr.EUI:
+def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
     """A locally administered MAC derived from ``(network, ip)``.
 
     Deterministic, so that re-creating a VM with the same address keeps the
@@ -105,8 +119,10 @@ def generate_mac(network: str, ip: netaddr.IPAddress) -> netaddr.EUI:
     octets *are* the address (``02:xx:c0:a8:96:58`` for 192.168.150.88), so a
     MAC is readable and unique per network; the first two come from a hash of
     the network name, with the locally-administered bit set and the multicast
-    bit clear.
+    bit clear. ``ip`` may be a string.
     """
+    check_name(network, "network")
+    ip = parse_ip(ip, "ip")
     key = network if ip.version == 4 else f"{network}\0{ip}"
     digest = hashlib.sha256(key.encode()).digest()
     head = bytes([(digest[0] & 0xFC) | 0x02, digest[1]])

@@ -8,30 +8,26 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from lxml import etree
 
 from . import _xml
-from .addressing import format_mac, parse_mac, parse_memory
+from .addressing import check_name, format_mac, parse_mac, parse_memory
 from .errors import InvalidSpec
-from .values import Disk, Nic, PathLike, Vnc
+from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_name(name: str, field_name: str = "name") -> str:
-    """libvirt accepts any name but '/' and control characters; so does libvm."""
-    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
-        raise InvalidSpec(field_name, name, "a non-empty name without '/' or control characters")
-    return name
+_ARCH = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-def _opt_path(value: PathLike | None) -> Path | None:
-    return None if value is None or value == "" else Path(value)
+def _opt_path(value: PathLike | None, field_name: str) -> Path | None:
+    return None if value is None or value == "" else check_path(value, field_name)
 
 
 @dataclass(frozen=True)
@@ -62,8 +58,8 @@ class DomainSpec:
         name: str,
         memory: int | str = 512,
         vcpus: int = 1,
-        nics: Sequence[Nic] = (),
-        disks: Sequence[Disk] = (),
+        nics: Iterable[Nic] = (),
+        disks: Iterable[Disk] = (),
         kernel: PathLike | None = None,
         initrd: PathLike | None = None,
         cmdline: str | None = None,
@@ -77,39 +73,40 @@ class DomainSpec:
         values = {
             "name": check_name(name),
             "memory": parse_memory(memory),
-            "vcpus": vcpus,
-            "nics": tuple(nics),
-            "disks": tuple(disks),
-            "kernel": _opt_path(kernel),
-            "initrd": _opt_path(initrd),
-            "cmdline": cmdline,
-            "serial_log": _opt_path(serial_log),
+            "vcpus": check_int(vcpus, "vcpus", 1),
+            "nics": as_items(nics, "nics", Nic),
+            "disks": as_items(disks, "disks", Disk),
+            "kernel": _opt_path(kernel, "kernel"),
+            "initrd": _opt_path(initrd, "initrd"),
+            "cmdline": None if cmdline is None else check_text(cmdline, "cmdline"),
+            "serial_log": _opt_path(serial_log, "serial_log"),
             "graphics": graphics,
             "virt_type": virt_type,
             "arch": arch,
             "uuid": uuid,
-            "autostart": autostart,
+            "autostart": check_bool(autostart, "autostart"),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
         self._validate()
 
     def _validate(self) -> None:
-        if isinstance(self.vcpus, bool) or not isinstance(self.vcpus, int) or self.vcpus < 1:
-            raise InvalidSpec("vcpus", self.vcpus, "a positive integer")
-        if self.virt_type not in VIRT_TYPES:
+        if self.graphics is not None and not isinstance(self.graphics, Vnc):
+            raise InvalidSpec("graphics", self.graphics, "a libvm.Vnc or None")
+        if not isinstance(self.virt_type, str) or self.virt_type not in VIRT_TYPES:
             raise InvalidSpec("virt_type", self.virt_type, f"one of {', '.join(VIRT_TYPES)}")
+        if not isinstance(self.arch, str) or not _ARCH.match(self.arch):
+            raise InvalidSpec("arch", self.arch, "a libvirt architecture name such as x86_64 or aarch64")
         if self.uuid is not None:
+            check_text(self.uuid, "uuid")
             try:
                 uuidlib.UUID(self.uuid)
-            except (ValueError, AttributeError, TypeError) as exc:
+            except ValueError as exc:
                 raise InvalidSpec("uuid", self.uuid, "not a UUID") from exc
         if (self.initrd is not None or self.cmdline) and self.kernel is None:
             raise InvalidSpec("kernel", None, "initrd and cmdline need a kernel (direct kernel boot)")
         seen: dict[int, int] = {}
         for index, nic in enumerate(self.nics):
-            if not isinstance(nic, Nic):
-                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
             if nic.mac is None:
                 raise InvalidSpec(f"nics[{index}].mac", None, "give a mac or an ip (the MAC is derived from it)")
             if int(nic.mac) in seen:
@@ -117,9 +114,6 @@ class DomainSpec:
                     f"nics[{index}].mac", str(nic.mac), f"same MAC as nics[{seen[int(nic.mac)]}]"
                 )
             seen[int(nic.mac)] = index
-        for index, disk in enumerate(self.disks):
-            if not isinstance(disk, Disk):
-                raise InvalidSpec(f"disks[{index}]", disk, "a libvm.Disk")
 
     def to_xml(self) -> str:
         """The libvirt ``<domain>`` document."""
@@ -181,52 +175,105 @@ class DomainSpec:
         """Read a ``<domain>`` (libvm's, virsh's or virt-install's) back.
 
         Interfaces that are not on a libvirt network (bridges, direct) and disks
-        that are not files are not modelled and are left out.
+        that are not files are not modelled and are left out; :func:`read_domain`
+        lists every interface.
         """
-        dom = _xml.parse(xml, "domain xml")
-        if dom.tag != "domain":
-            raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
-        memory = _memory_mib(dom.findtext("memory") or "0", _attr(dom, "memory", "unit", "KiB"))
-        nics = [
-            Nic(
-                network=_attr(iface, "source", "network", ""),
-                mac=_attr(iface, "mac", "address", ""),
-                model=_attr(iface, "model", "type", "virtio"),
-            )
-            for iface in dom.iterfind("devices/interface[@type='network']")
-        ]
-        disks = [
-            Disk(
-                path=_attr(disk, "source", "file", ""),
-                format=_attr(disk, "driver", "type", "raw"),
-                bus=_attr(disk, "target", "bus", "virtio"),
-                readonly=disk.find("readonly") is not None,
-            )
-            for disk in dom.iterfind("devices/disk[@type='file'][@device='disk']")
-            if disk.find("source") is not None
-        ]
-        graphics = None
-        vnc = dom.find("devices/graphics[@type='vnc']")
-        if vnc is not None:
-            port = vnc.get("port", "-1")
-            fixed = vnc.get("autoport", "no") != "yes" and port != "-1"
-            graphics = Vnc(port=int(port) if fixed else None, listen=vnc.get("listen", "127.0.0.1"))
-        virt_type = dom.get("type", "kvm")
-        return cls(
-            name=dom.findtext("name") or "",
-            memory=memory,
-            vcpus=int(dom.findtext("vcpu") or "1"),
-            nics=nics,
-            disks=disks,
-            kernel=dom.findtext("os/kernel"),
-            initrd=dom.findtext("os/initrd"),
-            cmdline=dom.findtext("os/cmdline"),
-            serial_log=_attr(dom, "devices/serial[@type='file']/source", "path", "") or None,
-            graphics=graphics,
-            virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
-            arch=_attr(dom, "os/type", "arch", "x86_64"),
-            uuid=dom.findtext("uuid"),
+        return read_domain(xml).spec
+
+
+class Interface(NamedTuple):
+    """One ``<interface>`` of a domain, any type (network, bridge, direct...).
+
+    ``mac`` is lowercase and colon separated; ``network`` is ``None`` unless the
+    interface is on a libvirt network; ``model`` is ``None`` when the XML names none.
+    """
+
+    mac: str
+    network: str | None
+    model: str | None
+
+
+class DomainDoc(NamedTuple):
+    """A domain's XML read once: the spec libvm models and every interface with a MAC."""
+
+    spec: DomainSpec
+    interfaces: tuple[Interface, ...]
+
+
+def read_domain(xml: str | bytes) -> DomainDoc:
+    """Parse a ``<domain>`` once into its :class:`DomainSpec` and its interfaces.
+
+    Values libvirt accepted but libvm does not create (a NIC model such as
+    ``ne2k_pci``, a ``usb`` disk bus, a VNC listen host name) are read as they are.
+    """
+    dom = _xml.parse(xml, "domain xml")
+    if dom.tag != "domain":
+        raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
+    interfaces: list[Interface] = []
+    nics: list[Nic] = []
+    for iface in dom.iterfind("devices/interface"):
+        address = _attr(iface, "mac", "address", "")
+        if not address:
+            continue
+        mac = format_mac(parse_mac(address, "interface mac"))
+        network = iface.find("source[@network]")
+        model = iface.find("model[@type]")
+        interface = Interface(mac, None if network is None else network.get("network"),
+                              None if model is None else model.get("type"))
+        interfaces.append(interface)
+        if iface.get("type") == "network" and interface.network:
+            # No <model>: keep libvm's default rather than guess qemu's per machine type.
+            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio"))
+    disks = [
+        Disk.trusted(
+            path=_attr(disk, "source", "file", ""),
+            format=_attr(disk, "driver", "type", "raw"),
+            bus=_attr(disk, "target", "bus", "virtio"),
+            readonly=disk.find("readonly") is not None,
         )
+        for disk in dom.iterfind("devices/disk[@type='file'][@device='disk']")
+        if _attr(disk, "source", "file", "")
+    ]
+    graphics = None
+    vnc = dom.find("devices/graphics[@type='vnc']")
+    if vnc is not None:
+        port = vnc.get("port", "-1")
+        fixed = vnc.get("autoport", "no") != "yes" and port != "-1"
+        graphics = Vnc.trusted(port=_int(port, "vnc port") if fixed else None,
+                               listen=vnc.get("listen", "127.0.0.1"))
+    virt_type = dom.get("type", "kvm")
+    # Trusted, not validated: mac_list() reads every domain on the host through
+    # here, and one libvm would not create (a cmdline without kernel, two NICs
+    # with one MAC) must not make create_vm fail.
+    spec = _trusted(
+        DomainSpec,
+        name=dom.findtext("name") or "",
+        memory=_memory_mib(dom.findtext("memory") or "0", _attr(dom, "memory", "unit", "KiB")),
+        vcpus=_int(dom.findtext("vcpu") or "1", "vcpu"),
+        nics=tuple(nics),
+        disks=tuple(disks),
+        kernel=_read_path(dom.findtext("os/kernel")),
+        initrd=_read_path(dom.findtext("os/initrd")),
+        cmdline=dom.findtext("os/cmdline"),
+        serial_log=_read_path(_attr(dom, "devices/serial[@type='file']/source", "path", "")),
+        graphics=graphics,
+        virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
+        arch=_attr(dom, "os/type", "arch", "x86_64"),
+        uuid=dom.findtext("uuid"),
+        autostart=False,
+    )
+    return DomainDoc(spec, tuple(interfaces))
+
+
+def _read_path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidSpec("domain xml", text, f"{what} is not an integer") from None
 
 
 def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
@@ -239,28 +286,34 @@ def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
 def _memory_mib(amount: str, unit: str) -> int:
     factors = {"b": 2**-20, "bytes": 2**-20, "k": 2**-10, "kib": 2**-10, "m": 1, "mib": 1,
                "g": 2**10, "gib": 2**10, "t": 2**20, "tib": 2**20}
-    return max(16, int(int(amount) * factors.get(unit.lower(), 2**-10)))
+    return max(16, int(_int(amount, "memory") * factors.get(unit.lower(), 2**-10)))
+
+
+_TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd", "fdc": "fd", "xen": "xvd"}
+
+
+def disk_name(prefix: str, index: int) -> str:
+    """libvirt's target name for disk ``index`` (virIndexToDiskName).
+
+    Letters count like spreadsheet columns: 0 is ``vda``, 25 ``vdz``, 26 ``vdaa``,
+    52 ``vdba``; ``chr(ord('a') + 26)`` would give ``vd{``, which libvirt refuses.
+    """
+    letters = ""
+    while index >= 0:
+        letters = chr(ord("a") + index % 26) + letters
+        index = index // 26 - 1
+    return prefix + letters
 
 
 def _disk_element(devices: etree._Element, disk: Disk, index: int) -> None:
-    prefix = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}[disk.bus]
     el = _xml.sub(devices, "disk", type="file", device="disk")
     _xml.sub(el, "driver", name="qemu", type=disk.format)
     _xml.sub(el, "source", file=str(disk.path))
-    _xml.sub(el, "target", dev=f"{prefix}{chr(ord('a') + index)}", bus=disk.bus)
+    _xml.sub(el, "target", dev=disk_name(_TARGET_PREFIX.get(disk.bus, "sd"), index), bus=disk.bus)
     if disk.readonly:
         _xml.sub(el, "readonly")
 
 
 def mac_list(xml: str | bytes) -> list[tuple[str, str | None]]:
     """``(mac, network-or-None)`` for every interface of a domain XML, any type."""
-    dom = _xml.parse(xml, "domain xml")
-    result = []
-    for iface in dom.iterfind("devices/interface"):
-        mac = iface.find("mac")
-        if mac is None or not mac.get("address"):
-            continue
-        source = iface.find("source")
-        network = source.get("network") if source is not None else None
-        result.append((format_mac(parse_mac(mac.get("address", ""), "interface mac")), network))
-    return result
+    return [(iface.mac, iface.network) for iface in read_domain(xml).interfaces]

@@ -30,8 +30,25 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[LibvmError], args: tuple[Any, ...], state: dict[str, Any]) -> LibvmError:
+    """Unpickle without calling ``cls.__init__`` (whose parameters differ per class)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class LibvmError(Exception):
-    """Base class of every error raised by libvm."""
+    """Base class of every error raised by libvm.
+
+    Every libvm error pickles with its attributes and message, so one raised in a
+    ``ProcessPoolExecutor`` worker reaches the parent as itself.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own __reduce__ calls cls(*self.args), which fails for the
+        # subclasses whose __init__ takes the fields and builds the message.
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class InvalidSpec(LibvmError, ValueError):

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,12 +17,13 @@ import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_host_ip, format_mac, in_range, parse_ip, parse_subnet
-from .domainxml import check_name
+from .addressing import check_host_ip, check_hostname, check_name, format_mac, in_range, parse_ip, parse_subnet
 from .errors import InvalidSpec
-from .values import Reservation
+from .values import Reservation, as_items
 
 FORWARD_MODES = ("nat", "route", "open", "none")
+# Linux's dev_valid_name(): at most IFNAMSIZ-1 characters, no '/', ':' or white space.
+_BRIDGE = re.compile(r"^[^/:\s\x00-\x1f\x7f]{1,15}$")
 
 IpRange = tuple[netaddr.IPAddress, netaddr.IPAddress]
 
@@ -62,25 +64,30 @@ class NetworkSpec:
         name: str,
         subnet: str | netaddr.IPNetwork,
         *,
-        dhcp_range: tuple[str, str] | None = None,
+        dhcp_range: Sequence[str | netaddr.IPAddress] | None = None,
         forward: str = "nat",
         bridge: str | None = None,
         domain: str | None = None,
-        hosts: Sequence[Reservation] = (),
+        hosts: Iterable[Reservation] = (),
         subnet6: str | netaddr.IPNetwork | None = None,
-        dhcp_range6: tuple[str, str] | None = None,
+        dhcp_range6: Sequence[str | netaddr.IPAddress] | None = None,
     ) -> NetworkSpec:
         """Validate user values and build the spec (``ensure_network``'s arguments).
 
         ``subnet`` may be IPv4 or IPv6; ``subnet6`` adds an IPv6 subnet to an
-        IPv4 network (dual stack), with its own ``dhcp_range6``.
+        IPv4 network (dual stack), with its own ``dhcp_range6``. A DHCP range is
+        a ``(start, end)`` pair; ``domain`` is the DNS domain dnsmasq serves.
         """
         check_name(name)
-        if forward not in FORWARD_MODES:
+        if not isinstance(forward, str) or forward not in FORWARD_MODES:
             raise InvalidSpec("forward", forward, f"one of {', '.join(FORWARD_MODES)}")
-        if bridge is not None and (not bridge or len(bridge) > 15 or "/" in bridge or " " in bridge):
-            raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters")
-        ips = [_ip_spec(subnet, dhcp_range, hosts, "subnet", "dhcp_range")]
+        if bridge is not None and (not isinstance(bridge, str) or not _BRIDGE.match(bridge) or bridge in (".", "..")):
+            raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters without '/', ':' or spaces")
+        if domain is not None:
+            # libvirt does not check the name: a domain such as "corp&lab" is
+            # defined fine, then breaks libvirt's listing of the networks.
+            check_hostname(domain, "domain")
+        ips = [_ip_spec(subnet, dhcp_range, as_items(hosts, "hosts", Reservation), "subnet", "dhcp_range")]
         if subnet6 is not None:
             ips.append(_ip_spec(subnet6, dhcp_range6, (), "subnet6", "dhcp_range6"))
             if ips[1].subnet.version != 6 or ips[0].subnet.version != 4:
@@ -156,11 +163,13 @@ class NetworkSpec:
         return dataclasses.replace(spec, ips=ips)
 
 
-def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: tuple[str, str] | None,
-             hosts: Sequence[Reservation], field: str, range_field: str) -> IpSpec:
+def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: Sequence[str | netaddr.IPAddress] | None,
+             hosts: tuple[Reservation, ...], field: str, range_field: str) -> IpSpec:
     net = parse_subnet(subnet, field)
     ranges: tuple[IpRange, ...] = ()
     if dhcp_range is not None:
+        if not isinstance(dhcp_range, (tuple, list)) or len(dhcp_range) != 2:
+            raise InvalidSpec(range_field, dhcp_range, "a (start, end) pair of IP addresses")
         start = parse_ip(dhcp_range[0], f"{range_field}[0]")
         end = parse_ip(dhcp_range[1], f"{range_field}[1]")
         check_host_ip(start, net, f"{range_field}[0]")
@@ -170,7 +179,7 @@ def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: tuple[str, str] | None
         ranges = ((start, end),)
     for index, host in enumerate(hosts):
         check_host_ip(host.ip, net, f"hosts[{index}].ip")
-    return IpSpec(subnet=net, dhcp_ranges=ranges, hosts=tuple(hosts), dhcp=bool(ranges or hosts))
+    return IpSpec(subnet=net, dhcp_ranges=ranges, hosts=hosts, dhcp=bool(ranges or hosts))
 
 
 class HostEntry(NamedTuple):
@@ -219,19 +228,42 @@ def read_network(xml: str | bytes) -> tuple[NetworkSpec, list[HostEntry]]:
 
 
 def _read_ip(ip_el: etree._Element) -> IpSpec:
-    address = ip_el.get("address", "")
-    if ip_el.get("prefix"):
-        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('prefix')}")
-    elif ip_el.get("netmask"):
-        subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('netmask')}")
-    else:
-        subnet = netaddr.IPNetwork(f"{address}/{24 if ':' not in address else 64}")
-    dhcp = ip_el.find("dhcp")
-    ranges = tuple(
-        (netaddr.IPAddress(rng.get("start")), netaddr.IPAddress(rng.get("end")))
-        for rng in ip_el.iterfind("dhcp/range")
-    )
-    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=dhcp is not None)
+    try:
+        address = netaddr.IPAddress(ip_el.get("address", ""))
+        if ip_el.get("prefix"):
+            subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('prefix')}")
+        elif ip_el.get("netmask"):
+            subnet = netaddr.IPNetwork(f"{address}/{ip_el.get('netmask')}")
+        else:
+            subnet = netaddr.IPNetwork(f"{address}/{_natural_prefix(address)}")
+        ranges = tuple(
+            (netaddr.IPAddress(rng.get("start", "")), netaddr.IPAddress(rng.get("end", "")))
+            for rng in ip_el.iterfind("dhcp/range")
+        )
+    except InvalidSpec:
+        raise
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
+    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=ip_el.find("dhcp") is not None)
+
+
+def _natural_prefix(address: netaddr.IPAddress) -> int:
+    """The prefix libvirt assumes for an ``<ip>`` with neither prefix nor netmask.
+
+    libvirt (virSocketAddrGetIPPrefix) uses the classful mask: class A (0-127)
+    /8, class B (128-191) /16, class C (192-223) /24; IPv6 /64. It refuses
+    classes D and E.
+    """
+    if address.version == 6:
+        return 64
+    first = int(address) >> 24
+    if first < 128:
+        return 8
+    if first < 192:
+        return 16
+    if first < 224:
+        return 24
+    raise InvalidSpec("network xml", str(address), "an <ip> in class D or E needs a prefix or netmask")
 
 
 def host_element(host: Reservation) -> etree._Element:

@@ -7,23 +7,95 @@ Strings are accepted for every address and normalised to netaddr types in
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import netaddr
 
-from .addressing import IpLike, MacLike, check_hostname, generate_mac, parse_ip, parse_mac
+from .addressing import IpLike, MacLike, check_hostname, check_name, generate_mac, parse_ip, parse_mac
 from .errors import InvalidSpec
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
+T = TypeVar("T")
 
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 DISK_FORMATS = ("qcow2", "raw")
 DISK_BUSES = ("virtio", "sata", "scsi", "ide")
 
 
+# Characters an XML document cannot hold: lxml refuses them when the spec is written.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _trusted(cls: type[T], **values: Any) -> T:
+    obj = cls.__new__(cls)
+    for name, value in values.items():
+        _set(obj, name, value)
+    return obj
+
+
+def check_path(value: object, field: str) -> Path:
+    """A file path given as ``str`` or ``os.PathLike[str]`` (not bytes, not empty)."""
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str) or not path:
+        raise InvalidSpec(field, value, "a file path (str or pathlib.Path)")
+    if _NOT_XML.search(path):
+        raise InvalidSpec(field, value, "contains control characters libvirt's XML cannot hold")
+    return Path(path)
+
+
+def check_text(value: object, field: str) -> str:
+    """A string that libvirt's XML can hold."""
+    if not isinstance(value, str):
+        raise InvalidSpec(field, value, "a string")
+    if _NOT_XML.search(value):
+        raise InvalidSpec(field, value, "contains control characters libvirt's XML cannot hold")
+    return value
+
+
+def check_bool(value: object, field: str) -> bool:
+    """``True`` or ``False``; 0, 1 and "yes" are refused, being likely mistakes."""
+    if not isinstance(value, bool):
+        raise InvalidSpec(field, value, "True or False")
+    return value
+
+
+def check_int(value: object, field: str, low: int, high: int | None = None) -> int:
+    """An ``int`` (not a ``bool``) from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise InvalidSpec(field, value, f"an integer {span}")
+    return value
+
+
+def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
+    """Materialise an iterable of ``kind`` (list, tuple, generator...) once, as a tuple.
+
+    A single ``kind``, a string, a set or mapping (no order), or a non-iterable
+    raises :class:`InvalidSpec` naming ``field``; a wrong item names ``field[i]``.
+    """
+    what = f"libvm.{kind.__name__}"
+    if isinstance(value, kind):
+        raise InvalidSpec(field, value, f"a list of {what}, not a single one")
+    if isinstance(value, (str, bytes, Set, Mapping)):
+        raise InvalidSpec(field, value, f"a list or tuple of {what}")
+    try:
+        iterator = iter(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidSpec(field, value, f"a list or tuple of {what}") from None
+    items = tuple(iterator)
+    for index, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise InvalidSpec(f"{field}[{index}]", item, f"a {what}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -50,9 +122,8 @@ class Nic:
         model: str = "virtio",
         hostname: str | None = None,
     ) -> None:
-        if not isinstance(network, str) or not network:
-            raise InvalidSpec("nic.network", network, "name a libvirt network")
-        if model not in NIC_MODELS:
+        check_name(network, "nic.network")
+        if not isinstance(model, str) or model not in NIC_MODELS:
             raise InvalidSpec("nic.model", model, f"one of {', '.join(NIC_MODELS)}")
         addr = None if ip is None else parse_ip(ip, "nic.ip")
         hw = None if mac is None else parse_mac(mac, "nic.mac")
@@ -63,6 +134,17 @@ class Nic:
         _set(self, "mac", hw)
         _set(self, "model", model)
         _set(self, "hostname", None if hostname is None else check_hostname(hostname, "nic.hostname"))
+
+    @classmethod
+    def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None) -> Nic:
+        """Build from values libvirt already validated (its own XML), skipping the checks.
+
+        Any ``model`` libvirt knows is kept (``ne2k_pci``...), not only :data:`NIC_MODELS`.
+        """
+        return _trusted(
+            cls, network=network, ip=None if ip is None else netaddr.IPAddress(ip),
+            mac=netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded), model=model, hostname=hostname,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,13 +157,17 @@ class Disk:
     readonly: bool = False
 
     def __post_init__(self) -> None:
-        if not str(self.path):
-            raise InvalidSpec("disk.path", self.path, "give the image's path")
-        _set(self, "path", Path(self.path))
-        if self.format not in DISK_FORMATS:
+        _set(self, "path", check_path(self.path, "disk.path"))
+        if not isinstance(self.format, str) or self.format not in DISK_FORMATS:
             raise InvalidSpec("disk.format", self.format, f"one of {', '.join(DISK_FORMATS)}")
-        if self.bus not in DISK_BUSES:
+        if not isinstance(self.bus, str) or self.bus not in DISK_BUSES:
             raise InvalidSpec("disk.bus", self.bus, f"one of {', '.join(DISK_BUSES)}")
+        check_bool(self.readonly, "disk.readonly")
+
+    @classmethod
+    def trusted(cls, path: str, format: str, bus: str, readonly: bool) -> Disk:
+        """Build from libvirt's own XML, keeping any format or bus libvirt knows."""
+        return _trusted(cls, path=Path(path), format=format, bus=bus, readonly=readonly)
 
 
 @dataclass(frozen=True)
@@ -92,14 +178,19 @@ class Vnc:
     listen: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        if self.port is not None and not (5900 <= self.port <= 65535):
-            raise InvalidSpec("graphics.port", self.port, "a TCP port from 5900 to 65535")
-        parse_ip(self.listen, "graphics.listen")
+        if self.port is not None:
+            check_int(self.port, "graphics.port", 5900, 65535)
+        _set(self, "listen", str(parse_ip(self.listen, "graphics.listen")))
 
     @classmethod
     def display(cls, number: int, listen: str = "127.0.0.1") -> Vnc:
         """qemu's display numbering: ``Vnc.display(6)`` is ``-vnc :6``."""
-        return cls(port=5900 + number, listen=listen)
+        return cls(port=5900 + check_int(number, "graphics.display", 0, 65535 - 5900), listen=listen)
+
+    @classmethod
+    def trusted(cls, port: int | None, listen: str) -> Vnc:
+        """Build from libvirt's own XML, keeping a listen address that is a host name."""
+        return _trusted(cls, port=port, listen=listen)
 
 
 @dataclass(frozen=True)
@@ -125,6 +216,8 @@ class Reservation:
         _set(self, "mac", None if mac is None else parse_mac(mac))
         _set(self, "ip", parse_ip(ip))
         _set(self, "hostname", None if hostname is None else check_hostname(hostname))
+        if client_id is not None and not check_text(client_id, "client_id").strip():
+            raise InvalidSpec("client_id", client_id, "a DHCPv6 DUID such as 00:04:...")
         _set(self, "client_id", client_id)
         if self.mac is None and hostname is None and client_id is None:
             raise InvalidSpec("mac", mac, "a reservation needs a MAC, a hostname or a client id")

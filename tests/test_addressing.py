@@ -7,6 +7,7 @@ from libvm import InvalidSpec, NoFreeAddress, generate_mac
 from libvm.addressing import (
     check_host_ip,
     check_hostname,
+    check_name,
     next_free,
     parse_ip,
     parse_mac,
@@ -114,3 +115,48 @@ def test_next_free_pool_and_exhaustion() -> None:
     assert next_free(NET, [], pool=pool) == netaddr.IPAddress("192.168.150.100")
     with pytest.raises(NoFreeAddress, match=r"192\.168\.150\.100"):
         next_free(NET, [netaddr.IPAddress("192.168.150.100"), netaddr.IPAddress("192.168.150.101")], pool=pool)
+
+
+def test_generate_mac_takes_a_string_ip_with_the_same_result() -> None:
+    assert str(generate_mac("lab", "192.168.150.88")) == "a6:11:c0:a8:96:58"
+    assert generate_mac("lab", "192.168.150.88") == generate_mac("lab", netaddr.IPAddress("192.168.150.88"))
+    assert str(generate_mac("lab6", "fd00::5")) == "ce:d1:a4:30:e8:4d"
+
+
+@pytest.mark.parametrize(
+    ("network", "ip", "field"),
+    [
+        ("lab", 5, "ip"),
+        ("lab", None, "ip"),
+        ("lab", "192.168.150", "ip"),
+        ("lab", b"192.168.150.88", "ip"),
+        ("", "192.168.150.88", "network"),
+        (None, "192.168.150.88", "network"),
+        (5, "192.168.150.88", "network"),
+        ("a/b", "192.168.150.88", "network"),
+    ],
+)
+def test_generate_mac_refuses_bad_arguments(network: object, ip: object, field: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        generate_mac(network, ip)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.value) == (field, network if field == "network" else ip)
+
+
+@pytest.mark.parametrize("value", [5, 0x020000000001, None, True, b"66:66:66:66:66:0b", ["66:66:66:66:66:0b"]])
+def test_mac_must_be_a_string_or_eui(value: object) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_mac(value, "nic.mac")
+    assert info.value.field == "nic.mac"
+
+
+@pytest.mark.parametrize("value", [5, None, 3.5, b"10.0.0.0/24", netaddr.IPAddress("10.0.0.1")])
+def test_subnet_must_be_a_string_or_ipnetwork(value: object) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_subnet(value)
+    assert info.value.field == "subnet"
+
+
+@pytest.mark.parametrize("value", ["", " ", "a/b", "tab\there", 5, None])
+def test_check_name(value: object) -> None:
+    with pytest.raises(InvalidSpec):
+        check_name(value, "nic.network")  # type: ignore[arg-type]

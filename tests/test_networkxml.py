@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from libvm import InvalidSpec, NetworkSpec, Reservation
+from libvm import InvalidSpec, NetworkSpec, Reservation, _xml
 from libvm.networkxml import host_xml
 from tests.conftest import DATA, canonical
 
@@ -57,3 +59,78 @@ def test_bad_network_specs(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidSpec) as info:
         NetworkSpec.build(**args)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def _laughs(levels: int) -> str:
+    """A billion-laughs document: each entity is ten of the one before."""
+    entities = '<!ENTITY e0 "lollollollollollollollollollol">' + "".join(
+        f'<!ENTITY e{level} "{f"&e{level - 1};" * 10}">' for level in range(1, levels + 1))
+    return f'<?xml version="1.0"?><!DOCTYPE network [{entities}]><network><name>&e{levels};</name></network>'
+
+
+# 3 levels (30 kB) stays under libxml2's own amplification limit, so only the
+# parser's resolve_entities=False keeps it out; 9 levels is the classic bomb.
+@pytest.mark.parametrize("levels", [3, 9])
+def test_parser_does_not_expand_entity_bombs(levels: int) -> None:
+    try:
+        root = _xml.parse(_laughs(levels))
+    except InvalidSpec:
+        return  # refused outright: fine too
+    assert "lol" not in "".join(map(str, root.itertext()))
+    assert len(_xml.to_string(root)) < 1000
+
+
+def test_parser_does_not_read_external_entities(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-CONTENT-42")
+    doc = (f'<?xml version="1.0"?><!DOCTYPE network [<!ENTITY x SYSTEM "{secret.as_uri()}">]>'
+           "<network><name>&x;</name></network>")
+    try:
+        root = _xml.parse(doc)
+    except InvalidSpec:
+        return
+    assert "SECRET" not in _xml.to_string(root)
+    assert "SECRET" not in "".join(map(str, root.itertext()))
+
+
+@pytest.mark.parametrize(
+    ("address", "cidr"),
+    [
+        ("10.1.2.1", "10.0.0.0/8"),
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("128.0.0.1", "128.0.0.0/16"),
+        ("172.16.5.1", "172.16.0.0/16"),
+        ("191.255.0.1", "191.255.0.0/16"),
+        ("192.168.122.1", "192.168.122.0/24"),
+        ("223.1.1.1", "223.1.1.0/24"),
+        ("fd00:1::1", "fd00:1::/64"),
+    ],
+)
+def test_ip_without_prefix_or_netmask_gets_libvirts_classful_prefix(address: str, cidr: str) -> None:
+    family = " family='ipv6'" if ":" in address else ""
+    spec = NetworkSpec.from_xml(f"<network><name>d</name><ip address='{address}'{family}/></network>")
+    assert str(spec.ips[0].subnet.cidr) == cidr
+    assert str(spec.ips[0].gateway) == address
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "<ip address='224.0.0.1'/>",
+        "<ip address='not-an-ip' prefix='24'/>",
+        "<ip prefix='24'/>",
+        "<ip address='10.0.0.1' prefix='99'/>",
+        "<ip address='10.0.0.1' prefix='8'><dhcp><range start='10.0.0.5'/></dhcp></ip>",
+    ],
+)
+def test_bad_ip_element_is_invalid_spec(ip: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.from_xml(f"<network><name>d</name>{ip}</network>")
+    assert info.value.field == "network xml"
+
+
+@pytest.mark.parametrize("value", [None, 5, ["<network/>"]])
+def test_xml_of_wrong_type_is_invalid_spec(value: object) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.from_xml(value)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.value) == ("network xml", value)
