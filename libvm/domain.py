@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import enum
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import libvirt
 import netaddr
 
-from . import _libvirt
+from ._live import InvalidState, Live, Unsupported, translate
 from .domainxml import DomainSpec, mac_list
-from .errors import AddressMismatch, LibvmError, NotFound, WaitTimeout
-from .values import Nic
-
-if TYPE_CHECKING:
-    from .hypervisor import Hypervisor
+from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
+from .network import Network
+from .values import Lease, Nic
 
 log = logging.getLogger("libvm")
 
@@ -53,9 +52,10 @@ _STATES = {
 class VM:
     """A libvirt domain. Get one from :meth:`Hypervisor.vm` or :meth:`Hypervisor.create_vm`."""
 
-    def __init__(self, hypervisor: Hypervisor, handle: libvirt.virDomain) -> None:
-        self._hv = hypervisor
+    def __init__(self, live: Live, handle: libvirt.virDomain) -> None:
+        self._live = live
         self._dom = handle
+        self._generation = live.generation
         self.name: str = handle.name()
 
     def __repr__(self) -> str:
@@ -63,28 +63,33 @@ class VM:
 
     @property
     def handle(self) -> libvirt.virDomain:
-        """The underlying ``libvirt.virDomain``, for what libvm does not cover."""
+        """The underlying ``libvirt.virDomain``, for what libvm does not cover.
+
+        Looked up again after the connection was re-established (libvirtd restart).
+        """
+        if self._generation != self._live.generation or self._live.closed:
+            self._dom = self._live.domain(self.name)
+            self._generation = self._live.generation
         return self._dom
 
     def xml(self, inactive: bool = False) -> str:
         """The domain XML as libvirt has it (``inactive``: the persistent config)."""
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        with _libvirt.translate(f"domain {self.name!r}"):
-            return str(self._dom.XMLDesc(flags))
+        with translate(f"domain {self.name!r}"):
+            return str(self.handle.XMLDesc(flags))
 
     def spec(self) -> DomainSpec:
-        """The domain parsed into a :class:`DomainSpec`."""
+        """The domain parsed into a :class:`DomainSpec` (its persistent config)."""
         return DomainSpec.from_xml(self.xml(inactive=True))
 
     @property
     def state(self) -> VMState:
         """The current state; ``UNDEFINED`` once the domain is gone."""
         try:
-            code = self._dom.state()[0]
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return VMState.UNDEFINED
-            raise _libvirt.convert(exc, f"state of domain {self.name!r}") from exc
+            with translate(f"state of domain {self.name!r}"):
+                code = self.handle.state()[0]
+        except NotFound:
+            return VMState.UNDEFINED
         return _STATES.get(code, VMState.NOSTATE)
 
     @property
@@ -94,54 +99,66 @@ class VM:
 
     @property
     def macs(self) -> list[str]:
-        """The MAC of every interface, in order."""
+        """The MAC of every interface (on a network, a bridge or other), in order."""
         return [mac for mac, _ in mac_list(self.xml(inactive=True))]
 
     @property
     def nics(self) -> list[Nic]:
-        """Every NIC on a libvirt network, with the IP reserved for its MAC (or ``None``)."""
+        """Every NIC on a libvirt network as the domain defines it (network, MAC,
+        model), with the IP and hostname reserved for its MAC (``None`` if none)."""
         result = []
-        for mac, network in mac_list(self.xml(inactive=True)):
-            if network is None:
-                continue
-            reservation = self._hv._reservation(network, mac)
-            result.append(Nic(network, ip=reservation.ip if reservation else None, mac=mac))
+        for nic in self.spec().nics:
+            try:
+                reservation = Network(self._live, self._live.network(nic.network)).reservation_for(nic.mac)
+            except NotFound:
+                reservation = None
+            if reservation is not None:
+                nic = dataclasses.replace(nic, ip=reservation.ip, hostname=reservation.hostname)
+            result.append(nic)
         return result
 
     @property
     def ip(self) -> netaddr.IPAddress | None:
         """The reserved address of the first NIC that has one, else its current lease."""
-        for nic in self.nics:
+        nics = self.nics
+        for nic in nics:
             if nic.ip is not None:
                 return nic.ip
-        for nic in self.nics:
-            lease = self._hv._lease(nic.network, str(nic.mac))
+        for nic in nics:
+            lease = self._lease(nic)
             if lease is not None:
                 return lease.ip
         return None
+
+    def _lease(self, nic: Nic) -> Lease | None:
+        """``nic``'s lease (the one on its reserved address if it has several)."""
+        try:
+            leases = [x for x in Network(self._live, self._live.network(nic.network)).leases() if x.mac == nic.mac]
+        except NotFound:
+            return None
+        preferred = [x for x in leases if x.ip == nic.ip] or leases
+        return preferred[0] if preferred else None
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
         """Boot the domain (no-op if it runs)."""
         if not self.running:
-            with _libvirt.translate(f"starting domain {self.name!r}"):
-                self._dom.create()
+            with translate(f"starting domain {self.name!r}"):
+                self.handle.create()
 
     def shutdown(self) -> None:
         """Ask the guest to power off (ACPI); returns at once. See :meth:`destroy`."""
         if self.running:
-            with _libvirt.translate(f"shutting down domain {self.name!r}"):
-                self._dom.shutdown()
+            with translate(f"shutting down domain {self.name!r}"):
+                self.handle.shutdown()
 
     def destroy(self) -> None:
         """Power off at once (idempotent)."""
-        try:
+        with contextlib.suppress(NotFound, InvalidState):  # gone, or stopped since the check
             if self.running:
-                self._dom.destroy()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
-                raise _libvirt.convert(exc, f"destroying domain {self.name!r}") from exc
+                with translate(f"destroying domain {self.name!r}"):
+                    self.handle.destroy()
 
     def undefine(self) -> None:
         """Remove the domain's definition (idempotent); it must be off."""
@@ -149,15 +166,14 @@ class VM:
         flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         for attempt in (flags, 0):
             try:
-                self._dom.undefineFlags(attempt)
+                with translate(f"undefining domain {self.name!r}"):
+                    self.handle.undefineFlags(attempt)
                 return
-            except libvirt.libvirtError as exc:
-                code = exc.get_error_code()
-                if code == libvirt.VIR_ERR_NO_DOMAIN:
-                    return
-                # drivers without NVRAM support (test:///) refuse the flag
-                if not (attempt and code == libvirt.VIR_ERR_INVALID_ARG):
-                    raise _libvirt.convert(exc, f"undefining domain {self.name!r}") from exc
+            except NotFound:
+                return
+            except Unsupported:
+                if not attempt:  # drivers without NVRAM support (test:///) refuse the flag
+                    raise
 
     def delete(self, *, release: bool = True) -> None:
         """Destroy, undefine and (``release``) drop its reservations and leases.
@@ -165,12 +181,15 @@ class VM:
         Idempotent. Releasing the leases too means the address can be given to
         a new VM at once instead of after the old lease expires.
         """
+        if not isinstance(release, bool):
+            raise InvalidSpec("release", release, "True or False")
         nics = self.nics if self.state is not VMState.UNDEFINED else []
         self.destroy()
         self.undefine()
         if release:
             for nic in nics:
-                self._hv._forget(nic.network, str(nic.mac))
+                with contextlib.suppress(NotFound):  # the network went first
+                    Network(self._live, self._live.network(nic.network)).forget(nic.mac)
         log.info("deleted domain %s", self.name)
 
     # -- addresses ---------------------------------------------------------------
@@ -185,7 +204,9 @@ class VM:
         Raises :class:`WaitTimeout` if the guest has not obtained all its
         addresses in ``timeout`` seconds, or :class:`LibvmError` if it stops.
         """
-        nics = [nic for nic in self.nics]
+        _check_seconds("timeout", timeout)
+        _check_seconds("poll", poll)
+        nics = self.nics
         if not nics:
             raise LibvmError(f"domain {self.name!r} has no interface on a libvirt network")
         deadline = time.monotonic() + timeout
@@ -195,12 +216,12 @@ class VM:
                 mac = str(nic.mac)
                 if mac in found:
                     continue
-                lease = self._hv._lease(nic.network, mac, prefer=nic.ip)
+                lease = self._lease(nic)
                 if lease is None:
                     continue
                 if nic.ip is not None and lease.ip != nic.ip:
                     raise AddressMismatch(mac, str(nic.ip), str(lease.ip))
-                self._hv._note_client_id(nic.network, lease)
+                self._live.note_client_id(nic.network, lease)
                 found[mac] = lease.ip
             if len(found) == len(nics):
                 return found
@@ -218,11 +239,6 @@ class VM:
         return found[first]
 
 
-def lookup(hypervisor: Hypervisor, conn: libvirt.virConnect, name: str) -> VM:
-    """The domain called ``name``, or :class:`NotFound`."""
-    try:
-        return VM(hypervisor, conn.lookupByName(name))
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise NotFound(f"no domain named {name!r}") from exc
-        raise _libvirt.convert(exc, f"looking up domain {name!r}") from exc
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+        raise InvalidSpec(name, value, "a number of seconds, 0 or more")

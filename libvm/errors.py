@@ -13,6 +13,7 @@ __all__ = [
     "AddressMismatch",
     "AlreadyExists",
     "ClientIdShared",
+    "ConnectionClosed",
     "HostnameReserved",
     "InvalidSpec",
     "IpInDhcpRange",
@@ -96,6 +97,10 @@ class LibvirtFailure(LibvmError):
     def __init__(self, message: str, code: int | None = None) -> None:
         self.code = code
         super().__init__(message)
+
+
+class ConnectionClosed(LibvirtFailure):
+    """The :class:`Hypervisor` (and so every object got from it) was closed."""
 
 
 class AddressConflict(LibvmError):

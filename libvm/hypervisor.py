@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import dataclasses
+import inspect
 import logging
 import os
-import threading
-import time
-import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import libvirt
 import netaddr
 
-from . import _libvirt, _xml, provision
+from . import provision
+from ._live import Live, open_connection, translate
 from .addressing import format_mac
-from .domain import VM, lookup
+from .domain import VM
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
-    ClientIdShared,
     InvalidSpec,
-    LibvirtFailure,
-    LibvmError,
     NetworkMismatch,
     NotFound,
     SubnetOverlap,
 )
 from .network import Network
 from .networkxml import NetworkSpec
-from .values import Disk, Lease, Nic, PathLike, Reservation, Vnc
+from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool
 
 log = logging.getLogger("libvm")
 
@@ -42,31 +37,25 @@ def connect(uri: str | None = None) -> Hypervisor:
     """Open a libvirt connection.
 
     ``uri`` defaults to ``$LIBVIRT_DEFAULT_URI``, else ``qemu:///system``. Use
-    the result as a context manager to close the connection.
+    the result as a context manager to close the connection. Raises
+    :class:`InvalidSpec` for a URI that is not a string, :class:`LibvirtFailure`
+    if libvirt cannot connect.
     """
+    if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+        raise InvalidSpec("uri", uri, "a libvirt URI such as 'qemu:///system'")
     uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
-    _libvirt.silence_default_handler()
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise LibvirtFailure(
-            f"cannot connect to {uri!r}: {exc.get_error_message()} (is libvirtd running, are you root?)",
-            exc.get_error_code(),
-        ) from exc
-    return Hypervisor(conn, uri)
+    return Hypervisor(open_connection(uri), uri)
 
 
 class Hypervisor:
     """A libvirt connection: networks, VMs and the rules that keep addresses unique."""
 
     def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
-        self._conn = conn
+        self._live = Live(conn, uri)
         self.uri = uri
-        self._thread_lock = threading.RLock()
-        self._client_ids: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
-        return f"<libvm.Hypervisor {self.uri!r}>"
+        return f"<libvm.Hypervisor {self.uri!r}{' (closed)' if self._live.closed else ''}>"
 
     def __enter__(self) -> Hypervisor:
         return self
@@ -76,45 +65,41 @@ class Hypervisor:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                self._conn.close()
-            self._conn = None
+        """Close the connection (idempotent). Afterwards every call on this object and
+        on the networks and VMs got from it raises :class:`ConnectionClosed`."""
+        self._live.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._live.closed
 
     @property
     def handle(self) -> libvirt.virConnect:
         """The underlying ``libvirt.virConnect``, for what libvm does not cover."""
-        return self._conn
+        return self._live.conn
 
     # -- networks ----------------------------------------------------------------
 
     def network(self, name: str) -> Network:
         """The existing network ``name``; :class:`NotFound` if there is none."""
-        try:
-            return Network(self, self._conn.networkLookupByName(name))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                raise NotFound(f"no network named {name!r}") from exc
-            raise _libvirt.convert(exc, f"looking up network {name!r}") from exc
+        return Network(self._live, self._live.network(_name(name)))
 
     def networks(self) -> list[Network]:
         """Every network, active or not, sorted by name."""
-        with _libvirt.translate("listing networks"):
-            handles = self._conn.listAllNetworks()
-        return sorted((Network(self, n) for n in handles), key=lambda n: n.name)
+        return sorted((Network(self._live, n) for n in self._live.networks()), key=lambda n: n.name)
 
     def ensure_network(
         self,
         name: str,
         subnet: str,
         *,
-        dhcp_range: tuple[str, str] | None = None,
+        dhcp_range: Sequence[str] | None = None,
         forward: str = "nat",
         bridge: str | None = None,
         domain: str | None = None,
         subnet6: str | None = None,
-        dhcp_range6: tuple[str, str] | None = None,
+        dhcp_range6: Sequence[str] | None = None,
     ) -> Network:
         """Define, start and autostart network ``name``, or check the existing one.
 
@@ -144,11 +129,11 @@ class Hypervisor:
                             f"{ip.subnet.cidr} of network {other.name!r}; an address would be ambiguous",
                             other=other.name,
                         )
-        with _libvirt.translate(f"defining network {wanted.name!r}"):
-            handle = self._conn.networkDefineXML(wanted.to_xml())
-        net = Network(self, handle)
+        with translate(f"defining network {wanted.name!r}"):
+            handle = self._live.conn.networkDefineXML(wanted.to_xml())
+        net = Network(self._live, handle)
         try:
-            with _libvirt.translate(f"starting network {wanted.name!r}"):
+            with translate(f"starting network {wanted.name!r}"):
                 handle.setAutostart(1)
                 handle.create()
         except BaseException:
@@ -161,53 +146,30 @@ class Hypervisor:
 
     def vm(self, name: str) -> VM:
         """The existing domain ``name``; :class:`NotFound` if there is none."""
-        return lookup(self, self._conn, name)
+        return VM(self._live, self._live.domain(_name(name)))
 
     def vms(self) -> list[VM]:
         """Every domain, running or not, sorted by name."""
-        with _libvirt.translate("listing domains"):
-            handles = self._conn.listAllDomains()
-        return sorted((VM(self, d) for d in handles), key=lambda vm: vm.name)
+        return sorted((VM(self._live, d) for d in self._live.domains()), key=lambda vm: vm.name)
 
     def mac_owners(self) -> dict[str, str]:
         """``{mac: domain name}`` for every interface of every domain."""
-        owners: dict[str, str] = {}
-        with _libvirt.translate("listing domains"):
-            domains = self._conn.listAllDomains()
-        for dom in domains:
-            try:
-                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            except libvirt.libvirtError:
-                continue  # undefined while we listed
-            for mac, _ in mac_list(xml):
-                owners.setdefault(mac, dom.name())
-        return owners
+        return self._live.mac_owners()
 
     def domain_active(self, name: str) -> bool:
         """Whether domain ``name`` exists and runs."""
-        try:
-            return self.vm(name).running
-        except NotFound:
-            return False
+        return self._live.domain_running(_name(name))
 
-    @functools.cached_property
-    def _canonical_uri(self) -> str:
-        """The daemon's own name for this connection (``qemu:///system`` for any alias)."""
-        with _libvirt.translate("reading the connection URI"):
-            return str(self._conn.getURI())
-
-    @functools.cached_property
+    @property
     def kvm_usable(self) -> bool:
-        """Whether libvirt offers ``kvm`` domains here (capabilities are slow: cached)."""
-        with _libvirt.translate("reading capabilities"):
-            caps = _xml.parse(self._conn.getCapabilities(), "capabilities")
-        return caps.find("guest/arch/domain[@type='kvm']") is not None
+        """Whether libvirt offers ``kvm`` domains here (read once per connection)."""
+        return self._live.kvm_usable
 
-    @functools.cached_property
+    @property
     def is_local(self) -> bool:
         """Whether the daemon runs on this machine (no host in the URI): only then can
         libvm reach its dnsmasq to release leases."""
-        return not urllib.parse.urlsplit(self._canonical_uri).hostname
+        return self._live.is_local
 
     @property
     def default_virt_type(self) -> str:
@@ -228,9 +190,9 @@ class Hypervisor:
         name: str,
         memory: int | str = 512,
         vcpus: int = 1,
-        nics: Sequence[Nic] = (),
+        nics: Iterable[Nic] = (),
         *,
-        disks: Sequence[Disk] = (),
+        disks: Iterable[Disk] = (),
         kernel: PathLike | None = None,
         initrd: PathLike | None = None,
         cmdline: str | None = None,
@@ -240,40 +202,85 @@ class Hypervisor:
         uuid: str | None = None,
         start: bool = True,
         autostart: bool = False,
-        allow_dynamic: bool = False,
+        allow_dynamic: bool = True,
         pool: tuple[str, str] | None = None,
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
+        Parameters:
+            name: the domain name (any text without '/' or control characters).
+            memory: MiB as an int, or a string such as ``"256MiB"`` or ``"2GiB"``.
+            vcpus: number of virtual CPUs (1 or more).
+            nics: a list (any iterable) of :class:`Nic`, one per guest interface.
+                A NIC without ``ip`` gets the network's next free address:
+                outside the dynamic DHCP range first, then inside it (never an
+                address reserved or leased), within ``pool`` if given. A NIC
+                without ``mac`` gets one derived from its network and IP.
+            disks: existing disk images (:class:`Disk`).
+            kernel, initrd, cmdline: direct kernel boot (paths on the daemon's host).
+            serial_log: a file the serial console is written to.
+            graphics: :class:`Vnc` or ``None``.
+            virt_type: ``"kvm"``, ``"qemu"`` (TCG) or ``None`` for
+                :attr:`default_virt_type`, falling back to ``qemu`` with a
+                warning if the guest cannot start under kvm.
+            uuid: the domain UUID (default: libvirt picks one).
+            start: boot the domain after defining it.
+            autostart: start the domain with libvirtd.
+            allow_dynamic: ``False`` refuses addresses inside the dynamic DHCP
+                range, given or allocated (:class:`IpInDhcpRange`).
+            pool: ``(first, last)`` addresses automatic allocation picks from.
+
         All or nothing: every value is checked and every conflict refused
         before libvirt is changed; if defining or starting fails (or the call is
         interrupted), the domain and the reservations it added are removed
-        before the error propagates. A NIC without ``ip`` gets the network's
-        next free address outside the dynamic range (within ``pool`` if given);
-        if another libvm elsewhere takes it first, the next one is tried. The
-        first NIC on each network is reserved under the VM's name as DHCP
-        hostname (so dnsmasq resolves it), unless ``Nic.hostname`` says
-        otherwise or the MAC is reserved already. ``virt_type=None`` picks
-        :attr:`default_virt_type` (``kvm`` when libvirt offers it), falling
-        back to ``qemu`` (TCG) with a warning if the guest cannot start under kvm.
+        before the error propagates. If another libvm elsewhere takes an
+        allocated address first, the next one is tried. The first NIC on each
+        network is reserved under the VM's name as DHCP hostname (so dnsmasq
+        resolves it), unless ``Nic.hostname`` says otherwise or the MAC is
+        reserved already.
+
+        Raises :class:`InvalidSpec` (bad value, naming the parameter),
+        :class:`AlreadyExists` (a domain of that name), an
+        :class:`AddressConflict` subclass (:class:`MacInUse`,
+        :class:`IpReserved`, :class:`IpLeased`, :class:`SubnetOverlap`, ...),
+        :class:`NoFreeAddress`, :class:`NotFound` (a network), or
+        :class:`LibvirtFailure` if libvirt fails.
         """
+        items = as_items(nics, "nics", Nic)
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
                           graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
-        return provision.Provisioner(self).create(spec, nics, virt_type is None, start=start, autostart=autostart,
-                                                  allow_dynamic=allow_dynamic, pool=pool)
+        for field, flag in (("start", start), ("allow_dynamic", allow_dynamic)):
+            check_bool(flag, field)
+        if virt_type is None:
+            spec = dataclasses.replace(spec, virt_type=self.default_virt_type)
+        return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
+                                                        allow_dynamic=allow_dynamic, pool=pool)
 
-    def create_vms(self, specs: Sequence[dict[str, Any]]) -> list[VM]:
-        """Create several VMs (each ``dict`` holds :meth:`create_vm`'s arguments).
+    def create_vms(self, specs: Iterable[Mapping[str, Any]]) -> list[VM]:
+        """Create several VMs; each mapping holds :meth:`create_vm`'s keyword arguments.
 
-        All or nothing: if one fails, the ones already created are removed
-        again, with the reservations this call added; reservations that
-        existed before the call stay.
+        All or nothing: every mapping's keys are checked first; if one VM
+        fails, the ones already created are removed again, with the
+        reservations this call added; reservations that existed before the
+        call stay. Raises what :meth:`create_vm` raises; :class:`InvalidSpec`
+        for a mapping that is not one or names an unknown argument.
         """
+        if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
+            raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
+        items = list(specs)
+        known = set(inspect.signature(self.create_vm).parameters)
+        for index, kwargs in enumerate(items):
+            if not isinstance(kwargs, Mapping):
+                raise InvalidSpec(f"specs[{index}]", kwargs, "a dict of create_vm's arguments")
+            unknown = sorted(set(kwargs) - known)
+            if unknown or "name" not in kwargs:
+                raise InvalidSpec(f"specs[{index}]", kwargs,
+                                  f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
         before = {(net.name, res.mac, res.ip) for net in self.networks() for res in net.reservations()}
         made: list[VM] = []
         try:
-            for kwargs in specs:
+            for kwargs in items:
                 made.append(self.create_vm(**kwargs))
         except BaseException:
             for vm in reversed(made):
@@ -281,92 +288,16 @@ class Hypervisor:
                 vm.delete(release=False)
                 for nic in nics:
                     if nic.ip is not None and (nic.network, nic.mac, nic.ip) not in before:
-                        self.network(nic.network).release(str(nic.mac), ip=str(nic.ip))
+                        self.network(nic.network).release(nic.mac, ip=nic.ip)
             raise
         return made
-
-    def _alive(self) -> bool:
-        try:
-            return bool(self._conn.isAlive())
-        except libvirt.libvirtError:
-            return False
-
-    def _reconnect(self, timeout: float = 30.0) -> None:
-        """Replace a dead connection (libvirtd restarted), waiting for the daemon."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                conn = libvirt.open(self.uri)
-                break
-            except libvirt.libvirtError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        with contextlib.suppress(libvirt.libvirtError):
-            self._conn.close()
-        self._conn = conn
-
-    # -- helpers for VM and Network ------------------------------------------
-
-    def _reservation(self, network: str, mac: str) -> Reservation | None:
-        try:
-            return self.network(network).reservation_for(mac)
-        except NotFound:
-            return None
-
-    def _lease(self, network: str, mac: str, prefer: netaddr.IPAddress | None = None) -> Lease | None:
-        """``mac``'s lease on ``network`` (the one on ``prefer`` if it has several)."""
-        try:
-            leases = [x for x in self.network(network).leases() if str(x.mac) == mac]
-        except NotFound:
-            return None
-        preferred = [x for x in leases if x.ip == prefer] or leases
-        return preferred[0] if preferred else None
-
-    def _note_client_id(self, network: str, lease: Lease) -> None:
-        """Remember which MAC presented which DHCP client-id; refuse a second MAC with it.
-
-        dnsmasq keys a lease by client-id when there is one, so two guests
-        cloned from one image (same /etc/machine-id, hence same DUID-based
-        client-id) share one lease: on a dynamic range they get the same IP;
-        with reservations each boot takes the lease from the other. The leases
-        only ever show one of them, so libvm remembers what it has seen.
-        """
-        if lease.client_id is None or lease.mac is None:
-            return
-        mac = format_mac(lease.mac)
-        key = (network, lease.client_id.lower())
-        other = self._client_ids.get(key)
-        if other is not None and other != mac:
-            owner = self.mac_owners().get(other)
-            if owner is not None and self.domain_active(owner):
-                raise ClientIdShared(
-                    f"{mac} and {other} (domain {owner!r}) present the same DHCP client-id "
-                    f"{lease.client_id} on network {network!r}; dnsmasq gives them one lease. "
-                    f"Give each clone its own /etc/machine-id (or DUID)",
-                    other=owner,
-                )
-        self._client_ids[key] = mac
-
-    def _forget(self, network: str, mac: str) -> None:
-        """Release ``mac``'s reservations and leases on ``network`` (after a delete)."""
-        try:
-            net = self.network(network)
-        except NotFound:
-            return
-        net.release(mac)
-        for lease in net.leases():
-            if lease.mac is not None and format_mac(lease.mac) == mac:
-                try:
-                    net.release_lease(lease)
-                except LibvmError as exc:
-                    log.warning("could not release lease %s of deleted %s: %s", lease.ip, mac, exc)
 
     def gc(self, *, remove: bool = False) -> list[tuple[str, Reservation]]:
         """Reservations whose MAC is on no domain's interface: ``[(network, reservation)]``.
 
         Lists them; removes them only with ``remove=True``. Never runs by itself.
         """
+        check_bool(remove, "remove")
         owners = self.mac_owners()
         orphans = [
             (net.name, res)
@@ -376,7 +307,7 @@ class Hypervisor:
         ]
         if remove:
             for network, res in orphans:
-                self.network(network).release(str(res.mac))
+                self.network(network).release(res.mac)
         return orphans
 
     def unreserved_nics(self) -> list[tuple[str, str, str]]:
@@ -389,6 +320,12 @@ class Hypervisor:
             for mac, network in mac_list(vm.xml(inactive=True))
             if network is not None and (network, mac) not in reserved
         ]
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidSpec("name", name, "the name of a libvirt object")
+    return name
 
 
 def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:

@@ -15,12 +15,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import libvirt
 import netaddr
 
-from . import _libvirt, dnsmasq
+from . import dnsmasq
+from ._live import InvalidState, Live, Unsupported, translate
 from .addressing import (
     IpLike,
     MacLike,
@@ -32,20 +32,20 @@ from .addressing import (
     parse_mac,
 )
 from .errors import (
+    AddressConflict,
     HostnameReserved,
     InvalidSpec,
     IpInDhcpRange,
     IpLeased,
     IpReserved,
     LibvirtFailure,
+    LibvmError,
     MacReserved,
+    NoFreeAddress,
     NotFound,
 )
 from .networkxml import HostEntry, NetworkSpec, host_xml, read_network
 from .values import Lease, Reservation
-
-if TYPE_CHECKING:
-    from .hypervisor import Hypervisor
 
 log = logging.getLogger("libvm")
 
@@ -55,9 +55,10 @@ _SECTION = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
 class Network:
     """A libvirt network, looked up by name. Get one from :meth:`Hypervisor.network`."""
 
-    def __init__(self, hypervisor: Hypervisor, handle: libvirt.virNetwork) -> None:
-        self._hv = hypervisor
+    def __init__(self, live: Live, handle: libvirt.virNetwork) -> None:
+        self._live = live
         self._net = handle
+        self._generation = live.generation
         self.name: str = handle.name()
 
     def __repr__(self) -> str:
@@ -67,38 +68,45 @@ class Network:
 
     @property
     def handle(self) -> libvirt.virNetwork:
-        """The underlying ``libvirt.virNetwork``, for what libvm does not cover."""
+        """The underlying ``libvirt.virNetwork``, for what libvm does not cover.
+
+        Looked up again after the connection was re-established (libvirtd restart).
+        """
+        if self._generation != self._live.generation or self._live.closed:
+            self._net = self._live.network(self.name)
+            self._generation = self._live.generation
         return self._net
 
     @property
     def active(self) -> bool:
         """Whether the network is running (its bridge and dnsmasq are up)."""
-        with _libvirt.translate(f"network {self.name!r}"):
-            return bool(self._net.isActive())
+        with translate(f"network {self.name!r}"):
+            return bool(self.handle.isActive())
 
     @property
     def persistent(self) -> bool:
         """Whether the network is defined (survives a stop) rather than transient."""
-        with _libvirt.translate(f"network {self.name!r}"):
-            return bool(self._net.isPersistent())
+        with translate(f"network {self.name!r}"):
+            return bool(self.handle.isPersistent())
 
     @property
     def bridge(self) -> str:
         """The bridge device name (``virbr0``)."""
-        with _libvirt.translate(f"network {self.name!r}"):
-            return str(self._net.bridgeName())
+        with translate(f"network {self.name!r}"):
+            return str(self.handle.bridgeName())
 
     def xml(self, inactive: bool = False) -> str:
         """The network's XML as libvirt has it (``inactive``: the persistent config)."""
         flags = libvirt.VIR_NETWORK_XML_INACTIVE if inactive else 0
         try:
-            return str(self._net.XMLDesc(flags))
-        except libvirt.libvirtError as exc:
+            with translate(f"network {self.name!r}"):
+                return str(self.handle.XMLDesc(flags))
+        except Unsupported:
             # The test driver (libvirt 9.0) has one definition and refuses the flag.
-            if not (inactive and exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG):
-                raise _libvirt.convert(exc, f"network {self.name!r}") from exc
-        with _libvirt.translate(f"network {self.name!r}"):
-            return str(self._net.XMLDesc(0))
+            if not inactive:
+                raise
+        with translate(f"network {self.name!r}"):
+            return str(self.handle.XMLDesc(0))
 
     def spec(self, inactive: bool = False) -> NetworkSpec:
         """The network parsed into a :class:`NetworkSpec`."""
@@ -107,22 +115,22 @@ class Network:
     def start(self) -> None:
         """Start the network if it is not running."""
         if not self.active:
-            with _libvirt.translate(f"starting network {self.name!r}"):
-                self._net.create()
+            with translate(f"starting network {self.name!r}"):
+                self.handle.create()
 
     def stop(self) -> None:
         """Stop the network if it is running (idempotent)."""
         if self.active:
-            with _libvirt.translate(f"stopping network {self.name!r}"):
-                self._net.destroy()
+            with translate(f"stopping network {self.name!r}"):
+                self.handle.destroy()
 
     def delete(self) -> None:
         """Stop and undefine the network (idempotent)."""
         try:
             self.stop()
             if self.persistent:
-                with _libvirt.translate(f"undefining network {self.name!r}"):
-                    self._net.undefine()
+                with translate(f"undefining network {self.name!r}"):
+                    self.handle.undefine()
         except NotFound:
             pass
 
@@ -172,15 +180,20 @@ class Network:
         hostname: str | None = None,
         *,
         client_id: str | None = None,
-        allow_dynamic: bool = False,
+        allow_dynamic: bool = True,
+        reclaim_stale: bool = True,
     ) -> tuple[Reservation, bool]:
-        """Validate a reservation without changing anything.
+        """Validate a reservation without changing anything (see :meth:`reserve`).
 
         Returns the normalised reservation and whether it exists already (same
         MAC/DUID and IP, and the same hostname unless ``hostname`` is ``None``).
-        Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass.
+        Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass,
+        :class:`IpLeased` included.
         """
-        return self._check(self._view(), mac, ip, hostname, client_id, allow_dynamic)
+        wanted, exists = self._check(self._view(), mac, ip, hostname, client_id, allow_dynamic)
+        if not exists and wanted.mac is not None:
+            self._blocking_leases(wanted, reclaim_stale)
+        return wanted, exists
 
     def _check(
         self,
@@ -193,6 +206,7 @@ class Network:
     ) -> tuple[Reservation, bool]:
         address = parse_ip(ip, "ip")
         wanted = _wanted(mac, address, hostname, client_id)
+        _check_flag("allow_dynamic", allow_dynamic)
         spec, entries = view
         found = spec.ip_for(address)
         if found is None:
@@ -201,23 +215,26 @@ class Network:
         check_host_ip(address, found[1].subnet, "ip")
         mac_s = None if wanted.mac is None else format_mac(wanted.mac)
         ip_s = str(address)
+        # dnsmasq matches names case-insensitively (hostname_isequal), so must we.
+        name = None if hostname is None else hostname.lower()
         # One name may be reserved once per family: dnsmasq pairs pc001's IPv4 and IPv6.
         for entry in (e for e in entries if e.ip_index == found[0]):
+            entry_name = None if entry.name is None else entry.name.lower()
             duid = wanted.client_id  # normalised (lower case), as read_network stores ids
-            if (entry.mac == mac_s and entry.ip == ip_s and hostname in (None, entry.name)
+            if (entry.mac == mac_s and entry.ip == ip_s and name in (None, entry_name)
                     and duid in (None, entry.id)):
                 return entry.reservation(), True
             # Cheap string tests first: building a Reservation per entry is slow on 30k hosts.
             if ((mac_s is not None and entry.mac == mac_s) or entry.ip == ip_s
-                    or (hostname is not None and entry.name == hostname)
+                    or (name is not None and entry_name == name)
                     or (duid is not None and entry.id == duid)):
                 _refuse_overlap(self.name, entry.reservation(), wanted)
         dyn = spec.in_dhcp_range(address)
         if dyn is not None and not allow_dynamic:
             raise IpInDhcpRange(
-                f"{address} is in network {self.name!r}'s dynamic DHCP range {dyn[0]}-{dyn[1]}; "
-                f"dnsmasq may hand it to any client. Pick an address outside the range "
-                f"or pass allow_dynamic=True"
+                f"{address} is in network {self.name!r}'s dynamic DHCP range {dyn[0]}-{dyn[1]} "
+                f"and allow_dynamic=False; pick an address outside the range or allow it (dnsmasq "
+                f"never hands a reserved address to another client)"
             )
         return wanted, False
 
@@ -228,17 +245,24 @@ class Network:
         hostname: str | None = None,
         *,
         client_id: str | None = None,
-        allow_dynamic: bool = False,
+        allow_dynamic: bool = True,
         reclaim_stale: bool = True,
     ) -> Reservation:
         """Bind ``mac`` to ``ip`` (and ``hostname``) in the network's DHCP.
 
         Live and persistent. Re-reserving the identical entry is a no-op
         (``hostname=None`` matches an entry with any name) and returns it. A
-        MAC, IP or hostname already reserved for another host raises an
-        :class:`AddressConflict`; so does an IP currently leased to a MAC that
-        belongs to a defined domain. A lease held by a MAC no domain has any
+        MAC, IP or hostname (compared case-insensitively, as dnsmasq does)
+        already reserved for another host raises an :class:`AddressConflict`;
+        so does an IP currently leased to a MAC that belongs to a defined
+        domain (:class:`IpLeased`). A lease held by a MAC no domain has any
         more (a deleted VM) is released first when ``reclaim_stale`` is true.
+
+        An address inside the dynamic DHCP range may be reserved (libvirt's
+        stock ``default`` network is all range): dnsmasq never offers an
+        address that has a ``<host>`` entry to another client, and a current
+        lease of it is refused as above. ``allow_dynamic=False`` refuses such
+        addresses (:class:`IpInDhcpRange`).
 
         IPv6: libvirt binds an address to a ``hostname`` or a DHCPv6
         ``client_id`` (DUID), never to a MAC, so pass ``mac=None`` and one of those.
@@ -248,7 +272,8 @@ class Network:
         if exists:
             return wanted
         if wanted.mac is not None:
-            self._clear_leases(wanted, reclaim_stale)
+            for lease in self._blocking_leases(wanted, reclaim_stale):
+                self._reclaim(lease, wanted)
         self._update(view[0], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving")
         log.info("reserved %s on network %s", wanted, self.name)
         return wanted
@@ -273,6 +298,20 @@ class Network:
             log.info("released %s on network %s", entry.reservation(), self.name)
         return list(dict.fromkeys(entry.reservation() for entry, _ in gone))
 
+    def forget(self, mac: MacLike) -> None:
+        """Release ``mac``'s reservations and its leases (what a deleted VM leaves behind).
+
+        A lease that cannot be released (remote daemon) is logged and left to expire.
+        """
+        wanted = format_mac(parse_mac(mac, "mac"))
+        self.release(wanted)
+        for lease in self.leases():
+            if lease.mac is not None and format_mac(lease.mac) == wanted:
+                try:
+                    self.release_lease(lease)
+                except LibvmError as exc:
+                    log.warning("could not release lease %s of deleted %s: %s", lease.ip, wanted, exc)
+
     def _flags(self) -> int:
         flags = 0
         if self.active:
@@ -285,8 +324,19 @@ class Network:
                 flags: int | None = None) -> None:
         found = spec.ip_for(host.ip)
         index = found[0] if found is not None and len(spec.ips) > 1 else -1
-        with _libvirt.translate(f"{doing} {host} on network {self.name!r}"):
-            self._net.update(command, _SECTION, index, host_xml(host), self._flags() if flags is None else flags)
+        try:
+            with translate(f"{doing} {host} on network {self.name!r}"):
+                self.handle.update(command, _SECTION, index, host_xml(host), self._flags() if flags is None else flags)
+        except InvalidState as exc:
+            if command != libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST:
+                raise
+            # libvirt's atomic add found a matching <host> that was not there when we
+            # read the network: another caller won a race. Name the conflict.
+            try:
+                self._check(self._view(), host.mac, host.ip, host.hostname, host.client_id, True)
+            except AddressConflict as conflict:
+                raise conflict from exc
+            raise AddressConflict(f"libvirt refused {host} on network {self.name!r}: {exc}") from exc
 
     # -- leases ----------------------------------------------------------------
 
@@ -296,32 +346,38 @@ class Network:
         A driver without lease support (``test:///``) has none: an empty list.
         """
         try:
-            raw = self._net.DHCPLeases()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                return []
-            raise _libvirt.convert(exc, f"leases of network {self.name!r}") from exc
+            with translate(f"leases of network {self.name!r}"):
+                raw = self.handle.DHCPLeases()
+        except Unsupported:
+            return []
         return [_lease(entry) for entry in raw]
 
     def release_lease(self, lease: Lease) -> None:
         """Make dnsmasq forget ``lease`` now (see :mod:`libvm.dnsmasq`) and wait for libvirt to see it."""
+        if not isinstance(lease, Lease):
+            raise InvalidSpec("lease", lease, "a libvm.Lease from Network.leases()")
         if lease.mac is None:
             raise InvalidSpec("lease.mac", None, "only IPv4 leases with a MAC can be released")
-        if not self._hv.is_local:
-            raise LibvirtFailure(f"cannot release a lease on {self._hv.uri!r}: dnsmasq runs on another host")
+        if not self._live.is_local:
+            raise LibvirtFailure(f"cannot release a lease on {self._live.uri!r}: dnsmasq runs on another host")
         dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip),
                         str(lease.mac), lease.client_id)
         _wait(lambda: lease.ip not in {x.ip for x in self.leases() if x.mac == lease.mac}, 5.0)
 
-    def _clear_leases(self, wanted: Reservation, reclaim_stale: bool) -> None:
-        """Refuse or reclaim leases that would keep ``wanted`` from working."""
+    def _blocking_leases(self, wanted: Reservation, reclaim_stale: bool) -> list[Lease]:
+        """Leases that would keep ``wanted`` from working and may be released; refuse the others.
+
+        A lease of the address to a MAC a domain has is refused (that guest
+        holds the address); so is a stale one when ``reclaim_stale`` is false.
+        """
         blocking = [
             lease for lease in self.leases()
             if (lease.ip == wanted.ip) != (lease.mac == wanted.mac)
         ]
         if not blocking:
-            return
-        owners = self._hv.mac_owners()
+            return []
+        owners = self._live.mac_owners()
+        releasable = []
         for lease in blocking:
             owner = owners.get(str(lease.mac)) if lease.mac is not None else None
             if lease.ip == wanted.ip and (owner is not None or not reclaim_stale):
@@ -332,20 +388,23 @@ class Network:
                     + ("delete that domain first" if owner else "pass reclaim_stale=True to release it"),
                     other=owner or str(lease.mac),
                 )
-            if owner is not None and self._hv.domain_active(owner):
-                continue
-            try:
-                self.release_lease(lease)
-            except LibvirtFailure as exc:
-                if lease.ip != wanted.ip:  # our own MAC's old address: dnsmasq will NAK it
-                    log.warning("could not release old lease %s of %s: %s", lease.ip, lease.mac, exc)
-                    continue
-                # Never promise an address dnsmasq will not hand out.
-                raise IpLeased(
-                    f"{wanted.ip} is still leased on network {self.name!r} to {lease.mac} (stale) until "
-                    f"{lease.expires}, and libvm cannot release it here: {exc}",
-                    other=str(lease.mac),
-                ) from exc
+            if owner is None or not self._live.domain_running(owner):
+                releasable.append(lease)
+        return releasable
+
+    def _reclaim(self, lease: Lease, wanted: Reservation) -> None:
+        try:
+            self.release_lease(lease)
+        except LibvirtFailure as exc:
+            if lease.ip != wanted.ip:  # our own MAC's old address: dnsmasq will NAK it
+                log.warning("could not release old lease %s of %s: %s", lease.ip, lease.mac, exc)
+                return
+            # Never promise an address dnsmasq will not hand out.
+            raise IpLeased(
+                f"{wanted.ip} is still leased on network {self.name!r} to {lease.mac} (stale) until "
+                f"{lease.expires}, and libvm cannot release it here: {exc}",
+                other=str(lease.mac),
+            ) from exc
 
     # -- allocation ------------------------------------------------------------
 
@@ -354,26 +413,49 @@ class Network:
         *,
         pool: tuple[IpLike, IpLike] | None = None,
         avoid: frozenset[netaddr.IPAddress] = frozenset(),
+        allow_dynamic: bool = True,
     ) -> netaddr.IPAddress:
-        """The lowest free address of the network's first IPv4 subnet (else its IPv6 one)
-        outside the dynamic DHCP range.
+        """The lowest free address of the network's first IPv4 subnet (else its IPv6 one).
 
-        Skips the network, broadcast and gateway addresses, every reservation,
-        every active lease and ``avoid``. ``pool`` limits the search to a range.
+        Free means: not the network, broadcast or gateway address, not reserved,
+        not leased, not in ``avoid``. Addresses outside the dynamic DHCP range
+        come first; when none is left, addresses inside it are used (dnsmasq
+        never offers a reserved address to another client), unless
+        ``allow_dynamic=False``. ``pool`` (two addresses, inclusive) limits
+        the search. Raises :class:`NoFreeAddress` saying where it looked.
         """
+        _check_flag("allow_dynamic", allow_dynamic)
         spec, entries = self._view()
         primary = spec.primary
         family = primary.subnet.version
         primary_index = spec.ips.index(primary)
         bounds = None
         if pool is not None:
+            if not isinstance(pool, (tuple, list)) or len(pool) != 2:
+                raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
             bounds = (parse_ip(pool[0], "pool[0]"), parse_ip(pool[1], "pool[1]"))
             for index, end in enumerate(bounds):
                 check_host_ip(end, primary.subnet, f"pool[{index}]")
         used = ({_ip_int(e.ip) for e in entries if e.ip_index == primary_index}
                 | {int(x.ip) for x in self.leases() if x.ip.version == family}
                 | {int(a) for a in avoid if a.version == family})
-        return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
+        try:
+            return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
+        except NoFreeAddress as outside:
+            if not allow_dynamic or not primary.dhcp_ranges:
+                raise NoFreeAddress(f"network {self.name!r}: {outside}") from None
+        try:
+            return next_free(primary.subnet, used, pool=bounds)
+        except NoFreeAddress as anywhere:
+            raise NoFreeAddress(
+                f"network {self.name!r}: {anywhere}, inside or outside the dynamic DHCP range; "
+                f"every address is reserved, leased or the gateway"
+            ) from None
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidSpec(name, value, "True or False")
 
 
 _DUID = re.compile(r"^[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}$")
@@ -409,7 +491,7 @@ def _refuse_overlap(network: str, host: Reservation, wanted: Reservation) -> Non
     if host.ip == wanted.ip:
         raise IpReserved(f"{wanted.ip} is already reserved {where} for {host}; release it first",
                          other=str(host.mac or host.hostname))
-    if wanted.hostname and host.hostname == wanted.hostname:
+    if wanted.hostname and host.hostname and host.hostname.lower() == wanted.hostname.lower():
         raise HostnameReserved(f"hostname {wanted.hostname!r} is already reserved {where} for {host}",
                                other=str(host.mac or host.client_id))
     if wanted.client_id and host.client_id == wanted.client_id:

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import logging
-import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import libvirt
 import netaddr
 
-from . import _libvirt
+from ._live import Live, translate
 from .addressing import check_hostname
 from .domain import VM
 from .domainxml import DomainSpec
@@ -43,40 +37,38 @@ from .errors import (
 from .network import Network
 from .values import Nic, Reservation
 
-if TYPE_CHECKING:
-    from .hypervisor import Hypervisor
-
 log = logging.getLogger("libvm")
 
 
 class Provisioner:
-    """One ``create_vm`` call's machinery, bound to a :class:`Hypervisor`."""
+    """One ``create_vm`` call's machinery, bound to a connection."""
 
-    def __init__(self, hypervisor: Hypervisor) -> None:
-        self._hv = hypervisor
+    def __init__(self, live: Live) -> None:
+        self._live = live
 
-    def create(self, spec: DomainSpec, nics: Sequence[Nic], auto_virt: bool, *, start: bool, autostart: bool,
+    def _network(self, name: str) -> Network:
+        return Network(self._live, self._live.network(name))
+
+    def create(self, spec: DomainSpec, nics: Sequence[Nic], auto_virt: bool, *, start: bool,
                allow_dynamic: bool, pool: tuple[str, str] | None) -> VM:
         """``Hypervisor.create_vm`` once the non-NIC values are validated into ``spec``."""
         name = spec.name
-        auto = any(isinstance(nic, Nic) and nic.ip is None for nic in nics)
-        if auto_virt:  # reads capabilities (slow the first time): not under the lock
-            spec = dataclasses.replace(spec, virt_type=self._hv.default_virt_type)
+        auto = any(nic.ip is None for nic in nics)
         added: list[tuple[Network, Reservation]] = []
         owns_name = False
         try:
-            with self._create_lock():
+            with self._live.create_lock():
                 try:
-                    self._hv.vm(name)
+                    self._live.domain(name)
                     raise AlreadyExists(f"a domain named {name!r} already exists")
                 except NotFound:
                     owns_name = True
                 resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
                 spec = dataclasses.replace(spec, nics=tuple(resolved))
-                with _libvirt.translate(f"defining domain {name!r}"):
-                    dom = self._hv._conn.defineXML(spec.to_xml())
-            if autostart:
-                with _libvirt.translate(f"setting autostart of domain {name!r}"):
+                with translate(f"defining domain {name!r}"):
+                    dom = self._live.conn.defineXML(spec.to_xml())
+            if spec.autostart:
+                with translate(f"setting autostart of domain {name!r}"):
                     dom.setAutostart(1)
             if start:
                 self._boot(dom, spec, auto=auto_virt)
@@ -87,7 +79,7 @@ class Provisioner:
                 self._rollback(name, added)
             raise
         log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
-        return VM(self._hv, dom)
+        return VM(self._live, dom)
 
     def _reserve_with_retry(self, name: str, nics: Sequence[Nic], added: list[tuple[Network, Reservation]],
                             allow_dynamic: bool, pool: tuple[str, str] | None, auto: bool) -> list[Nic]:
@@ -97,7 +89,7 @@ class Provisioner:
                 resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
                 self._reserve_all(resolved, added, allow_dynamic, [n.ip is None for n in nics])
                 return resolved
-            except (AddressConflict, LibvirtFailure) as exc:
+            except AddressConflict as exc:
                 # Another host (or a libvm without our lock) took the address
                 # between our read and libvirt's atomic add: take the next one.
                 if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
@@ -115,12 +107,13 @@ class Provisioner:
         already means another caller allocated the same one (same derived MAC).
         """
         for nic, fresh in zip(nics, allocated, strict=True):
-            net = self._hv.network(nic.network)
-            existing = net.reservation_for(str(nic.mac))
+            net = self._network(nic.network)
+            assert nic.mac is not None and nic.ip is not None  # resolved
+            existing = net.reservation_for(nic.mac)
             if existing is not None and fresh:
                 raise IpReserved(f"{nic.ip} was allocated by another caller meanwhile", other=str(nic.mac))
             if existing is not None:
-                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
+                net.reserve(nic.mac, nic.ip, nic.hostname, allow_dynamic=allow_dynamic)
                 continue
             # Recorded before the call: a Ctrl-C or a lost connection right after
             # libvirt added the entry must still roll it back. Only a definite
@@ -128,25 +121,23 @@ class Provisioner:
             entry = (net, Reservation(nic.mac, nic.ip, nic.hostname))
             added.append(entry)
             try:
-                net.reserve(str(nic.mac), str(nic.ip), nic.hostname, allow_dynamic=allow_dynamic)
-            except (AddressConflict, InvalidSpec, LibvirtFailure) as exc:
-                if not isinstance(exc, LibvirtFailure) or exc.code == libvirt.VIR_ERR_OPERATION_INVALID:
-                    added.remove(entry)
+                net.reserve(nic.mac, nic.ip, nic.hostname, allow_dynamic=allow_dynamic)
+            except (AddressConflict, InvalidSpec):
+                added.remove(entry)  # a definite refusal: the entry, if any, is somebody else's
                 raise
 
     def _boot(self, dom: libvirt.virDomain, spec: DomainSpec, auto: bool) -> None:
         try:
-            with _libvirt.translate(f"starting domain {spec.name!r}"):
+            with translate(f"starting domain {spec.name!r}"):
                 dom.create()
         except LibvirtFailure as exc:
             if not (auto and spec.virt_type == "kvm"):
                 raise
             log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
-            with _libvirt.translate(f"redefining domain {spec.name!r} for qemu"):
+            with translate(f"redefining domain {spec.name!r} for qemu"):
                 # Same UUID, or libvirt refuses: "domain ... already exists with uuid".
                 qemu = dataclasses.replace(spec, virt_type="qemu", uuid=dom.UUIDString())
-                self._hv._conn.defineXML(qemu.to_xml())
-                dom.create()
+                self._live.conn.defineXML(qemu.to_xml()).create()
 
     def _rollback(self, name: str, added: list[tuple[Network, Reservation]]) -> None:
         """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
@@ -161,24 +152,28 @@ class Provisioner:
             for attempt in (1, 2):
                 try:
                     with contextlib.suppress(NotFound):
-                        self._hv.vm(name).delete(release=False)
+                        VM(self._live, self._live.domain(name)).delete(release=False)
                     for net, res in added:
                         with contextlib.suppress(NotFound):
-                            self._hv.network(net.name).release(str(res.mac), ip=str(res.ip))
+                            self._network(net.name).release(res.mac, ip=res.ip)
                     return
-                except (LibvmError, libvirt.libvirtError) as exc:
-                    if attempt == 2 or self._hv._alive():
+                except LibvmError as exc:
+                    if attempt == 2 or self._live.alive():
                         log.error("rollback of %s incomplete: %s", name, exc)
                         return
                     log.warning("libvirtd connection lost (%s); reconnecting to roll back %s", exc, name)
-                    self._hv._reconnect()
+                    try:
+                        self._live.reconnect()
+                    except LibvmError as lost:
+                        log.error("rollback of %s incomplete: %s", name, lost)
+                        return
 
     def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
                       pool: tuple[str, str] | None = None) -> list[Nic]:
         """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
-        owners = self._hv.mac_owners()
-        running = [(other.name, ip.subnet) for other in self._hv.networks() if other.active
-                   for ip in other.spec().ips]
+        owners = self._live.mac_owners()
+        networks = [Network(self._live, handle) for handle in self._live.networks()]
+        running = [(other.name, ip.subnet) for other in networks if other.active for ip in other.spec().ips]
         resolved: list[Nic] = []
         for index, nic in enumerate(nics):
             if not isinstance(nic, Nic):
@@ -187,11 +182,11 @@ class Provisioner:
                 raise InvalidSpec(f"nics[{index}].ip", str(nic.ip),
                                   "libvirt cannot bind an IPv6 address to a MAC; give the NIC's IPv4 address "
                                   "and reserve IPv6 with Network.reserve(None, ip, hostname=...)")
-            net = self._hv.network(nic.network)
+            net = self._network(nic.network)
             ip = nic.ip
             if ip is None:
                 taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
-                ip = net.free_ip(pool=pool, avoid=taken)
+                ip = net.free_ip(pool=pool, avoid=taken, allow_dynamic=allow_dynamic)
             full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname)
             mac = str(full.mac)
             first_on_network = all(n.network != nic.network for n in resolved)
@@ -211,27 +206,6 @@ class Provisioner:
             resolved.append(full)
         return resolved
 
-    @contextlib.contextmanager
-    def _create_lock(self) -> Iterator[None]:
-        """Serialise check-reserve-define across threads and local processes.
-
-        libvirt refuses a duplicate ``<host>`` atomically, but the hypervisor-
-        wide checks (a MAC on another domain, the next free IP) are read-then-
-        write; a lock file per daemon makes them atomic for every libvm on this
-        host (``$LIBVM_LOCK_DIR``, default /run/lock). Callers that do not share
-        the lock (other hosts) are still kept apart by libvirt's atomic add and
-        :meth:`create_vm`'s retry.
-        """
-        digest = hashlib.sha256(self._hv._canonical_uri.encode()).hexdigest()[:16]
-        base = Path(os.environ.get("LIBVM_LOCK_DIR") or
-                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
-        with self._hv._thread_lock, open(base / f"libvm-{digest}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
 
 _ALLOCATION_ATTEMPTS = 32
 
@@ -248,11 +222,9 @@ def _refuse_ambiguous(running: list[tuple[str, netaddr.IPNetwork]], index: int, 
             )
 
 
-def _lost_race(exc: AddressConflict | LibvirtFailure) -> bool:
+def _lost_race(exc: AddressConflict) -> bool:
     """Whether ``exc`` means an address was taken between our check and libvirt's add."""
-    if isinstance(exc, (IpReserved, MacReserved, HostnameReserved, MacInUse)):
-        return True
-    return isinstance(exc, LibvirtFailure) and exc.code == libvirt.VIR_ERR_OPERATION_INVALID
+    return type(exc) in (IpReserved, MacReserved, HostnameReserved, MacInUse, AddressConflict)
 
 
 @contextlib.contextmanager

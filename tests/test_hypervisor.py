@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import libvm
@@ -22,7 +24,21 @@ def test_connect_uses_env_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     with libvm.connect() as hv:
         assert hv.uri == TEST_URI
         assert [n.name for n in hv.networks()] == ["default", "lab"]
-    assert hv.handle is None
+    assert hv.closed
+    hv.close()  # idempotent
+
+
+def test_everything_got_from_a_closed_hypervisor_refuses_clearly(hv: libvm.Hypervisor) -> None:
+    lab, legacy = hv.network("lab"), hv.vm("legacy")
+    hv.close()
+    calls: list[Callable[[], object]] = [
+        lambda: hv.handle, lambda: hv.networks(), lambda: hv.vm("legacy"), lambda: hv.create_vm("x"),
+        lambda: lab.reserve("02:00:00:00:00:01", "192.168.150.90"), lambda: lab.reservations(),
+        lambda: legacy.state, lambda: legacy.delete(),
+    ]
+    for call in calls:
+        with pytest.raises(libvm.ConnectionClosed, match="closed"):
+            call()
 
 
 def test_connect_failure_is_clear() -> None:

@@ -51,10 +51,11 @@ def test_reserve_by_hostname_and_duid_in_the_ipv6_element(dual: libvm.Network) -
     [
         ({"ip": "fd00:160::5", "hostname": "other"}, libvm.IpReserved),
         ({"ip": "fd00:160::7", "hostname": "pc001"}, libvm.HostnameReserved),
-        ({"ip": "fd00:160::150", "hostname": "dyn"}, libvm.IpInDhcpRange),
+        ({"ip": "fd00:160::150", "hostname": "dyn", "allow_dynamic": False}, libvm.IpInDhcpRange),
+        ({"ip": "fd00:160::7", "hostname": "PC001"}, libvm.HostnameReserved),  # dnsmasq ignores case
     ],
 )
-def test_ipv6_conflicts(dual: libvm.Network, kwargs: dict[str, str], error: type[Exception]) -> None:
+def test_ipv6_conflicts(dual: libvm.Network, kwargs: dict[str, object], error: type[Exception]) -> None:
     dual.reserve(None, "fd00:160::5", hostname="pc001")
     before = canonical(dual.xml())
     with pytest.raises(error):

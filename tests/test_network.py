@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netaddr
 import pytest
 
 import libvm
@@ -67,13 +68,42 @@ def test_conflicts_refused_and_nothing_changes(
     assert canonical(lab.xml()) == canonical(xml)
 
 
-def test_dynamic_range_refused_unless_allowed(lab: libvm.Network) -> None:
+def test_dynamic_range_allowed_unless_strict(lab: libvm.Network) -> None:
     xml = lab.xml()
-    with pytest.raises(IpInDhcpRange, match=r"192\.168\.150\.30-192\.168\.150\.39"):
-        lab.reserve("66:66:66:66:66:0d", "192.168.150.35")
+    with pytest.raises(IpInDhcpRange, match=r"192\.168\.150\.30-192\.168\.150\.39") as info:
+        lab.reserve("66:66:66:66:66:0d", "192.168.150.35", allow_dynamic=False)
+    assert info.value.reason == "ip-in-dhcp-range"
     assert canonical(lab.xml()) == canonical(xml)
-    lab.reserve("66:66:66:66:66:0d", "192.168.150.35", allow_dynamic=True)
+    lab.reserve("66:66:66:66:66:0d", "192.168.150.35")
     assert Reservation("66:66:66:66:66:0d", "192.168.150.35") in lab.reservations()
+
+
+def test_stock_default_network_reserves_and_allocates_inside_its_range(hv: libvm.Hypervisor) -> None:
+    """libvirt's ``default``: 192.168.122.0/24, all of .2-.254 dynamic."""
+    default = hv.network("default")
+    assert default.reserve("66:66:66:66:66:0b", "192.168.122.88").ip == netaddr.IPAddress("192.168.122.88")
+    assert str(default.free_ip()) == "192.168.122.2"
+    with pytest.raises(libvm.NoFreeAddress, match=r"outside the dynamic DHCP range 192\.168\.122\.2-"):
+        default.free_ip(allow_dynamic=False)
+    vm = hv.create_vm("web1", nics=[libvm.Nic("default"), libvm.Nic("default", ip="192.168.122.50")], virt_type="qemu")
+    assert [str(n.ip) for n in vm.nics] == ["192.168.122.2", "192.168.122.50"]
+    with pytest.raises(IpInDhcpRange):
+        hv.create_vm("web2", nics=[libvm.Nic("default", ip="192.168.122.51")], virt_type="qemu", allow_dynamic=False)
+
+
+def test_free_ip_prefers_outside_the_range_then_falls_back_inside(lab: libvm.Network) -> None:
+    pool = ("192.168.150.28", "192.168.150.31")
+    assert str(lab.free_ip(pool=pool)) == "192.168.150.28"
+    lab.reserve("02:00:00:00:00:28", "192.168.150.28")
+    lab.reserve("02:00:00:00:00:29", "192.168.150.29")
+    assert str(lab.free_ip(pool=pool)) == "192.168.150.30"  # inside the range: neither reserved nor leased
+    lab.reserve("02:00:00:00:00:30", "192.168.150.30")
+    assert str(lab.free_ip(pool=pool)) == "192.168.150.31"
+    with pytest.raises(libvm.NoFreeAddress, match=r"'lab'.*192\.168\.150\.28 and 192\.168\.150\.31 outside"):
+        lab.free_ip(pool=pool, allow_dynamic=False)
+    lab.reserve("02:00:00:00:00:31", "192.168.150.31")
+    with pytest.raises(libvm.NoFreeAddress, match="inside or outside the dynamic DHCP range"):
+        lab.free_ip(pool=pool)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,298 @@
+"""The live boundary: the one object that holds a libvirt connection.
+
+``Live`` owns the ``virConnect``, reconnects after a daemon restart, finds
+networks and domains by name, holds the locks that make ``create_vm`` atomic
+on this host, and is the one place where libvirt's error codes become libvm
+errors. ``Hypervisor``, ``Network``, ``VM`` and the provisioning code receive
+it; none of them touches another object's underscores or inspects a libvirt
+error code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+
+from . import _xml
+from .addressing import format_mac
+from .domainxml import mac_list
+from .errors import (
+    AlreadyExists,
+    ClientIdShared,
+    ConnectionClosed,
+    LibvirtFailure,
+    LibvmError,
+    NotFound,
+)
+from .values import Lease
+
+log = logging.getLogger("libvm")
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+}
+_EXISTS = {libvirt.VIR_ERR_DOM_EXIST, getattr(libvirt, "VIR_ERR_NETWORK_EXIST", -1)}
+
+
+class InvalidState(LibvirtFailure):
+    """libvirt refused because of the object's state (``VIR_ERR_OPERATION_INVALID``):
+    a domain that is not running, a ``<host>`` entry that is already there."""
+
+
+class Unsupported(LibvirtFailure):
+    """The driver does not support the call or a flag of it (``VIR_ERR_NO_SUPPORT``,
+    ``VIR_ERR_INVALID_ARG`` for flags such as ``VIR_DOMAIN_UNDEFINE_NVRAM`` on ``test:///``)."""
+
+
+def convert(exc: libvirt.libvirtError, what: str) -> LibvmError:
+    """The libvm error for a libvirt error raised while doing ``what``."""
+    code = exc.get_error_code()
+    message = f"{what}: {exc.get_error_message() or exc}"
+    if code in _NOT_FOUND:
+        return NotFound(message)
+    if code in _EXISTS:
+        return AlreadyExists(message)
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        return InvalidState(message, code)
+    if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+        return Unsupported(message, code)
+    return LibvirtFailure(message, code)
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Re-raise any ``libvirtError`` in the block as a libvm error about ``what``."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise convert(exc, what) from exc
+
+
+_quiet = False
+
+
+def _silence_default_handler() -> None:
+    """Stop libvirt printing every error to stderr; libvm raises them instead.
+
+    The handler is process-wide, so this runs once, on the first connect, not at import.
+    """
+    global _quiet
+    if not _quiet:
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _quiet = True
+
+
+def open_connection(uri: str) -> libvirt.virConnect:
+    """``libvirt.open(uri)``, or :class:`LibvirtFailure` saying what to check."""
+    _silence_default_handler()
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise LibvirtFailure(
+            f"cannot connect to {uri!r}: {exc.get_error_message()} (is libvirtd running, are you root?)",
+            exc.get_error_code(),
+        ) from exc
+
+
+class Live:
+    """One libvirt connection and everything that must be shared by its users."""
+
+    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = conn
+        #: Bumped on every reconnect: handles from an older connection are stale.
+        self.generation = 0
+        self.thread_lock = threading.RLock()
+        self._client_ids: dict[tuple[str, str], str] = {}
+
+    # -- the connection --------------------------------------------------------
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The open ``virConnect``; :class:`ConnectionClosed` after :meth:`close`."""
+        if self._conn is None:
+            raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def alive(self) -> bool:
+        """Whether the daemon still answers on this connection."""
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def reconnect(self, timeout: float = 30.0) -> None:
+        """Replace a dead connection (libvirtd restarted), waiting up to ``timeout`` s for the daemon.
+
+        Raises :class:`LibvirtFailure` if the daemon does not come back.
+        """
+        old = self.conn
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = libvirt.open(self.uri)
+                break
+            except libvirt.libvirtError as exc:
+                if time.monotonic() > deadline:
+                    raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: "
+                                         f"{exc.get_error_message()}", exc.get_error_code()) from exc
+                time.sleep(0.5)
+        with contextlib.suppress(libvirt.libvirtError):
+            old.close()
+        self._conn = conn
+        self.generation += 1
+
+    # -- lookups ---------------------------------------------------------------
+
+    def network(self, name: str) -> libvirt.virNetwork:
+        """The network called ``name``, or :class:`NotFound`."""
+        with translate(f"looking up network {name!r}"):
+            try:
+                return self.conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    raise NotFound(f"no network named {name!r}") from exc
+                raise
+
+    def domain(self, name: str) -> libvirt.virDomain:
+        """The domain called ``name``, or :class:`NotFound`."""
+        with translate(f"looking up domain {name!r}"):
+            try:
+                return self.conn.lookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise NotFound(f"no domain named {name!r}") from exc
+                raise
+
+    def networks(self) -> list[libvirt.virNetwork]:
+        with translate("listing networks"):
+            return list(self.conn.listAllNetworks())
+
+    def domains(self) -> list[libvirt.virDomain]:
+        with translate("listing domains"):
+            return list(self.conn.listAllDomains())
+
+    # -- hypervisor-wide facts ---------------------------------------------------
+
+    def mac_owners(self) -> dict[str, str]:
+        """``{mac: domain name}`` for every interface of every domain."""
+        owners: dict[str, str] = {}
+        for dom in self.domains():
+            try:
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            except libvirt.libvirtError:
+                continue  # undefined while we listed
+            for mac, _ in mac_list(xml):
+                owners.setdefault(mac, dom.name())
+        return owners
+
+    def domain_running(self, name: str) -> bool:
+        """Whether domain ``name`` exists and qemu runs for it."""
+        try:
+            with translate(f"state of domain {name!r}"):
+                return bool(self.domain(name).isActive())
+        except NotFound:
+            return False
+
+    @functools.cached_property
+    def canonical_uri(self) -> str:
+        """The daemon's own name for this connection (``qemu:///system`` for any alias)."""
+        with translate("reading the connection URI"):
+            return str(self.conn.getURI())
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the daemon runs on this machine (no host in the URI)."""
+        return not urllib.parse.urlsplit(self.canonical_uri).hostname
+
+    @functools.cached_property
+    def kvm_usable(self) -> bool:
+        """Whether libvirt offers ``kvm`` domains (capabilities are slow: read once)."""
+        with translate("reading capabilities"):
+            caps = _xml.parse(self.conn.getCapabilities(), "capabilities")
+        return caps.find("guest/arch/domain[@type='kvm']") is not None
+
+    def note_client_id(self, network: str, lease: Lease) -> None:
+        """Remember which MAC presented which DHCP client-id; refuse a second MAC with it.
+
+        dnsmasq keys a lease by client-id when there is one, so two guests
+        cloned from one image (same /etc/machine-id, hence same DUID-based
+        client-id) share one lease: on a dynamic range they get the same IP;
+        with reservations each boot takes the lease from the other. The leases
+        only ever show one of them, so libvm remembers what it has seen.
+        """
+        if lease.client_id is None or lease.mac is None:
+            return
+        mac = format_mac(lease.mac)
+        key = (network, lease.client_id.lower())
+        other = self._client_ids.get(key)
+        if other is not None and other != mac:
+            owner = self.mac_owners().get(other)
+            if owner is not None and self.domain_running(owner):
+                raise ClientIdShared(
+                    f"{mac} and {other} (domain {owner!r}) present the same DHCP client-id "
+                    f"{lease.client_id} on network {network!r}; dnsmasq gives them one lease. "
+                    f"Give each clone its own /etc/machine-id (or DUID)",
+                    other=owner,
+                )
+        self._client_ids[key] = mac
+
+    # -- locks -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def create_lock(self) -> Iterator[None]:
+        """Serialise check-reserve-define across threads and local processes.
+
+        libvirt refuses a duplicate ``<host>`` atomically, but the hypervisor-
+        wide checks (a MAC on another domain, the next free IP) are read-then-
+        write; a lock file per daemon makes them atomic for every libvm on this
+        host (``$LIBVM_LOCK_DIR``, default /run/lock). Callers that do not share
+        the lock (other hosts) are still kept apart by libvirt's atomic add and
+        ``create_vm``'s retry. The file is made world-writable (0666, like
+        /run/lock itself is sticky and world-writable), so a user's libvm can
+        lock what root's created.
+        """
+        digest = hashlib.sha256(self.canonical_uri.encode()).hexdigest()[:16]
+        base = Path(os.environ.get("LIBVM_LOCK_DIR") or
+                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
+        path = base / f"libvm-{digest}.lock"
+        with self.thread_lock:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise LibvirtFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
+                                     f"set LIBVM_LOCK_DIR to a writable directory") from exc
+            try:
+                with contextlib.suppress(OSError):  # only the creator may chmod; others find it 0666
+                    if os.fstat(fd).st_uid == os.geteuid():
+                        os.fchmod(fd, 0o666)  # the umask narrowed os.open's mode
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
