@@ -12,7 +12,7 @@ import libvirt
 import netaddr
 
 from ._live import InvalidState, Live, Unsupported, translate
-from .domainxml import DomainSpec, mac_list
+from .domainxml import DomainDoc, DomainSpec, read_domain
 from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .network import Network
 from .values import Lease, Nic
@@ -78,9 +78,16 @@ class VM:
         with translate(f"domain {self.name!r}"):
             return str(self.handle.XMLDesc(flags))
 
+    def document(self) -> DomainDoc:
+        """The persistent config read once: its :class:`DomainSpec` and every interface.
+
+        :meth:`spec`, :attr:`macs` and :attr:`nics` are views of this one reading.
+        """
+        return read_domain(self.xml(inactive=True))
+
     def spec(self) -> DomainSpec:
         """The domain parsed into a :class:`DomainSpec` (its persistent config)."""
-        return DomainSpec.from_xml(self.xml(inactive=True))
+        return self.document().spec
 
     @property
     def state(self) -> VMState:
@@ -100,7 +107,7 @@ class VM:
     @property
     def macs(self) -> list[str]:
         """The MAC of every interface (on a network, a bridge or other), in order."""
-        return [mac for mac, _ in mac_list(self.xml(inactive=True))]
+        return [interface.mac for interface in self.document().interfaces]
 
     @property
     def nics(self) -> list[Nic]:

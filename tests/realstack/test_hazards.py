@@ -51,26 +51,50 @@ def test_reserved_mac_ip_hostname(stack: Stack, mac: str, last: int, name: str,
     assert net.reservations() == [Reservation("02:00:00:00:bb:01", f"{base}.8", "taken")]
 
 
-def test_ip_in_dynamic_range(stack: Stack) -> None:
+def test_ip_in_dynamic_range_refused_when_strict(stack: Stack) -> None:
     net, base = stack.network("dyn", dhcp=(30, 39))
     before = state(stack)
     with pytest.raises(libvm.IpInDhcpRange, match=f"{base}.30-{base}.39"):
-        stack.vm("dyn", [Nic(net.name, ip=f"{base}.35")])
+        stack.vm("dyn", [Nic(net.name, ip=f"{base}.35")], allow_dynamic=False)
     assert state(stack) == before
+
+
+def dynamic_client(stack: Stack, net: libvm.Network, label: str, mac: str) -> libvm.VM:
+    """A guest whose NIC has no reservation (defined behind libvm's back), booted."""
+    spec = libvm.DomainSpec(stack.name(label), memory=256, virt_type="qemu", nics=[Nic(net.name, mac=mac)],
+                            kernel=stack.guest.kernel, initrd=stack.guest.initrd,
+                            cmdline=stack.guest.cmdline, serial_log=stack.console_path(label))
+    stack.hv.handle.defineXML(spec.to_xml()).create()
+    return stack.hv.vm(spec.name)
+
+
+def test_reservation_inside_the_range_is_never_given_to_a_dynamic_client(stack: Stack) -> None:
+    """dnsmasq's address_allocate() skips every address a <host> entry names, so a
+    reservation inside the dynamic range is safe (libvirt's stock 'default' is all range)."""
+    net, base = stack.network("inrange", dhcp=(30, 31))
+    rover = "02:00:00:00:dd:01"
+    first = dynamic_client(stack, net, "rover", rover)
+    natural = first.wait_for_ips()[rover]  # the address dnsmasq picks for this MAC
+    first.delete()  # and its lease: dnsmasq would pick the same address for it again
+    reserved = stack.vm("pinned", [Nic(net.name, ip=str(natural), mac="02:00:00:00:dd:02")], start=False)
+    again = dynamic_client(stack, net, "rover", rover)
+    got = again.wait_for_ips()[rover]
+    assert got != natural and str(got) in (f"{base}.30", f"{base}.31")
+    reserved.start()
+    assert reserved.wait_for_ip() == natural
+    assert stack.console("pinned") == {"02:00:00:00:dd:02": str(natural)}
 
 
 def test_ip_leased_to_a_live_guest(stack: Stack) -> None:
     """A guest without reservation holds a dynamic lease: its IP cannot be reserved for another MAC."""
     net, base = stack.network("leased", dhcp=(30, 30))  # one dynamic address: the guest gets .30
-    spec = libvm.DomainSpec(stack.name("squatter"), memory=256, virt_type="qemu",
-                            nics=[Nic(net.name, mac="02:00:00:00:cc:01")],
-                            kernel=stack.guest.kernel, initrd=stack.guest.initrd,
-                            cmdline=stack.guest.cmdline, serial_log=stack.console_path("squatter"))
-    stack.hv.handle.defineXML(spec.to_xml()).create()
-    assert stack.hv.vm(spec.name).wait_for_ips() == {"02:00:00:00:cc:01": netaddr.IPAddress(f"{base}.30")}
+    squatter = dynamic_client(stack, net, "squatter", "02:00:00:00:cc:01")
+    assert squatter.wait_for_ips() == {"02:00:00:00:cc:01": netaddr.IPAddress(f"{base}.30")}
     before = state(stack)
     with pytest.raises(libvm.IpLeased, match="libvmtest-squatter") as info:
-        net.reserve("02:00:00:00:cc:02", f"{base}.30", allow_dynamic=True)
+        net.check("02:00:00:00:cc:02", f"{base}.30")  # check() sees the lease too
+    with pytest.raises(libvm.IpLeased, match="libvmtest-squatter") as info:
+        net.reserve("02:00:00:00:cc:02", f"{base}.30")
     assert info.value.other == "libvmtest-squatter"
     assert state(stack) == before
 
@@ -228,3 +252,13 @@ def test_define_failure_rolls_back(stack: Stack) -> None:
     with pytest.raises(libvm.LibvmError, match="libvmtest-holder"):
         stack.vm("clash", [Nic(net.name, ip=f"{base}.85")], start=False, uuid=other.handle.UUIDString())
     assert state(stack) == before
+
+
+def test_network_that_fails_to_start_is_not_left_defined(stack: Stack) -> None:
+    """libvirt defines a network whose bridge name is taken by a non-bridge device, then fails to start it."""
+    before = state(stack)
+    with pytest.raises(libvm.LibvirtFailure, match="starting network"):
+        stack.hv.ensure_network(stack.name("nostart"), "10.213.250.0/24", bridge="lo", forward="none")
+    assert state(stack) == before
+    with pytest.raises(libvm.NotFound):
+        stack.hv.network(stack.name("nostart"))

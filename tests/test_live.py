@@ -1,0 +1,211 @@
+"""The live boundary and the protections around it, on the test driver."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import stat
+from pathlib import Path
+
+import libvirt
+import pytest
+
+import libvm
+from libvm import Nic, Reservation
+from libvm._live import Live
+from libvm.domain import VM
+from libvm.network import Network
+from tests.conftest import DATA, canonical
+from tests.test_hypervisor import SEED_NIC, snapshot
+
+DOUBLE = """<network><name>double</name><forward mode='nat'/><bridge name='virbr9'/>
+<ip address='192.168.150.129' prefix='25'/></network>"""
+
+
+def test_lock_file_is_usable_by_every_user(hv: libvm.Hypervisor, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBVM_LOCK_DIR", str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        hv.create_vm("locked", nics=[SEED_NIC], virt_type="qemu")
+    finally:
+        os.umask(old)
+    [lock] = tmp_path.glob("libvm-*.lock")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o666
+
+
+def test_a_race_lost_inside_libvirt_is_an_address_conflict(hv: libvm.Hypervisor,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another caller adds the same IP between libvm's read and libvirt's atomic add."""
+    lab = hv.network("lab")
+    stale = lab._view()
+    other = "<host mac='02:00:00:00:00:99' name='rival' ip='192.168.150.88'/>"
+    lab.handle.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                      -1, other, libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
+    views = iter([stale])
+    real_view = Network._view
+    monkeypatch.setattr(Network, "_view", lambda self: next(views, None) or real_view(self))
+    with pytest.raises(libvm.IpReserved, match="rival") as info:
+        lab.reserve("66:66:66:66:66:0b", "192.168.150.88")
+    assert isinstance(info.value.__cause__, libvm.LibvirtFailure)  # libvirt's refusal, kept as the cause
+    assert Reservation("66:66:66:66:66:0b", "192.168.150.88") not in lab.reservations()
+
+
+def test_kvm_start_failure_falls_back_to_qemu(hv: libvm.Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real way to make a kvm start fail on this driver: fail it the way a host without kvm does."""
+    monkeypatch.setenv("LIBVM_VIRT_TYPE", "kvm")
+    real_create = libvirt.virDomain.create
+
+    def create(dom: libvirt.virDomain) -> int:
+        if "type='kvm'" in dom.XMLDesc(0) or 'type="kvm"' in dom.XMLDesc(0):
+            raise libvirt.libvirtError("Could not access KVM kernel module: Permission denied")
+        return int(real_create(dom))
+
+    monkeypatch.setattr(libvirt.virDomain, "create", create)
+    uuid = "11111111-2222-3333-4444-555555555555"
+    vm = hv.create_vm("fallback", nics=[SEED_NIC], uuid=uuid)
+    assert vm.running
+    assert vm.spec().virt_type == "qemu"
+    assert vm.handle.UUIDString() == uuid
+    with pytest.raises(libvm.LibvirtFailure, match="KVM"):  # asked for kvm explicitly: no fallback
+        hv.create_vm("strict", nics=[Nic("lab", ip="192.168.150.89")], virt_type="kvm")
+    assert "strict" not in [v.name for v in hv.vms()]
+
+
+def test_create_vm_refuses_an_address_two_running_networks_hold(hv: libvm.Hypervisor) -> None:
+    hv.handle.networkCreateXML(DOUBLE)  # 192.168.150.128/25 overlaps lab's /24 (made by hand: libvm refuses it)
+    before = snapshot(hv)
+    with pytest.raises(libvm.SubnetOverlap, match="double") as info:
+        hv.create_vm("amb", nics=[Nic("lab", ip="192.168.150.200")], virt_type="qemu")
+    assert info.value.other == "double" and info.value.reason == "subnet-overlap"
+    assert snapshot(hv) == before
+    hv.create_vm("fine", nics=[Nic("lab", ip="192.168.150.100")], virt_type="qemu")  # only in lab's half
+
+
+def test_ensure_network_starts_an_existing_stopped_network(hv: libvm.Hypervisor) -> None:
+    lab = hv.network("lab")
+    lab.stop()
+    assert not lab.active
+    again = hv.ensure_network("lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"))
+    assert again.active and lab.active
+
+
+def test_reason_codes_are_stable() -> None:
+    expected = {
+        libvm.MacReserved: "mac-reserved", libvm.IpReserved: "ip-reserved",
+        libvm.HostnameReserved: "hostname-reserved", libvm.MacInUse: "mac-in-use",
+        libvm.IpLeased: "ip-leased", libvm.IpInDhcpRange: "ip-in-dhcp-range",
+        libvm.SubnetOverlap: "subnet-overlap", libvm.ClientIdShared: "client-id-shared",
+        libvm.AddressConflict: "conflict",
+    }
+    for cls, reason in expected.items():
+        assert cls.reason == reason
+        assert cls("x").reason == reason
+
+
+def test_conflicts_raised_carry_their_reason(lab: libvm.Network) -> None:
+    lab.reserve("66:66:66:66:66:0b", "192.168.150.88", "pc001")
+    for mac, ip, name, reason in [
+        ("66:66:66:66:66:0b", "192.168.150.89", None, "mac-reserved"),
+        ("66:66:66:66:66:0c", "192.168.150.88", None, "ip-reserved"),
+        ("66:66:66:66:66:0c", "192.168.150.89", "PC001", "hostname-reserved"),
+        ("66:66:66:66:66:0c", "192.168.150.31", None, "ip-in-dhcp-range"),
+    ]:
+        with pytest.raises(libvm.AddressConflict) as info:
+            lab.reserve(mac, ip, name, allow_dynamic=False)
+        assert info.value.reason == reason
+
+
+def test_nics_from_a_generator_are_all_used(hv: libvm.Hypervisor) -> None:
+    vm = hv.create_vm("gen", nics=(n for n in [SEED_NIC, Nic("lab", ip="192.168.150.89")]), virt_type="qemu")
+    assert [str(n.ip) for n in vm.nics] == ["192.168.150.88", "192.168.150.89"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"nics": SEED_NIC}, "nics"),
+        ({"nics": "lab"}, "nics"),
+        ({"graphics": "vnc"}, "graphics"),
+        ({"start": "yes"}, "start"),
+        ({"allow_dynamic": 1}, "allow_dynamic"),
+        ({"pool": ("192.168.150.50",), "nics": [Nic("lab")]}, "pool"),
+        ({"name": 7}, "name"),
+        ({"disks": [libvm.Disk(f"/var/lib/d{i}.qcow2") for i in range(2)] + ["x"]}, "disks[2]"),
+    ],
+)
+def test_create_vm_refuses_bad_types_and_changes_nothing(hv: libvm.Hypervisor, kwargs: dict[str, object],
+                                                          field: str) -> None:
+    before = snapshot(hv)
+    args: dict[str, object] = {"name": "bad", "nics": [SEED_NIC], "virt_type": "qemu"} | kwargs
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.create_vm(**args)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert snapshot(hv) == before
+
+
+def test_create_vms_refuses_unknown_arguments_before_creating_anything(hv: libvm.Hypervisor) -> None:
+    before = snapshot(hv)
+    with pytest.raises(libvm.InvalidSpec, match="memroy") as info:
+        hv.create_vms([{"name": "a", "nics": [SEED_NIC]}, {"name": "b", "memroy": 64}])
+    assert info.value.field == "specs[1]"
+    assert snapshot(hv) == before
+
+
+def test_vm_views_agree_with_the_domain_document(hv: libvm.Hypervisor) -> None:
+    legacy = hv.vm("legacy")  # NIC 1: lab, virtio, reserved as 'legacy'; NIC 2: default, e1000
+    spec = legacy.spec()
+    assert [(n.network, n.mac, n.model) for n in legacy.nics] == [(n.network, n.mac, n.model) for n in spec.nics]
+    assert [n.model for n in legacy.nics] == ["virtio", "e1000"]
+    assert [n.hostname for n in legacy.nics] == ["legacy", None]
+    assert legacy.macs == [str(n.mac) for n in spec.nics]
+
+
+def test_raised_errors_pickle_with_their_fields(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.IpReserved) as info:
+        hv.create_vm("x", nics=[Nic("lab", ip="192.168.150.10")], virt_type="qemu")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is libvm.IpReserved and str(again) == str(info.value) and again.other == info.value.other
+
+
+def test_reconnect_that_fails_raises_a_libvm_error(tmp_path: Path) -> None:
+    node = tmp_path / "node.xml"
+    shutil.copy(DATA / "testnode.xml", node)
+    hv = libvm.connect(f"test://{node}")
+    node.unlink()
+    try:
+        with pytest.raises(libvm.LibvirtFailure, match="cannot reconnect"):
+            hv._live.reconnect(timeout=0)
+    finally:
+        hv.close()
+
+
+def test_rollback_that_cannot_reconnect_keeps_the_original_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon vanished mid-create and does not come back: the caller sees why create_vm failed."""
+    node = tmp_path / "node.xml"
+    shutil.copy(DATA / "testnode.xml", node)
+    with libvm.connect(f"test://{node}") as hv:
+        node.unlink()  # a reconnect now fails for real
+        monkeypatch.setattr(Live, "alive", lambda self: False)
+
+        def lost(self: VM, *, release: bool = True) -> None:
+            raise libvm.LibvirtFailure("Cannot write data: Broken pipe")
+
+        monkeypatch.setattr(VM, "delete", lost)
+        with pytest.raises(libvm.LibvmError, match=r"uuid|legacy"):  # the define's error, not the rollback's
+            hv.create_vm("clash", nics=[SEED_NIC], uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", virt_type="qemu")
+
+
+def test_network_xml_with_entities_is_not_expanded(hv: libvm.Hypervisor, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("TOPSECRET")
+    xml = (f'<!DOCTYPE network [<!ENTITY x SYSTEM "file://{secret}">]>'
+           "<network><name>&x;</name><ip address='10.9.9.1' prefix='24'/></network>")
+    try:
+        spec = libvm.NetworkSpec.from_xml(xml)
+    except libvm.InvalidSpec:
+        return
+    assert "TOPSECRET" not in spec.name
+    assert canonical(hv.network("lab").xml())  # the connection is unaffected
