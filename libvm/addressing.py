@@ -22,7 +22,9 @@ IpLike: TypeAlias = "str | netaddr.IPAddress"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_MEMORY = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
+_MEMORY = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
+#: 16 TiB: more than any qemu guest here can have; a bigger number is a typo.
+MAX_MEMORY_MIB = 16 * 1024 * 1024
 _MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -140,12 +142,15 @@ def parse_memory(value: int | str, field: str = "memory") -> int:
         match = _MEMORY.match(value) if isinstance(value, str) else None
         if not match:
             raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB', '2GiB'")
-        amount = int(match.group(1)) * _MEMORY_MIB_PER_UNIT[match.group(2).upper()]
+        unit = match.group(2).upper()
+        if not unit and match.group(3).upper() == "B":
+            raise InvalidSpec(field, value, "bytes: say '256MiB' (or give MiB as an int)")
+        amount = int(match.group(1)) * _MEMORY_MIB_PER_UNIT[unit]
         if amount != int(amount):
             raise InvalidSpec(field, value, "not a whole number of MiB")
         mib = int(amount)
-    if mib < 16:
-        raise InvalidSpec(field, value, "at least 16 MiB")
+    if not 16 <= mib <= MAX_MEMORY_MIB:
+        raise InvalidSpec(field, value, f"from 16 MiB to {MAX_MEMORY_MIB} MiB (16 TiB)")
     return mib
 
 

@@ -74,6 +74,8 @@ class VM:
 
     def xml(self, inactive: bool = False) -> str:
         """The domain XML as libvirt has it (``inactive``: the persistent config)."""
+        if not isinstance(inactive, bool):
+            raise InvalidSpec("inactive", inactive, "True or False")
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         with translate(f"domain {self.name!r}"):
             return str(self.handle.XMLDesc(flags))
@@ -168,7 +170,11 @@ class VM:
                     self.handle.destroy()
 
     def undefine(self) -> None:
-        """Remove the domain's definition (idempotent); it must be off."""
+        """Remove the domain's definition (idempotent).
+
+        A running domain keeps running, transient (libvirt's rule), and is gone
+        once it stops; :meth:`delete` powers it off first.
+        """
         # NVRAM: a UEFI guest made by virt-install cannot be undefined without it.
         flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         for attempt in (flags, 0):
@@ -237,7 +243,7 @@ class VM:
             if time.monotonic() > deadline:
                 missing = ", ".join(str(n.mac) for n in nics if str(n.mac) not in found)
                 raise WaitTimeout(f"domain {self.name!r}: no lease for {missing} after {timeout:g} s")
-            time.sleep(poll)
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
     def wait_for_ip(self, timeout: float = 120.0, poll: float = 0.5) -> netaddr.IPAddress:
         """Wait for every NIC's lease (see :meth:`wait_for_ips`); return the first NIC's address."""
@@ -248,4 +254,4 @@ class VM:
 
 def _check_seconds(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
-        raise InvalidSpec(name, value, "a number of seconds, 0 or more")
+        raise InvalidSpec(name, value, "a finite number of seconds, 0 or more")

@@ -21,13 +21,15 @@ from .errors import InvalidSpec
 from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
+#: libvirt's and qemu's x86 ceiling (q35 with an IOMMU); more is a typo, not a VM.
+MAX_VCPUS = 4096
 
 
 _ARCH = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 def _opt_path(value: PathLike | None, field_name: str) -> Path | None:
-    return None if value is None or value == "" else check_path(value, field_name)
+    return None if value is None else check_path(value, field_name)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class DomainSpec:
         values = {
             "name": check_name(name),
             "memory": parse_memory(memory),
-            "vcpus": check_int(vcpus, "vcpus", 1),
+            "vcpus": check_int(vcpus, "vcpus", 1, MAX_VCPUS),
             "nics": as_items(nics, "nics", Nic),
             "disks": as_items(disks, "disks", Disk),
             "kernel": _opt_path(kernel, "kernel"),
@@ -105,6 +107,12 @@ class DomainSpec:
                 raise InvalidSpec("uuid", self.uuid, "not a UUID") from exc
         if (self.initrd is not None or self.cmdline) and self.kernel is None:
             raise InvalidSpec("kernel", None, "initrd and cmdline need a kernel (direct kernel boot)")
+        paths: dict[str, int] = {}
+        for index, disk in enumerate(self.disks):
+            key = str(disk.path)
+            if key in paths:
+                raise InvalidSpec(f"disks[{index}].path", key, f"same image as disks[{paths[key]}]")
+            paths[key] = index
         seen: dict[int, int] = {}
         for index, nic in enumerate(self.nics):
             if nic.mac is None:

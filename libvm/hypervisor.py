@@ -41,7 +41,7 @@ def connect(uri: str | None = None) -> Hypervisor:
     :class:`InvalidSpec` for a URI that is not a string, :class:`LibvirtFailure`
     if libvirt cannot connect.
     """
-    if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+    if uri is not None and (not isinstance(uri, str) or not uri.strip() or "\x00" in uri):
         raise InvalidSpec("uri", uri, "a libvirt URI such as 'qemu:///system'")
     uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
     return Hypervisor(open_connection(uri), uri)
@@ -249,9 +249,11 @@ class Hypervisor:
         items = as_items(nics, "nics", Nic)
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
-                          graphics, virt_type or "kvm", uuid=uuid, autostart=autostart)
+                          graphics, "qemu" if virt_type is None else virt_type, uuid=uuid, autostart=autostart)
         for field, flag in (("start", start), ("allow_dynamic", allow_dynamic)):
             check_bool(flag, field)
+        if pool is not None and (not isinstance(pool, (tuple, list)) or len(pool) != 2):
+            raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
         if virt_type is None:
             spec = dataclasses.replace(spec, virt_type=self.default_virt_type)
         return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
@@ -280,8 +282,11 @@ class Hypervisor:
         before = {(net.name, res.mac, res.ip) for net in self.networks() for res in net.reservations()}
         made: list[VM] = []
         try:
-            for kwargs in items:
-                made.append(self.create_vm(**kwargs))
+            for index, kwargs in enumerate(items):
+                try:
+                    made.append(self.create_vm(**kwargs))
+                except InvalidSpec as exc:
+                    raise InvalidSpec(f"specs[{index}].{exc.field}", exc.value, exc.reason) from exc
         except BaseException:
             for vm in reversed(made):
                 nics = vm.nics
@@ -323,7 +328,7 @@ class Hypervisor:
 
 
 def _name(name: object) -> str:
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or any(ord(c) < 32 or c == "\x7f" for c in name):
         raise InvalidSpec("name", name, "the name of a libvirt object")
     return name
 

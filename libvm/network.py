@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import libvirt
 import netaddr
@@ -97,7 +97,7 @@ class Network:
 
     def xml(self, inactive: bool = False) -> str:
         """The network's XML as libvirt has it (``inactive``: the persistent config)."""
-        flags = libvirt.VIR_NETWORK_XML_INACTIVE if inactive else 0
+        flags = libvirt.VIR_NETWORK_XML_INACTIVE if _check_flag("inactive", inactive) else 0
         try:
             with translate(f"network {self.name!r}"):
                 return str(self.handle.XMLDesc(flags))
@@ -109,7 +109,7 @@ class Network:
             return str(self.handle.XMLDesc(0))
 
     def spec(self, inactive: bool = False) -> NetworkSpec:
-        """The network parsed into a :class:`NetworkSpec`."""
+        """The network parsed into a :class:`NetworkSpec` (``inactive``: the persistent config)."""
         return NetworkSpec.from_xml(self.xml(inactive))
 
     def start(self) -> None:
@@ -190,6 +190,7 @@ class Network:
         Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass,
         :class:`IpLeased` included.
         """
+        _check_flag("reclaim_stale", reclaim_stale)
         wanted, exists = self._check(self._view(), mac, ip, hostname, client_id, allow_dynamic)
         if not exists and wanted.mac is not None:
             self._blocking_leases(wanted, reclaim_stale)
@@ -205,7 +206,6 @@ class Network:
         allow_dynamic: bool,
     ) -> tuple[Reservation, bool]:
         address = parse_ip(ip, "ip")
-        wanted = _wanted(mac, address, hostname, client_id)
         _check_flag("allow_dynamic", allow_dynamic)
         spec, entries = view
         found = spec.ip_for(address)
@@ -213,6 +213,7 @@ class Network:
             subnets = ", ".join(str(i.subnet.cidr) for i in spec.ips) or "none"
             raise InvalidSpec("ip", str(address), f"outside network {self.name!r}'s subnets ({subnets})")
         check_host_ip(address, found[1].subnet, "ip")
+        wanted = _wanted(mac, address, hostname, client_id)
         mac_s = None if wanted.mac is None else format_mac(wanted.mac)
         ip_s = str(address)
         # dnsmasq matches names case-insensitively (hostname_isequal), so must we.
@@ -267,6 +268,7 @@ class Network:
         IPv6: libvirt binds an address to a ``hostname`` or a DHCPv6
         ``client_id`` (DUID), never to a MAC, so pass ``mac=None`` and one of those.
         """
+        _check_flag("reclaim_stale", reclaim_stale)
         view = self._view()
         wanted, exists = self._check(view, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
@@ -412,7 +414,7 @@ class Network:
         self,
         *,
         pool: tuple[IpLike, IpLike] | None = None,
-        avoid: frozenset[netaddr.IPAddress] = frozenset(),
+        avoid: Collection[IpLike] = frozenset(),
         allow_dynamic: bool = True,
     ) -> netaddr.IPAddress:
         """The lowest free address of the network's first IPv4 subnet (else its IPv6 one).
@@ -425,6 +427,7 @@ class Network:
         the search. Raises :class:`NoFreeAddress` saying where it looked.
         """
         _check_flag("allow_dynamic", allow_dynamic)
+        avoided = _addresses(avoid, "avoid")
         spec, entries = self._view()
         primary = spec.primary
         family = primary.subnet.version
@@ -438,7 +441,7 @@ class Network:
                 check_host_ip(end, primary.subnet, f"pool[{index}]")
         used = ({_ip_int(e.ip) for e in entries if e.ip_index == primary_index}
                 | {int(x.ip) for x in self.leases() if x.ip.version == family}
-                | {int(a) for a in avoid if a.version == family})
+                | {int(a) for a in avoided if a.version == family})
         try:
             return next_free(primary.subnet, used, pool=bounds, exclude=primary.dhcp_ranges)
         except NoFreeAddress as outside:
@@ -453,9 +456,17 @@ class Network:
             ) from None
 
 
-def _check_flag(name: str, value: object) -> None:
+def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidSpec(name, value, "True or False")
+    return value
+
+
+def _addresses(value: object, field: str) -> set[netaddr.IPAddress]:
+    """A collection of addresses (strings or ``IPAddress``), checked one by one."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (set, frozenset, list, tuple)):
+        raise InvalidSpec(field, value, "a set or list of IP addresses")
+    return {parse_ip(item, f"{field}[{index}]") for index, item in enumerate(value)}
 
 
 _DUID = re.compile(r"^[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}$")
@@ -475,7 +486,7 @@ def _wanted(mac: MacLike | None, address: netaddr.IPAddress, hostname: str | Non
     if mac is not None:
         raise InvalidSpec("mac", mac, "libvirt binds IPv6 addresses by hostname or DUID (client_id), "
                                       "not by MAC; pass mac=None")
-    if client_id is not None and not _DUID.match(client_id):
+    if client_id is not None and (not isinstance(client_id, str) or not _DUID.match(client_id)):
         raise InvalidSpec("client_id", client_id, "a DHCPv6 DUID in colon-separated hex")
     if hostname is None and client_id is None:
         raise InvalidSpec("hostname", None, "an IPv6 reservation needs a hostname or a client_id (DUID)")

@@ -6,6 +6,7 @@ import os
 import pickle
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -133,6 +134,16 @@ def test_nics_from_a_generator_are_all_used(hv: libvm.Hypervisor) -> None:
         ({"pool": ("192.168.150.50",), "nics": [Nic("lab")]}, "pool"),
         ({"name": 7}, "name"),
         ({"disks": [libvm.Disk(f"/var/lib/d{i}.qcow2") for i in range(2)] + ["x"]}, "disks[2]"),
+        ({"disks": [libvm.Disk("/var/lib/d.qcow2"), libvm.Disk("/var/lib/d.qcow2")]}, "disks[1].path"),
+        ({"vcpus": 2**31}, "vcpus"),
+        ({"memory": "256B"}, "memory"),
+        ({"memory": "\uff12\uff15\uff16MiB"}, "memory"),  # full-width digits
+        ({"memory": 2**40}, "memory"),
+        ({"kernel": ""}, "kernel"),
+        ({"virt_type": 0}, "virt_type"),
+        ({"virt_type": ""}, "virt_type"),
+        ({"pool": "garbage"}, "pool"),
+        ({"name": "a\x00b"}, "name"),
     ],
 )
 def test_create_vm_refuses_bad_types_and_changes_nothing(hv: libvm.Hypervisor, kwargs: dict[str, object],
@@ -209,3 +220,58 @@ def test_network_xml_with_entities_is_not_expanded(hv: libvm.Hypervisor, tmp_pat
         return
     assert "TOPSECRET" not in spec.name
     assert canonical(hv.network("lab").xml())  # the connection is unaffected
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda net: net.free_ip(avoid=None), "avoid"),
+        (lambda net: net.free_ip(avoid="192.168.150.2"), "avoid"),
+        (lambda net: net.free_ip(avoid=["nope"]), "avoid[0]"),
+        (lambda net: net.reserve("66:66:66:66:66:0b", "192.168.150.88", reclaim_stale="no"), "reclaim_stale"),
+        (lambda net: net.check("66:66:66:66:66:0b", "192.168.150.88", allow_dynamic=None), "allow_dynamic"),
+        (lambda net: net.reserve("66:66:66:66:66:0b", "fd00::1"), "ip"),  # not lab's subnet: blame the IP
+        (lambda net: net.xml(inactive="yes"), "inactive"),
+        (lambda net: net.release_lease("192.168.150.30"), "lease"),
+    ],
+)
+def test_network_refuses_bad_types_and_changes_nothing(lab: libvm.Network, call: Callable[[Network], object],
+                                                       field: str) -> None:
+    before = canonical(lab.xml())
+    with pytest.raises(libvm.InvalidSpec) as info:
+        call(lab)
+    assert info.value.field == field
+    assert canonical(lab.xml()) == before
+
+
+def test_free_ip_avoids_given_addresses(lab: libvm.Network) -> None:
+    assert str(lab.free_ip(avoid={"192.168.150.2", "192.168.150.3"})) == "192.168.150.4"
+
+
+def test_ipv6_client_id_must_be_text(hv: libvm.Hypervisor) -> None:
+    dual = hv.ensure_network("dual6", "192.168.160.0/24", subnet6="fd00:160::1/64")
+    with pytest.raises(libvm.InvalidSpec) as info:
+        dual.reserve(None, "fd00:160::5", client_id=123)  # type: ignore[arg-type]
+    assert info.value.field == "client_id"
+
+
+def test_names_with_control_characters_are_refused(hv: libvm.Hypervisor) -> None:
+    for call in (lambda: hv.vm("a\x00b"), lambda: hv.network("a\x00b"), lambda: libvm.connect("test:///x\x00")):
+        with pytest.raises(libvm.InvalidSpec):
+            call()
+
+
+def test_wait_with_a_huge_poll_interval_still_times_out(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.WaitTimeout):  # the test driver hands out no leases
+        hv.vm("legacy").wait_for_ip(timeout=0.05, poll=1e30)
+    for bad in (float("nan"), -1, "1", True):
+        with pytest.raises(libvm.InvalidSpec):
+            hv.vm("legacy").wait_for_ip(timeout=bad)  # type: ignore[arg-type]
+
+
+def test_create_vms_names_the_spec_that_failed(hv: libvm.Hypervisor) -> None:
+    before = snapshot(hv)
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.create_vms([{"name": "a", "nics": [SEED_NIC], "virt_type": "qemu"}, {"name": "b", "memory": "x"}])
+    assert info.value.field == "specs[1].memory"
+    assert snapshot(hv) == before
