@@ -14,7 +14,7 @@ libvirt start qemu, and prove the guest got the promised address::
 
 from .addressing import generate_mac
 from .domain import VM, VMState
-from .domainxml import DomainSpec
+from .domainxml import DomainDoc, DomainSpec, Interface
 from .errors import (
     AddressConflict,
     AddressMismatch,
@@ -51,9 +51,11 @@ __all__ = [
     "ClientIdShared",
     "ConnectionClosed",
     "Disk",
+    "DomainDoc",
     "DomainSpec",
     "HostnameReserved",
     "Hypervisor",
+    "Interface",
     "InvalidSpec",
     "IpInDhcpRange",
     "IpLeased",

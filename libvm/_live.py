@@ -83,18 +83,24 @@ def translate(what: str) -> Iterator[None]:
         raise convert(exc, what) from exc
 
 
-_quiet = False
+#: The last libvirt error, as libvirt's error callback reports it (``libvirtError`` carries it too).
+_last_error: dict[str, object] = {}
 
 
 def _silence_default_handler() -> None:
     """Stop libvirt printing every error to stderr; libvm raises them instead.
 
+    The callback must not be a Python function: libvirt calls it from inside
+    the failing C call, so it is the first Python code to run after a blocking
+    RPC, and a Ctrl-C (SIGINT) that arrived during the RPC would be raised
+    inside it, where libvirt-python drops it silently (create_vm would then
+    finish although the user interrupted it). A C-level bound method runs no
+    bytecode, so the KeyboardInterrupt surfaces in libvm's own code instead.
     The handler is process-wide, so this runs once, on the first connect, not at import.
     """
-    global _quiet
-    if not _quiet:
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        _quiet = True
+    if not _last_error:
+        _last_error["last"] = None
+        libvirt.registerErrorHandler(_last_error.__setitem__, "last")
 
 
 def open_connection(uri: str) -> libvirt.virConnect:

@@ -151,8 +151,9 @@ class IpLeased(AddressConflict):
 class IpInDhcpRange(AddressConflict):
     """The IP lies in the network's dynamic DHCP range.
 
-    dnsmasq may already have handed it to another client; pass
-    ``allow_dynamic=True`` to reserve it anyway.
+    Raised only when ``allow_dynamic=False`` asks for addresses outside the
+    range: by default libvm reserves inside it (dnsmasq never offers a
+    reserved address to another client; a current lease is :class:`IpLeased`).
     """
 
     reason = "ip-in-dhcp-range"

@@ -163,12 +163,14 @@ class Hypervisor:
     @property
     def kvm_usable(self) -> bool:
         """Whether libvirt offers ``kvm`` domains here (read once per connection)."""
+        self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
         return self._live.kvm_usable
 
     @property
     def is_local(self) -> bool:
         """Whether the daemon runs on this machine (no host in the URI): only then can
         libvm reach its dnsmasq to release leases."""
+        self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
         return self._live.is_local
 
     @property

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import libvirt
 import netaddr
@@ -464,7 +464,7 @@ def _check_flag(name: str, value: object) -> bool:
 
 def _addresses(value: object, field: str) -> set[netaddr.IPAddress]:
     """A collection of addresses (strings or ``IPAddress``), checked one by one."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (set, frozenset, list, tuple)):
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise InvalidSpec(field, value, "a set or list of IP addresses")
     return {parse_ip(item, f"{field}[{index}]") for index, item in enumerate(value)}
 

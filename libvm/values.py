@@ -45,7 +45,7 @@ def _trusted(cls: type[T], **values: Any) -> T:
 def check_path(value: object, field: str) -> Path:
     """A file path given as ``str`` or ``os.PathLike[str]`` (not bytes, not empty)."""
     path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if not isinstance(path, str) or not path:
+    if not isinstance(path, str) or not path.strip():
         raise InvalidSpec(field, value, "a file path (str or pathlib.Path)")
     if _NOT_XML.search(path):
         raise InvalidSpec(field, value, "contains control characters libvirt's XML cannot hold")

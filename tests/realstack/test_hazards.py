@@ -187,8 +187,7 @@ def test_interrupt_at_any_point_leaves_all_or_nothing(stack: Stack) -> None:
         reserved = any(str(r.ip) == f"{base}.{100 + step}" for r in net.reservations())
         assert exists == reserved, f"half-made VM after interrupt at {delay} s"
         outcomes.append(exists)
-    print("OUTCOMES", outcomes)
-    assert True in outcomes and False in outcomes  # both sides of the race were hit
+    assert True in outcomes and False in outcomes, outcomes  # both sides of the race were hit
 
 
 def test_libvirtd_restart_mid_create_leaves_all_or_nothing(stack: Stack, uri: str, sandbox: object) -> None:
