@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import pickle
 import shutil
 import stat
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,3 +278,18 @@ def test_create_vms_names_the_spec_that_failed(hv: libvm.Hypervisor) -> None:
         hv.create_vms([{"name": "a", "nics": [SEED_NIC], "virt_type": "qemu"}, {"name": "b", "memory": "x"}])
     assert info.value.field == "specs[1].memory"
     assert snapshot(hv) == before
+
+
+def test_ctrl_c_during_a_failing_libvirt_call_is_a_keyboard_interrupt(hv: libvm.Hypervisor) -> None:
+    """libvirt reports errors through a callback run inside the failing C call. Were it a
+    Python function, a Ctrl-C arriving during the call would be raised inside it and come
+    out as a SystemError ("returned a result with an exception set"), or be lost."""
+    for _ in range(5):
+        timer = threading.Timer(0.02, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                with pytest.raises(libvm.NotFound):
+                    hv.vm("nope")  # fails inside libvirt every time
+        timer.join()
