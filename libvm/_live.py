@@ -20,8 +20,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import libvirt
 
@@ -39,6 +40,7 @@ from .errors import (
 from .values import Lease
 
 log = logging.getLogger("libvm")
+T = TypeVar("T")
 
 _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN,
@@ -115,6 +117,17 @@ def open_connection(uri: str) -> libvirt.virConnect:
         ) from exc
 
 
+def _lookup(kind: str, name: str, find: Callable[[str], T], missing: int) -> T:
+    """``find(name)``; libvirt's "no such object" (``missing``) as :class:`NotFound`."""
+    with translate(f"looking up {kind} {name!r}"):
+        try:
+            return find(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == missing:
+                raise NotFound(f"no {kind} named {name!r}") from exc
+            raise
+
+
 class Live:
     """One libvirt connection and everything that must be shared by its users."""
 
@@ -178,23 +191,11 @@ class Live:
 
     def network(self, name: str) -> libvirt.virNetwork:
         """The network called ``name``, or :class:`NotFound`."""
-        with translate(f"looking up network {name!r}"):
-            try:
-                return self.conn.networkLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                    raise NotFound(f"no network named {name!r}") from exc
-                raise
+        return _lookup("network", name, self.conn.networkLookupByName, libvirt.VIR_ERR_NO_NETWORK)
 
     def domain(self, name: str) -> libvirt.virDomain:
         """The domain called ``name``, or :class:`NotFound`."""
-        with translate(f"looking up domain {name!r}"):
-            try:
-                return self.conn.lookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    raise NotFound(f"no domain named {name!r}") from exc
-                raise
+        return _lookup("domain", name, self.conn.lookupByName, libvirt.VIR_ERR_NO_DOMAIN)
 
     def networks(self) -> list[libvirt.virNetwork]:
         with translate("listing networks"):
