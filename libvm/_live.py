@@ -197,6 +197,14 @@ class Live:
         """The domain called ``name``, or :class:`NotFound`."""
         return _lookup("domain", name, self.conn.lookupByName, libvirt.VIR_ERR_NO_DOMAIN)
 
+    def pool(self, name: str) -> libvirt.virStoragePool:
+        """The storage pool called ``name``, or :class:`NotFound`."""
+        return _lookup("storage pool", name, self.conn.storagePoolLookupByName, libvirt.VIR_ERR_NO_STORAGE_POOL)
+
+    def pools(self) -> list[libvirt.virStoragePool]:
+        with translate("listing storage pools"):
+            return list(self.conn.listAllStoragePools(0))
+
     def networks(self) -> list[libvirt.virNetwork]:
         with translate("listing networks"):
             return list(self.conn.listAllNetworks())

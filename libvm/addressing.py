@@ -99,10 +99,25 @@ def check_host_ip(ip: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str =
         raise InvalidSpec(field, str(ip), f"is the gateway (bridge) address of {subnet.cidr}")
 
 
+#: libvirt keeps a definition in ``/etc/libvirt/<driver>/<name>.xml``: the name must fit a file name.
+MAX_NAME_BYTES = 200
+
+
 def check_name(name: str, field: str = "name") -> str:
-    """libvirt accepts any name but '/' and control characters; so does libvm."""
+    """libvirt accepts any name but '/' and control characters; so does libvm.
+
+    The name must also be valid UTF-8 (no lone surrogates) and at most
+    :data:`MAX_NAME_BYTES` bytes, since libvirt stores the definition in a
+    file named after it.
+    """
     if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
         raise InvalidSpec(field, name, "a non-empty name without '/' or control characters")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidSpec(field, name, "not valid Unicode text (a lone surrogate)") from exc
+    if size > MAX_NAME_BYTES:
+        raise InvalidSpec(field, name, f"longer than {MAX_NAME_BYTES} bytes")
     return name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -15,10 +16,11 @@ import netaddr
 
 from . import provision
 from ._live import Live, open_connection, translate
-from .addressing import format_mac
+from .addressing import check_name, format_mac
 from .domain import VM
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
+    AlreadyExists,
     InvalidSpec,
     NetworkMismatch,
     NotFound,
@@ -26,7 +28,9 @@ from .errors import (
 )
 from .network import Network
 from .networkxml import NetworkSpec
-from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool
+from .storage import Pool
+from .storagexml import pool_xml, read_pool
+from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
 
 log = logging.getLogger("libvm")
 
@@ -141,6 +145,58 @@ class Hypervisor:
             raise
         log.info("defined and started network %s (%s)", wanted.name, wanted.primary.subnet)
         return net
+
+    # -- storage ---------------------------------------------------------------
+
+    def pool(self, name: str) -> Pool:
+        """The existing storage pool ``name``; :class:`NotFound` if there is none."""
+        return Pool(self._live, self._live.pool(_name(name)))
+
+    def pools(self) -> list[Pool]:
+        """Every storage pool, active or not, sorted by name."""
+        return sorted((Pool(self._live, p) for p in self._live.pools()), key=lambda p: p.name)
+
+    def ensure_pool(self, name: str, path: str | os.PathLike[str]) -> Pool:
+        """Define, build, start and autostart directory pool ``name`` at ``path``, or check the existing one.
+
+        ``path`` is a directory on the daemon's host; libvirt creates it. An
+        existing pool must be a directory pool at that path, else
+        :class:`AlreadyExists` says how it differs; a stopped one is started.
+        Raises :class:`InvalidSpec` for a bad name or path, :class:`LibvirtFailure`
+        if libvirt cannot build or start it.
+        """
+        name = check_name(_name(name))
+        target = str(check_path(path, "path"))
+        if not os.path.isabs(target):
+            raise InvalidSpec("path", target, "an absolute directory path on the daemon's host")
+        try:
+            pool = self.pool(name)
+        except NotFound:
+            return self._define_pool(name, target)
+        with translate(f"pool {name!r}"):
+            info = read_pool(pool.handle.XMLDesc(0))
+        if info.type != "dir" or os.path.normpath(info.path or "") != os.path.normpath(target):
+            raise AlreadyExists(f"storage pool {name!r} exists as a {info.type} pool at {info.path}, "
+                                f"not a dir pool at {target}")
+        if not pool.active:
+            with translate(f"starting pool {name!r}"):
+                pool.handle.create(0)
+        return pool
+
+    def _define_pool(self, name: str, path: str) -> Pool:
+        with translate(f"defining storage pool {name!r}"):
+            handle = self._live.conn.storagePoolDefineXML(pool_xml(name, path), 0)
+        try:
+            with translate(f"building and starting storage pool {name!r}"):
+                handle.build(0)
+                handle.create(0)
+                handle.setAutostart(1)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                handle.undefine()
+            raise
+        log.info("defined and started storage pool %s at %s", name, path)
+        return Pool(self._live, handle)
 
     # -- domains ---------------------------------------------------------------
 
@@ -330,8 +386,13 @@ class Hypervisor:
 
 
 def _name(name: object) -> str:
+    """A name to look up: libvirt's rules, and UTF-8 (libvirt-python encodes it)."""
     if not isinstance(name, str) or not name or any(ord(c) < 32 or c == "\x7f" for c in name):
         raise InvalidSpec("name", name, "the name of a libvirt object")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSpec("name", name, "not valid Unicode text (a lone surrogate)") from exc
     return name
 
 

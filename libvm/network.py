@@ -437,6 +437,8 @@ class Network:
             if not isinstance(pool, (tuple, list)) or len(pool) != 2:
                 raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
             bounds = (parse_ip(pool[0], "pool[0]"), parse_ip(pool[1], "pool[1]"))
+            if bounds[0].version != bounds[1].version or int(bounds[0]) > int(bounds[1]):
+                raise InvalidSpec("pool", pool, "(first, last) with first <= last")
             for index, end in enumerate(bounds):
                 check_host_ip(end, primary.subnet, f"pool[{index}]")
         used = ({_ip_int(e.ip) for e in entries if e.ip_index == primary_index}

@@ -86,11 +86,11 @@ def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
     if isinstance(value, kind):
         raise InvalidSpec(field, value, f"a list of {what}, not a single one")
     if isinstance(value, (str, bytes, Set, Mapping)):
-        raise InvalidSpec(field, value, f"a list or tuple of {what}")
+        raise InvalidSpec(field, value, f"a list (or any iterable) of {what}")
     try:
         iterator = iter(value)  # type: ignore[call-overload]
     except TypeError:
-        raise InvalidSpec(field, value, f"a list or tuple of {what}") from None
+        raise InvalidSpec(field, value, f"a list (or any iterable) of {what}") from None
     items = tuple(iterator)
     for index, item in enumerate(items):
         if not isinstance(item, kind):

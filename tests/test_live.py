@@ -293,3 +293,22 @@ def test_ctrl_c_during_a_failing_libvirt_call_is_a_keyboard_interrupt(hv: libvm.
                 with pytest.raises(libvm.NotFound):
                     hv.vm("nope")  # fails inside libvirt every time
         timer.join()
+
+
+@pytest.mark.parametrize("name", ["a\udcffb", "x" * 201])
+def test_names_libvirt_cannot_store_are_refused_before_anything_changes(hv: libvm.Hypervisor, name: str) -> None:
+    before = snapshot(hv)
+    calls: list[Callable[[], object]] = [lambda: hv.create_vm(name, nics=[SEED_NIC], virt_type="qemu"),
+                                         lambda: hv.ensure_network(name, "10.77.0.0/24"), lambda: Nic(name)]
+    if len(name) < 50:  # a lookup of a long name is just NotFound
+        calls += [lambda: hv.vm(name), lambda: hv.network(name)]
+    for call in calls:
+        with pytest.raises(libvm.InvalidSpec):
+            call()
+    assert snapshot(hv) == before
+
+
+def test_pool_given_backwards_is_refused(lab: libvm.Network) -> None:
+    with pytest.raises(libvm.InvalidSpec) as info:
+        lab.free_ip(pool=("192.168.150.50", "192.168.150.10"))
+    assert info.value.field == "pool"
