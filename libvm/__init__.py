@@ -39,7 +39,8 @@ from .errors import (
 from .hypervisor import Hypervisor, connect
 from .network import Network
 from .networkxml import IpSpec, NetworkSpec
-from .values import Disk, Lease, Nic, Reservation, Vnc
+from .storage import Pool, Volume
+from .values import Disk, ImageSource, Lease, Nic, Reservation, Vnc
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "DomainSpec",
     "HostnameReserved",
     "Hypervisor",
+    "ImageSource",
     "Interface",
     "InvalidSpec",
     "IpInDhcpRange",
@@ -72,10 +74,12 @@ __all__ = [
     "Nic",
     "NoFreeAddress",
     "NotFound",
+    "Pool",
     "Reservation",
     "SubnetOverlap",
     "VMState",
     "Vnc",
+    "Volume",
     "WaitTimeout",
     "__version__",
     "connect",

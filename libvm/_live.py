@@ -201,6 +201,10 @@ class Live:
         """The storage pool called ``name``, or :class:`NotFound`."""
         return _lookup("storage pool", name, self.conn.storagePoolLookupByName, libvirt.VIR_ERR_NO_STORAGE_POOL)
 
+    def volume_at(self, path: str) -> libvirt.virStorageVol:
+        """The storage volume whose file is ``path``, or :class:`NotFound`."""
+        return _lookup("storage volume", path, self.conn.storageVolLookupByPath, libvirt.VIR_ERR_NO_STORAGE_VOL)
+
     def pools(self) -> list[libvirt.virStoragePool]:
         with translate("listing storage pools"):
             return list(self.conn.listAllStoragePools(0))

@@ -188,17 +188,29 @@ class VM:
                 if not attempt:  # drivers without NVRAM support (test:///) refuse the flag
                     raise
 
-    def delete(self, *, release: bool = True) -> None:
+    def delete(self, *, release: bool = True, storage: bool = False) -> None:
         """Destroy, undefine and (``release``) drop its reservations and leases.
 
         Idempotent. Releasing the leases too means the address can be given to
-        a new VM at once instead of after the old lease expires.
+        a new VM at once instead of after the old lease expires. ``storage=True``
+        also removes the volumes ``create_vm`` made for this VM (its overlays
+        and cloud-init seed, listed in the domain's metadata); never a base
+        image, never a disk given by path. Raises :class:`InvalidSpec` for
+        non-bool flags, :class:`LibvirtFailure` if libvirt fails.
         """
-        if not isinstance(release, bool):
-            raise InvalidSpec("release", release, "True or False")
-        nics = self.nics if self.state is not VMState.UNDEFINED else []
+        for flag, value in (("release", release), ("storage", storage)):
+            if not isinstance(value, bool):
+                raise InvalidSpec(flag, value, "True or False")
+        exists = self.state is not VMState.UNDEFINED
+        nics = self.nics if exists else []
+        owned = self.spec().volumes if exists and storage else ()
         self.destroy()
         self.undefine()
+        for path in owned:
+            with contextlib.suppress(NotFound):
+                with translate(f"deleting volume {path}"):
+                    self._live.volume_at(path).delete(0)
+                log.info("deleted volume %s of domain %s", path, self.name)
         if release:
             for nic in nics:
                 with contextlib.suppress(NotFound):  # the network went first

@@ -6,6 +6,7 @@ one back (from libvm or from virsh / virt-install), keeping what libvm models.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid as uuidlib
 from collections.abc import Iterable
@@ -21,11 +22,20 @@ from .errors import InvalidSpec
 from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
+#: The namespace of libvm's own ``<metadata>`` in a domain.
+METADATA_NS = "https://libvm.invalid/xmlns/domain/1"
 #: libvirt's and qemu's x86 ceiling (q35 with an IOMMU); more is a typo, not a VM.
 MAX_VCPUS = 4096
 
 
 _ARCH = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _paths(value: object, field_name: str) -> tuple[object, ...]:
+    """A list (any iterable) of paths, not a single one."""
+    if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Iterable):
+        raise InvalidSpec(field_name, value, "a list of paths")
+    return tuple(value)
 
 
 def _opt_path(value: PathLike | None, field_name: str) -> Path | None:
@@ -54,6 +64,8 @@ class DomainSpec:
     arch: str = "x86_64"
     uuid: str | None = None
     autostart: bool = field(default=False, compare=False)
+    cdroms: tuple[Path, ...] = ()
+    volumes: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -71,6 +83,8 @@ class DomainSpec:
         arch: str = "x86_64",
         uuid: str | None = None,
         autostart: bool = False,
+        cdroms: Iterable[PathLike] = (),
+        volumes: Iterable[str] = (),
     ) -> None:
         values = {
             "name": check_name(name),
@@ -87,6 +101,8 @@ class DomainSpec:
             "arch": arch,
             "uuid": uuid,
             "autostart": check_bool(autostart, "autostart"),
+            "cdroms": tuple(check_path(p, f"cdroms[{i}]") for i, p in enumerate(_paths(cdroms, "cdroms"))),
+            "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -109,6 +125,8 @@ class DomainSpec:
             raise InvalidSpec("kernel", None, "initrd and cmdline need a kernel (direct kernel boot)")
         paths: dict[str, int] = {}
         for index, disk in enumerate(self.disks):
+            if disk.path is None:
+                continue  # made by create_vm (Disk.from_image): its path is known once it exists
             key = str(disk.path)
             if key in paths:
                 raise InvalidSpec(f"disks[{index}].path", key, f"same image as disks[{paths[key]}]")
@@ -133,6 +151,12 @@ class DomainSpec:
         _xml.sub(dom, "name", self.name)
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
+        if self.volumes:
+            # Which volumes this VM owns: delete(storage=True) removes these and nothing else.
+            owned = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}volumes",
+                                     nsmap={"libvm": METADATA_NS})
+            for path in self.volumes:
+                etree.SubElement(owned, f"{{{METADATA_NS}}}volume", path=path)
         _xml.sub(dom, "memory", str(self.memory), unit="MiB")
         _xml.sub(dom, "vcpu", str(self.vcpus))
         os_el = _xml.sub(dom, "os")
@@ -153,6 +177,13 @@ class DomainSpec:
         devices = _xml.sub(dom, "devices")
         for index, disk in enumerate(self.disks):
             _disk_element(devices, disk, index)
+        for index, cdrom in enumerate(self.cdroms):
+            # IDE: the pc machine's own controller; hdc is the secondary master, as on real PCs.
+            el = _xml.sub(devices, "disk", type="file", device="cdrom")
+            _xml.sub(el, "driver", name="qemu", type="raw")
+            _xml.sub(el, "source", file=str(cdrom))
+            _xml.sub(el, "target", dev=disk_name("hd", 2 + index), bus="ide")
+            _xml.sub(el, "readonly")
         for nic in self.nics:
             assert nic.mac is not None  # checked in _validate
             iface = _xml.sub(devices, "interface", type="network")
@@ -269,6 +300,10 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         arch=_attr(dom, "os/type", "arch", "x86_64"),
         uuid=dom.findtext("uuid"),
         autostart=False,
+        cdroms=tuple(Path(_attr(el, "source", "file", "")) for el in dom.iterfind("devices/disk[@device='cdrom']")
+                     if _attr(el, "source", "file", "")),
+        volumes=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}volumes/"
+                                                              f"{{{METADATA_NS}}}volume") if el.get("path")),
     )
     return DomainDoc(spec, tuple(interfaces))
 
@@ -314,6 +349,8 @@ def disk_name(prefix: str, index: int) -> str:
 
 
 def _disk_element(devices: etree._Element, disk: Disk, index: int) -> None:
+    if disk.path is None:
+        raise InvalidSpec(f"disks[{index}]", disk, "a disk from Disk.from_image needs create_vm to make its volume")
     el = _xml.sub(devices, "disk", type="file", device="disk")
     _xml.sub(el, "driver", name="qemu", type=disk.format)
     _xml.sub(el, "source", file=str(disk.path))

@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import libvirt
 import netaddr
 
-from ._live import Live, translate
+from ._live import InvalidState, Live, translate
 from .addressing import check_hostname
 from .domain import VM
 from .domainxml import DomainSpec
@@ -35,7 +37,8 @@ from .errors import (
     SubnetOverlap,
 )
 from .network import Network
-from .values import Nic, Reservation
+from .storage import Pool, Volume
+from .values import Disk, Nic, Reservation
 
 log = logging.getLogger("libvm")
 
@@ -50,11 +53,15 @@ class Provisioner:
         return Network(self._live, self._live.network(name))
 
     def create(self, spec: DomainSpec, nics: Sequence[Nic], auto_virt: bool, *, start: bool,
-               allow_dynamic: bool, pool: tuple[str, str] | None) -> VM:
-        """``Hypervisor.create_vm`` once the non-NIC values are validated into ``spec``."""
+               allow_dynamic: bool, pool: tuple[str, str] | None, seed: Seed | None = None) -> VM:
+        """``Hypervisor.create_vm`` once the non-NIC values are validated into ``spec``.
+
+        ``seed(nics) -> bytes`` builds the cloud-init seed image once the NICs have addresses.
+        """
         name = spec.name
         auto = any(nic.ip is None for nic in nics)
         added: list[tuple[Network, Reservation]] = []
+        made: list[tuple[str, str]] = []  # (pool, volume) created by this call, for the rollback
         owns_name = False
         try:
             with self._live.create_lock():
@@ -63,8 +70,10 @@ class Provisioner:
                     raise AlreadyExists(f"a domain named {name!r} already exists")
                 except NotFound:
                     owns_name = True
+                plan = self._plan_volumes(spec, seed is not None)
                 resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
                 spec = dataclasses.replace(spec, nics=tuple(resolved))
+                spec = self._make_volumes(spec, plan, made, None if seed is None else seed(resolved))
                 with translate(f"defining domain {name!r}"):
                     dom = self._live.conn.defineXML(spec.to_xml())
             if spec.autostart:
@@ -76,7 +85,7 @@ class Provisioner:
             # One handler for every step, so no window is left where a failure
             # (or Ctrl-C) between two steps skips the rollback.
             if owns_name:
-                self._rollback(name, added)
+                self._rollback(name, added, made)
             raise
         log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
         return VM(self._live, dom)
@@ -94,7 +103,7 @@ class Provisioner:
                 # between our read and libvirt's atomic add: take the next one.
                 if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
                     raise
-                self._rollback(name, added)
+                self._rollback(name, added, [])
                 added.clear()
                 log.info("address taken concurrently (%s); allocating again", exc)
         raise AssertionError("unreachable")
@@ -139,7 +148,75 @@ class Provisioner:
                 qemu = dataclasses.replace(spec, virt_type="qemu", uuid=dom.UUIDString())
                 self._live.conn.defineXML(qemu.to_xml()).create()
 
-    def _rollback(self, name: str, added: list[tuple[Network, Reservation]]) -> None:
+    def _plan_volumes(self, spec: DomainSpec, with_seed: bool) -> list[_VolumeStep]:
+        """Check every volume this VM needs, before anything is created.
+
+        Raises :class:`NotFound` (pool or base), :class:`InvalidSpec` (size,
+        format) or :class:`AlreadyExists` (a volume name taken).
+        """
+        steps: list[_VolumeStep] = []
+        for index, disk in enumerate(spec.disks):
+            if disk.image is None:
+                continue
+            image = disk.image
+            pool = Pool(self._live, self._live.pool(image.pool))
+            try:
+                base = pool.volume(image.base)
+            except NotFound as exc:
+                raise InvalidSpec(f"disks[{index}].base", f"{image.pool}/{image.base}", str(exc)) from exc
+            info = base.info()
+            if info.format not in ("qcow2", "raw"):
+                raise InvalidSpec(f"disks[{index}].base", base.name, f"a qcow2 or raw image, not {info.format}")
+            size = image.size or info.capacity
+            if size < info.capacity:
+                raise InvalidSpec(f"disks[{index}].size", size,
+                                  f"smaller than the base image's virtual size ({info.capacity} bytes)")
+            suffix = info.format if image.clone else "qcow2"
+            steps.append(_VolumeStep(index, pool, base, f"{_volume_stem(spec.name)}-disk{index}.{suffix}",
+                                     size, image.clone))
+        if with_seed:
+            if not steps:
+                raise InvalidSpec("cloud_init", "...", "needs a disk from Disk.from_image: the seed is stored "
+                                                       "as a volume in that disk's pool")
+            steps.append(_VolumeStep(-1, steps[0].pool, None, f"{_volume_stem(spec.name)}-seed.iso", 0, False))
+        for step in steps:
+            if step.pool.has(step.name):
+                raise AlreadyExists(f"pool {step.pool.name!r} already has a volume named {step.name!r}")
+        return steps
+
+    def _make_volumes(self, spec: DomainSpec, steps: list[_VolumeStep], made: list[tuple[str, str]],
+                      seed: bytes | None) -> DomainSpec:
+        """Create the planned volumes; the spec then names their paths."""
+        disks = list(spec.disks)
+        cdroms: list[str] = []
+        owned: list[str] = []
+        for step in steps:
+            # Journal before the call (a lost reply still gets rolled back); a definite
+            # refusal means the name is somebody else's, so it leaves the journal again.
+            made.append((step.pool.name, step.name))
+            try:
+                if step.base is None:
+                    assert seed is not None
+                    vol = step.pool.upload_bytes(step.name, seed, "raw")
+                elif step.clone:
+                    vol = step.pool.clone(step.name, step.base, step.size)
+                else:
+                    vol = step.pool.create(step.name, step.size, "qcow2", backing=step.base)
+            except (AlreadyExists, InvalidState):
+                made.remove((step.pool.name, step.name))
+                raise
+            path = vol.path
+            owned.append(path)
+            if step.base is None:
+                cdroms.append(path)
+            else:
+                old = disks[step.index]
+                disks[step.index] = Disk(path, vol.format, old.bus, old.readonly)
+        return dataclasses.replace(spec, disks=tuple(disks), cdroms=(*spec.cdroms, *map(Path, cdroms)),
+                                   volumes=(*spec.volumes, *owned))
+
+    def _rollback(self, name: str, added: list[tuple[Network, Reservation]],
+                  made: list[tuple[str, str]]) -> None:
         """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
 
         The domain is looked up by name (``create_vm`` checked under its lock
@@ -156,6 +233,9 @@ class Provisioner:
                     for net, res in added:
                         with contextlib.suppress(NotFound):
                             self._network(net.name).release(res.mac, ip=res.ip)
+                    for pool, volume in reversed(made):
+                        with contextlib.suppress(NotFound):
+                            Pool(self._live, self._live.pool(pool)).volume(volume).delete()
                     return
                 except LibvmError as exc:
                     if attempt == 2 or self._live.alive():
@@ -208,6 +288,26 @@ class Provisioner:
 
 
 _ALLOCATION_ATTEMPTS = 32
+
+Seed = Callable[[Sequence[Nic]], bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class _VolumeStep:
+    """One volume create_vm makes: a disk (``index``) from ``base``, or the seed (``base=None``)."""
+
+    index: int
+    pool: Pool
+    base: Volume | None
+    name: str
+    size: int
+    clone: bool
+
+
+def _volume_stem(name: str) -> str:
+    """The VM name as the start of a volume file name (other characters become '_')."""
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "vm"
+    return stem[:120]
 
 
 def _refuse_ambiguous(running: list[tuple[str, netaddr.IPNetwork]], index: int, network: str,

@@ -12,12 +12,13 @@ import re
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import netaddr
 
 from .addressing import IpLike, MacLike, check_hostname, check_name, generate_mac, parse_ip, parse_mac
 from .errors import InvalidSpec
+from .storagexml import parse_size
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -147,17 +148,46 @@ class Nic:
         )
 
 
+class VolumeRef(Protocol):
+    """What :meth:`Disk.from_image` needs of a base image: a :class:`libvm.Volume` has it."""
+
+    @property
+    def pool(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """How ``create_vm`` makes a disk: a qcow2 overlay of the volume ``base`` in
+    ``pool`` (or, ``clone=True``, a full copy of it), ``size`` bytes big (default:
+    the base's virtual size)."""
+
+    pool: str
+    base: str
+    size: int | None = None
+    clone: bool = False
+
+
 @dataclass(frozen=True)
 class Disk:
-    """An existing disk image attached to the guest (libvm creates no images)."""
+    """A disk attached to the guest: an existing image file (``path``), or a volume
+    ``create_vm`` makes from a base image (:meth:`from_image`)."""
 
-    path: PathLike
+    path: PathLike | None = None
     format: str = "qcow2"
     bus: str = "virtio"
     readonly: bool = False
+    image: ImageSource | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "path", check_path(self.path, "disk.path"))
+        if self.image is None:
+            _set(self, "path", check_path(self.path, "disk.path"))
+        elif not isinstance(self.image, ImageSource):
+            raise InvalidSpec("disk.image", self.image, "a libvm.ImageSource (use Disk.from_image)")
+        elif self.path is not None:
+            raise InvalidSpec("disk.path", self.path, "give a path or an image, not both")
         if not isinstance(self.format, str) or self.format not in DISK_FORMATS:
             raise InvalidSpec("disk.format", self.format, f"one of {', '.join(DISK_FORMATS)}")
         if not isinstance(self.bus, str) or self.bus not in DISK_BUSES:
@@ -165,9 +195,27 @@ class Disk:
         check_bool(self.readonly, "disk.readonly")
 
     @classmethod
+    def from_image(cls, base: VolumeRef, size: int | str | None = None, *, clone: bool = False,
+                   bus: str = "virtio") -> Disk:
+        """A disk ``create_vm`` makes from the base volume ``base`` (see :meth:`Pool.upload`).
+
+        ``size``: bytes as an int or a string such as ``"10GiB"``; at least the
+        base's virtual size (checked by ``create_vm``); default: the same.
+        ``clone=False`` makes a qcow2 overlay backed by ``base`` (instant, shares
+        its blocks); ``clone=True`` a full copy. The volume is named after the VM
+        (``<vm>-disk<N>.qcow2``) in ``base``'s pool, removed by the VM's rollback
+        and by ``vm.delete(storage=True)``; the base never is.
+        """
+        pool, name = getattr(base, "pool", None), getattr(base, "name", None)
+        if not isinstance(pool, str) or not isinstance(name, str):
+            raise InvalidSpec("disk.base", base, "a libvm.Volume (from Pool.upload or Pool.volume)")
+        bytes_ = None if size is None else parse_size(size, "disk.size")
+        return cls(None, "qcow2", bus, False, ImageSource(pool, name, bytes_, check_bool(clone, "disk.clone")))
+
+    @classmethod
     def trusted(cls, path: str, format: str, bus: str, readonly: bool) -> Disk:
         """Build from libvirt's own XML, keeping any format or bus libvirt knows."""
-        return _trusted(cls, path=Path(path), format=format, bus=bus, readonly=readonly)
+        return _trusted(cls, path=Path(path), format=format, bus=bus, readonly=readonly, image=None)
 
 
 @dataclass(frozen=True)

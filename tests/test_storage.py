@@ -1,0 +1,135 @@
+"""Storage pools, base images and the volumes create_vm makes, on the test driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import libvm
+from libvm import Disk, Nic
+from tests.test_hypervisor import LEGACY_UUID, SEED_NIC
+
+GiB = 2**30
+
+
+def volumes(pool: libvm.Pool) -> list[str]:
+    return [v.name for v in pool.volumes()]
+
+
+@pytest.fixture
+def pool(hv: libvm.Hypervisor) -> libvm.Pool:
+    return hv.ensure_pool("images", "/var/lib/libvirt/images/libvm")
+
+
+@pytest.fixture
+def base(pool: libvm.Pool) -> libvm.Volume:
+    return pool.create("base.qcow2", 2 * GiB, "qcow2")
+
+
+def test_ensure_pool_defines_once_and_checks_the_existing_one(hv: libvm.Hypervisor, pool: libvm.Pool) -> None:
+    assert pool.active and pool.path == "/var/lib/libvirt/images/libvm"
+    assert hv.ensure_pool("images", "/var/lib/libvirt/images/libvm/").name == "images"  # same dir
+    with pytest.raises(libvm.AlreadyExists, match="/var/lib/other"):
+        hv.ensure_pool("images", "/var/lib/other")
+    pool.handle.destroy()
+    assert hv.ensure_pool("images", "/var/lib/libvirt/images/libvm").active  # a stopped pool is started
+    for bad, field in [("rel/dir", "path"), (5, "path"), ("", "path")]:
+        with pytest.raises(libvm.InvalidSpec) as info:
+            hv.ensure_pool("other", bad)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_overlay_is_made_named_after_the_vm_and_removed_only_with_storage(
+        hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    vm = hv.create_vm("web1", disks=[Disk.from_image(base, size="10GiB")], nics=[SEED_NIC], virt_type="qemu")
+    overlay = pool.volume("web1-disk0.qcow2").info()
+    assert (overlay.format, overlay.capacity, overlay.backing) == ("qcow2", 10 * GiB, base.path)
+    assert [str(d.path) for d in vm.spec().disks] == [overlay.path]
+    assert vm.spec().volumes == (overlay.path,)
+    vm.delete()
+    assert volumes(pool) == ["base.qcow2", "web1-disk0.qcow2"]  # plain delete() keeps storage
+    vm2 = hv.create_vm("web2", disks=[Disk.from_image(base)], nics=[SEED_NIC], virt_type="qemu")
+    assert pool.volume("web2-disk0.qcow2").capacity == 2 * GiB  # default: the base's size
+    vm2.delete(storage=True)
+    assert volumes(pool) == ["base.qcow2", "web1-disk0.qcow2"]  # its own overlay only, never the base
+
+
+def test_clone_is_a_full_copy(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    hv.create_vm("c1", disks=[Disk.from_image(base, size=3 * GiB, clone=True)], nics=[SEED_NIC], virt_type="qemu")
+    copy = pool.volume("c1-disk0.qcow2").info()
+    assert copy.backing is None and copy.capacity == 3 * GiB
+
+
+def snapshot(hv: libvm.Hypervisor, pool: libvm.Pool) -> tuple[list[str], list[str], list[libvm.Reservation]]:
+    return (sorted(v.name for v in hv.vms()), volumes(pool), hv.network("lab").reservations())
+
+
+@pytest.mark.parametrize(
+    ("disk", "error", "field"),
+    [
+        (lambda b: Disk.from_image(b, size="1GiB"), libvm.InvalidSpec, "disks[0].size"),
+        (lambda b: Disk.from_image(_Ref("images", "nope.qcow2")), libvm.InvalidSpec, "disks[0].base"),
+        (lambda b: Disk.from_image(_Ref("nopool", "base.qcow2")), libvm.NotFound, None),
+    ],
+)
+def test_refused_volumes_change_nothing(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume,
+                                        disk: object, error: type[Exception], field: str | None) -> None:
+    before = snapshot(hv, pool)
+    with pytest.raises(error) as info:
+        hv.create_vm("web1", disks=[disk(base)], nics=[SEED_NIC], virt_type="qemu")  # type: ignore[operator]
+    if field is not None:
+        assert info.value.field == field  # type: ignore[attr-defined]
+    assert snapshot(hv, pool) == before
+
+
+def test_a_taken_volume_name_is_refused_before_anything_changes(hv: libvm.Hypervisor, pool: libvm.Pool,
+                                                                base: libvm.Volume) -> None:
+    pool.create("web1-disk0.qcow2", GiB, "qcow2")
+    before = snapshot(hv, pool)
+    with pytest.raises(libvm.AlreadyExists, match=r"web1-disk0\.qcow2"):
+        hv.create_vm("web1", disks=[Disk.from_image(base)], nics=[SEED_NIC], virt_type="qemu")
+    assert snapshot(hv, pool) == before
+
+
+def test_rollback_removes_the_volumes_it_made(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    before = snapshot(hv, pool)
+    with pytest.raises(libvm.LibvmError, match="legacy"):  # the define fails after the overlay exists
+        hv.create_vm("clash", disks=[Disk.from_image(base), Disk.from_image(base)], nics=[SEED_NIC],
+                     uuid=LEGACY_UUID, virt_type="qemu")
+    assert snapshot(hv, pool) == before
+
+
+def test_disk_from_image_bad_input() -> None:
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: Disk.from_image("base.qcow2"), "disk.base"),  # type: ignore[arg-type]
+        (lambda: Disk.from_image(_Ref("p", "b"), size="lots"), "disk.size"),
+        (lambda: Disk.from_image(_Ref("p", "b"), size=0), "disk.size"),
+        (lambda: Disk.from_image(_Ref("p", "b"), clone="yes"), "disk.clone"),  # type: ignore[arg-type]
+        (lambda: Disk(), "disk.path"),
+    ]
+    for call, field in calls:
+        with pytest.raises(libvm.InvalidSpec) as info:
+            call()
+        assert info.value.field == field
+
+
+def test_upload_that_fails_leaves_no_volume(pool: libvm.Pool, tmp_path: object) -> None:
+    with pytest.raises(libvm.LibvirtFailure):  # the test driver has no upload streams
+        pool.upload_bytes("seed.iso", b"cidata")
+    assert volumes(pool) == []
+    with pytest.raises(libvm.InvalidSpec) as info:
+        pool.upload("x.qcow2", "/nonexistent/image.qcow2")
+    assert info.value.field == "source"
+
+
+def test_unmanaged_nic_disks_keep_working(hv: libvm.Hypervisor) -> None:
+    vm = hv.create_vm("plain", disks=[Disk("/var/lib/libvirt/images/plain.qcow2")], nics=[Nic("lab")],
+                      virt_type="qemu")
+    assert vm.spec().volumes == ()
+    vm.delete(storage=True)  # nothing of its own to remove; the path is not libvm's
+
+
+class _Ref:
+    def __init__(self, pool: str, name: str) -> None:
+        self.pool, self.name = pool, name
