@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import socket
 import time
 
 import libvirt
@@ -15,7 +16,7 @@ from ._live import InvalidState, Live, Unsupported, translate
 from .domainxml import DomainDoc, DomainSpec, read_domain
 from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .network import Network
-from .values import Lease, Nic
+from .values import Lease, Nic, check_int
 
 log = logging.getLogger("libvm")
 
@@ -262,6 +263,63 @@ class VM:
         found = self.wait_for_ips(timeout, poll)
         first = self.macs[0] if self.macs[0] in found else next(iter(found))
         return found[first]
+
+
+    def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5) -> netaddr.IPAddress:
+        """Wait until the guest is ready: its reserved address, then an SSH server on it.
+
+        Stage 1 is :meth:`wait_for_ip` (the lease must be the reserved address);
+        stage 2 connects to ``port`` (TCP) on that address from where the caller
+        runs and waits for a line starting with ``SSH-`` (the server's banner).
+        ``timeout`` (seconds) covers both stages. Returns the address.
+
+        Raises :class:`WaitTimeout` naming the stage that did not finish and what
+        was seen (no lease; connection refused; no banner; another banner),
+        :class:`AddressMismatch` as :meth:`wait_for_ip` does, :class:`InvalidSpec`
+        for bad arguments.
+        """
+        _check_seconds("timeout", timeout)
+        _check_seconds("poll", poll)
+        check_int(port, "port", 1, 65535)
+        deadline = time.monotonic() + timeout
+        try:
+            ip = self.wait_for_ip(timeout, poll)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"domain {self.name!r}, stage 1 of 2 (DHCP lease): {exc}") from exc
+        seen = "nothing yet"
+        while True:
+            left = deadline - time.monotonic()
+            banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
+            if banner:
+                return ip
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}): no 'SSH-' banner "
+                                  f"after {timeout:g} s; last attempt: {seen}")
+            if not self.running:
+                raise LibvmError(f"domain {self.name!r} is {self.state} while waiting for SSH on {ip}:{port}")
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+def _ssh_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """Connect and read the first line: (whether it is an SSH banner, what happened)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+    except ConnectionRefusedError:
+        return False, "connection refused"
+    except TimeoutError:
+        return False, f"no answer within {timeout:.1f} s"
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    line = data.split(b"\n", 1)[0].strip()
+    if line.startswith(b"SSH-"):
+        return True, line.decode(errors="replace")
+    return False, f"banner {line[:60]!r}" if line else "connection closed without a banner"
 
 
 def _check_seconds(name: str, value: object) -> None:

@@ -312,3 +312,41 @@ def test_pool_given_backwards_is_refused(lab: libvm.Network) -> None:
     with pytest.raises(libvm.InvalidSpec) as info:
         lab.free_ip(pool=("192.168.150.50", "192.168.150.10"))
     assert info.value.field == "pool"
+
+
+def test_wait_for_ssh_names_the_stage_that_timed_out(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.WaitTimeout, match="stage 1 of 2 \\(DHCP lease\\)"):
+        hv.vm("legacy").wait_for_ssh(timeout=0.05)  # the test driver hands out no leases
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.vm("legacy").wait_for_ssh(port=0)
+    assert info.value.field == "port"
+
+
+@pytest.mark.parametrize(
+    ("reply", "ready", "seen"),
+    [(b"SSH-2.0-OpenSSH_9.2\r\n", True, "SSH-2.0-OpenSSH_9.2"), (b"HTTP/1.1 400\r\n", False, "banner"),
+     (b"", False, "without a banner")],
+)
+def test_ssh_banner_probe(reply: bytes, ready: bool, seen: str) -> None:
+    """The stage-2 probe against a server on loopback."""
+    import socket
+
+    from libvm.domain import _ssh_banner
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(reply)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        ok, what = _ssh_banner("127.0.0.1", port, 2.0)
+        thread.join()
+    assert ok is ready and seen in what
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    assert _ssh_banner("127.0.0.1", port, 1.0) == (False, "connection refused")
