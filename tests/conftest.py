@@ -8,6 +8,7 @@ Real-stack tests (``tests/realstack/``) get their connection URI from the
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +39,18 @@ def canonical(xml: str | bytes) -> bytes:
     parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
     root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml, parser)
     return etree.tostring(root, method="c14n2")
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """SIGINT handled by Python (KeyboardInterrupt), as in an interactive program.
+
+    A process started in the background by a non-interactive shell (as CI may
+    start the suite) inherits SIGINT *ignored*; Python then installs no handler
+    and ``_thread.interrupt_main()`` does nothing.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -280,7 +280,7 @@ def test_create_vms_names_the_spec_that_failed(hv: libvm.Hypervisor) -> None:
     assert snapshot(hv) == before
 
 
-def test_ctrl_c_during_a_failing_libvirt_call_is_a_keyboard_interrupt(hv: libvm.Hypervisor) -> None:
+def test_ctrl_c_during_a_failing_libvirt_call_is_a_keyboard_interrupt(hv: libvm.Hypervisor, ctrl_c: None) -> None:
     """libvirt reports errors through a callback run inside the failing C call. Were it a
     Python function, a Ctrl-C arriving during the call would be raised inside it and come
     out as a SystemError ("returned a result with an exception set"), or be lost."""

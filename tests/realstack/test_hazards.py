@@ -166,7 +166,7 @@ def test_inactive_network_rolls_back(stack: Stack) -> None:
     assert state(stack) == before
 
 
-def test_interrupt_at_any_point_leaves_all_or_nothing(stack: Stack) -> None:
+def test_interrupt_at_any_point_leaves_all_or_nothing(stack: Stack, ctrl_c: None) -> None:
     """A real Ctrl-C (SIGINT to this process) at many points inside create_vm."""
     import _thread
     import threading
