@@ -13,6 +13,7 @@ libvirt start qemu, and prove the guest got the promised address::
 """
 
 from .addressing import generate_mac
+from .cloudinit import CloudInit
 from .domain import VM, VMState
 from .domainxml import DomainDoc, DomainSpec, Interface
 from .errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "AddressMismatch",
     "AlreadyExists",
     "ClientIdShared",
+    "CloudInit",
     "ConnectionClosed",
     "Disk",
     "DomainDoc",
