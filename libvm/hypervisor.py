@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ import netaddr
 from . import provision
 from ._live import Live, open_connection, translate
 from .addressing import check_name, format_mac
+from .cloudinit import CloudInit, SeedNic, render_seed
 from .domain import VM
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
@@ -262,6 +264,7 @@ class Hypervisor:
         autostart: bool = False,
         allow_dynamic: bool = True,
         pool: tuple[str, str] | None = None,
+        cloud_init: CloudInit | None = None,
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
@@ -287,6 +290,11 @@ class Hypervisor:
             allow_dynamic: ``False`` refuses addresses inside the dynamic DHCP
                 range, given or allocated (:class:`IpInDhcpRange`).
             pool: ``(first, last)`` addresses automatic allocation picks from.
+            cloud_init: a :class:`CloudInit` (hostname, SSH keys, your own
+                cloud-config, ``static_network``): libvm builds a NoCloud seed
+                ISO (volume label ``cidata``), stores it as ``<vm>-seed.iso`` in
+                the pool of the first :meth:`Disk.from_image` disk and attaches
+                it as a read-only cdrom. Its instance-id is the domain's UUID.
 
         All or nothing: every value is checked and every conflict refused
         before libvirt is changed; if defining or starting fails (or the call is
@@ -312,10 +320,31 @@ class Hypervisor:
             check_bool(flag, field)
         if pool is not None and (not isinstance(pool, (tuple, list)) or len(pool) != 2):
             raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
+        if cloud_init is not None and not isinstance(cloud_init, CloudInit):
+            raise InvalidSpec("cloud_init", cloud_init, "a libvm.CloudInit or None")
         if virt_type is None:
             spec = dataclasses.replace(spec, virt_type=self.default_virt_type)
+        seed = None
+        if cloud_init is not None:
+            if spec.uuid is None:  # the seed's instance-id: known before the domain exists
+                spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
+            seed = self._seed_builder(cloud_init, spec)
         return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
-                                                        allow_dynamic=allow_dynamic, pool=pool)
+                                                        allow_dynamic=allow_dynamic, pool=pool, seed=seed)
+
+    def _seed_builder(self, ci: CloudInit, spec: DomainSpec) -> provision.Seed:
+        """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
+        def seed(nics: Sequence[Nic]) -> bytes:
+            facts = []
+            for nic in nics:
+                assert nic.ip is not None and nic.mac is not None  # resolved
+                found = self.network(nic.network).spec().ip_for(nic.ip)
+                assert found is not None  # checked when reserved
+                subnet = found[1].subnet
+                facts.append(SeedNic(nic.mac, nic.ip, subnet.prefixlen, subnet.ip))
+            assert spec.uuid is not None
+            return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", facts)
+        return seed
 
     def create_vms(self, specs: Iterable[Mapping[str, Any]]) -> list[VM]:
         """Create several VMs; each mapping holds :meth:`create_vm`'s keyword arguments.

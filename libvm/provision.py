@@ -271,7 +271,7 @@ class Provisioner:
             mac = str(full.mac)
             first_on_network = all(n.network != nic.network for n in resolved)
             if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
-                full = dataclasses.replace(full, hostname=_dns_label(name))
+                full = dataclasses.replace(full, hostname=dns_label(name))
             if mac in owners:
                 raise MacInUse(f"nics[{index}].mac {mac} is already on an interface of domain "
                                f"{owners[mac]!r}", other=owners[mac])
@@ -343,7 +343,7 @@ def _sigint_deferred() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def _dns_label(name: str) -> str | None:
+def dns_label(name: str) -> str | None:
     """The VM name as its DHCP hostname, if it is a valid DNS name."""
     try:
         return check_hostname(name)

@@ -133,3 +133,20 @@ def test_unmanaged_nic_disks_keep_working(hv: libvm.Hypervisor) -> None:
 class _Ref:
     def __init__(self, pool: str, name: str) -> None:
         self.pool, self.name = pool, name
+
+
+def test_cloud_init_needs_an_image_disk_and_changes_nothing_when_refused(
+        hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    ci = libvm.CloudInit(hostname="web1", ssh_authorized_keys=["ssh-ed25519 AAAAC3Nza me@host"])
+    before = snapshot(hv, pool)
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.create_vm("web1", nics=[SEED_NIC], cloud_init=ci, virt_type="qemu")
+    assert info.value.field == "cloud_init"
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.create_vm("web1", nics=[SEED_NIC], cloud_init={"hostname": "x"}, virt_type="qemu")  # type: ignore[arg-type]
+    assert info.value.field == "cloud_init"
+    # The test driver cannot upload (no streams): the seed step fails after the overlay
+    # and the reservation exist, and the rollback removes both.
+    with pytest.raises(libvm.LibvirtFailure, match="seed"):
+        hv.create_vm("web1", disks=[Disk.from_image(base)], nics=[SEED_NIC], cloud_init=ci, virt_type="qemu")
+    assert snapshot(hv, pool) == before
