@@ -44,7 +44,7 @@ from .errors import (
     NoFreeAddress,
     NotFound,
 )
-from .networkxml import HostEntry, NetworkSpec, host_xml, read_network
+from .networkxml import DnsHost, HostEntry, NetworkSpec, dns_host_xml, host_xml, read_dns_hosts, read_network
 from .values import Lease, Reservation
 
 log = logging.getLogger("libvm")
@@ -301,12 +301,14 @@ class Network:
         return list(dict.fromkeys(entry.reservation() for entry, _ in gone))
 
     def forget(self, mac: MacLike) -> None:
-        """Release ``mac``'s reservations and its leases (what a deleted VM leaves behind).
+        """Release ``mac``'s reservations, the DNS names of their addresses, and its
+        leases (what a deleted VM leaves behind).
 
         A lease that cannot be released (remote daemon) is logged and left to expire.
         """
         wanted = format_mac(parse_mac(mac, "mac"))
-        self.release(wanted)
+        for reservation in self.release(wanted):
+            self.remove_dns_host(reservation.ip)
         for lease in self.leases():
             if lease.mac is not None and format_mac(lease.mac) == wanted:
                 try:
@@ -339,6 +341,64 @@ class Network:
             except AddressConflict as conflict:
                 raise conflict from exc
             raise AddressConflict(f"libvirt refused {host} on network {self.name!r}: {exc}") from exc
+
+    # -- DNS -------------------------------------------------------------------
+
+    def _dns_definitions(self) -> dict[DnsHost, int]:
+        """Every ``<dns><host>``, with the update flags of the definitions holding it."""
+        where: dict[DnsHost, int] = {}
+        views = []
+        if self.active or not self.persistent:
+            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, self.xml()))
+        if self.persistent:
+            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG, self.xml(inactive=True)))
+        for flag, xml in views:
+            for host in read_dns_hosts(xml):
+                where[host] = where.get(host, 0) | flag
+        return where
+
+    def dns_hosts(self) -> list[DnsHost]:
+        """Every ``<dns><host>`` entry (``ip``, ``hostnames``), live and persistent, once each."""
+        return list(self._dns_definitions())
+
+    def add_dns_host(self, ip: IpLike, hostname: str) -> DnsHost:
+        """Make the network's dnsmasq resolve ``hostname`` to ``ip`` (live and persistent).
+
+        The same entry again is a no-op. A name already in this network's DNS
+        for another address raises :class:`HostnameReserved`; an address that
+        already has other names raises :class:`IpReserved` (names compare
+        case-insensitively, as dnsmasq's do).
+        """
+        address = str(parse_ip(ip, "ip"))
+        name = check_hostname(hostname, "hostname")
+        for host in self._dns_definitions():
+            names = {n.lower() for n in host.hostnames}
+            if host.ip == address and names == {name.lower()}:
+                return host
+            if name.lower() in names:
+                raise HostnameReserved(f"{name!r} already resolves to {host.ip} in network {self.name!r}'s DNS",
+                                       other=host.ip)
+            if host.ip == address:
+                raise IpReserved(f"{address} already has the DNS names {', '.join(host.hostnames)} in network "
+                                 f"{self.name!r}", other=",".join(host.hostnames))
+        entry = DnsHost(address, (name,))
+        self._dns_update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry, self._flags())
+        log.info("added DNS name %s -> %s on network %s", name, address, self.name)
+        return entry
+
+    def remove_dns_host(self, ip: IpLike) -> list[DnsHost]:
+        """Remove the DNS entries of ``ip`` (idempotent); returns what was removed."""
+        address = str(parse_ip(ip, "ip"))
+        gone = [(host, flags) for host, flags in self._dns_definitions().items() if host.ip == address]
+        for host, flags in gone:
+            self._dns_update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host, flags)
+            log.info("removed DNS entry %s on network %s", host, self.name)
+        return [host for host, _ in gone]
+
+    def _dns_update(self, command: int, host: DnsHost, flags: int) -> None:
+        with translate(f"updating DNS host {host.ip} on network {self.name!r}"):
+            self.handle.update(command, libvirt.VIR_NETWORK_SECTION_DNS_HOST, -1,
+                               dns_host_xml(host.ip, host.hostnames), flags)
 
     # -- leases ----------------------------------------------------------------
 

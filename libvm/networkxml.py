@@ -282,3 +282,25 @@ def host_element(host: Reservation) -> etree._Element:
 def host_xml(host: Reservation) -> str:
     """The ``<host>`` element as the string virNetworkUpdate takes."""
     return etree.tostring(host_element(host), encoding="unicode")
+
+
+class DnsHost(NamedTuple):
+    """A ``<dns><host ip=...><hostname>...</hostname></host></dns>`` entry of a network."""
+
+    ip: str
+    hostnames: tuple[str, ...]
+
+
+def read_dns_hosts(xml: str | bytes) -> list[DnsHost]:
+    """Every ``<dns><host>`` of a ``<network>``."""
+    root = _xml.parse(xml, "network xml")
+    return [DnsHost(host.get("ip", ""), tuple(h.text or "" for h in host.iterfind("hostname")))
+            for host in root.iterfind("dns/host[@ip]")]
+
+
+def dns_host_xml(ip: str, hostnames: Sequence[str]) -> str:
+    """The ``<host>`` element virNetworkUpdate takes for the DNS_HOST section."""
+    host = etree.Element("host", ip=ip)
+    for name in hostnames:
+        _xml.sub(host, "hostname", name)
+    return etree.tostring(host, encoding="unicode")

@@ -62,6 +62,7 @@ class Provisioner:
         auto = any(nic.ip is None for nic in nics)
         added: list[tuple[Network, Reservation]] = []
         made: list[tuple[str, str]] = []  # (pool, volume) created by this call, for the rollback
+        dns: list[tuple[str, str]] = []  # (network, ip) DNS entries added by this call
         owns_name = False
         try:
             with self._live.create_lock():
@@ -73,6 +74,7 @@ class Provisioner:
                 plan = self._plan_volumes(spec, seed is not None)
                 resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
                 spec = dataclasses.replace(spec, nics=tuple(resolved))
+                self._add_dns(name, resolved, dns)
                 spec = self._make_volumes(spec, plan, made, None if seed is None else seed(resolved))
                 with translate(f"defining domain {name!r}"):
                     dom = self._live.conn.defineXML(spec.to_xml())
@@ -85,7 +87,7 @@ class Provisioner:
             # One handler for every step, so no window is left where a failure
             # (or Ctrl-C) between two steps skips the rollback.
             if owns_name:
-                self._rollback(name, added, made)
+                self._rollback(name, added, made, dns)
             raise
         log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
         return VM(self._live, dom)
@@ -103,7 +105,7 @@ class Provisioner:
                 # between our read and libvirt's atomic add: take the next one.
                 if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
                     raise
-                self._rollback(name, added, [])
+                self._rollback(name, added, [], [])
                 added.clear()
                 log.info("address taken concurrently (%s); allocating again", exc)
         raise AssertionError("unreachable")
@@ -216,7 +218,7 @@ class Provisioner:
                                    volumes=(*spec.volumes, *owned))
 
     def _rollback(self, name: str, added: list[tuple[Network, Reservation]],
-                  made: list[tuple[str, str]]) -> None:
+                  made: list[tuple[str, str]], dns: list[tuple[str, str]]) -> None:
         """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
 
         The domain is looked up by name (``create_vm`` checked under its lock
@@ -233,6 +235,9 @@ class Provisioner:
                     for net, res in added:
                         with contextlib.suppress(NotFound):
                             self._network(net.name).release(res.mac, ip=res.ip)
+                    for network, ip in dns:
+                        with contextlib.suppress(NotFound):
+                            self._network(network).remove_dns_host(ip)
                     for pool, volume in reversed(made):
                         with contextlib.suppress(NotFound):
                             Pool(self._live, self._live.pool(pool)).volume(volume).delete()
@@ -247,6 +252,43 @@ class Provisioner:
                     except LibvmError as lost:
                         log.error("rollback of %s incomplete: %s", name, lost)
                         return
+
+    @staticmethod
+    def _check_dns(net: Network, index: int, nic: Nic, default: str | None) -> None:
+        """Refuse a DNS name the network already gives another address (before anything changes)."""
+        name = nic.hostname or default
+        if name is None:
+            raise InvalidSpec(f"nics[{index}].dns", True, "needs a hostname: give Nic(hostname=...) "
+                                                          "or a VM name that is a DNS name")
+        for host in net.dns_hosts():
+            names = {n.lower() for n in host.hostnames}
+            if host.ip == str(nic.ip) and names == {name.lower()}:
+                continue
+            if name.lower() in names:
+                raise HostnameReserved(f"nics[{index}]: {name!r} already resolves to {host.ip} in network "
+                                       f"{net.name!r}'s DNS", other=host.ip)
+            if host.ip == str(nic.ip):
+                raise IpReserved(f"nics[{index}]: {nic.ip} already has the DNS names "
+                                 f"{', '.join(host.hostnames)} in network {net.name!r}",
+                                 other=",".join(host.hostnames))
+
+    def _add_dns(self, vm: str, nics: Sequence[Nic], dns: list[tuple[str, str]]) -> None:
+        """Add every ``dns=True`` NIC's name to its network's DNS; ``dns`` journals the new ones."""
+        for nic in nics:
+            if not nic.dns:
+                continue
+            name = nic.hostname or dns_label(vm)
+            assert name is not None and nic.ip is not None  # checked in _check_dns
+            net = self._network(nic.network)
+            fresh = not any(h.ip == str(nic.ip) for h in net.dns_hosts())
+            if fresh:
+                dns.append((nic.network, str(nic.ip)))
+            try:
+                net.add_dns_host(nic.ip, name)
+            except AddressConflict:
+                if fresh:
+                    dns.remove((nic.network, str(nic.ip)))
+                raise
 
     def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
                       pool: tuple[str, str] | None = None) -> list[Nic]:
@@ -267,7 +309,7 @@ class Provisioner:
             if ip is None:
                 taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
                 ip = net.free_ip(pool=pool, avoid=taken, allow_dynamic=allow_dynamic)
-            full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname)
+            full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname, dns=nic.dns)
             mac = str(full.mac)
             first_on_network = all(n.network != nic.network for n in resolved)
             if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
@@ -283,6 +325,8 @@ class Provisioner:
                 net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
             except InvalidSpec as exc:
                 raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
+            if full.dns:
+                self._check_dns(net, index, full, dns_label(name))
             resolved.append(full)
         return resolved
 

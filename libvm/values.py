@@ -106,7 +106,9 @@ class Nic:
     ``ip`` is the address reserved for it in the network's DHCP; ``None`` lets
     :meth:`Hypervisor.create_vm` allocate one. ``mac`` defaults to a MAC derived
     from ``(network, ip)`` (see :func:`libvm.addressing.generate_mac`), so the
-    same address always gets the same MAC.
+    same address always gets the same MAC. ``dns=True`` also puts the hostname
+    (``hostname``, else the VM's name) in the network's DNS, so the network's
+    dnsmasq resolves it to ``ip``.
     """
 
     network: str
@@ -114,6 +116,7 @@ class Nic:
     mac: netaddr.EUI | None = None
     model: str = "virtio"
     hostname: str | None = None
+    dns: bool = False
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class Nic:
         mac: MacLike | None = None,
         model: str = "virtio",
         hostname: str | None = None,
+        dns: bool = False,
     ) -> None:
         check_name(network, "nic.network")
         if not isinstance(model, str) or model not in NIC_MODELS:
@@ -135,6 +139,7 @@ class Nic:
         _set(self, "mac", hw)
         _set(self, "model", model)
         _set(self, "hostname", None if hostname is None else check_hostname(hostname, "nic.hostname"))
+        _set(self, "dns", check_bool(dns, "nic.dns"))
 
     @classmethod
     def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None) -> Nic:
@@ -144,7 +149,7 @@ class Nic:
         """
         return _trusted(
             cls, network=network, ip=None if ip is None else netaddr.IPAddress(ip),
-            mac=netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded), model=model, hostname=hostname,
+            mac=netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded), model=model, hostname=hostname, dns=False,
         )
 
 

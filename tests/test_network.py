@@ -165,3 +165,35 @@ def test_free_ip_skips_gateway_reservations_and_range(lab: libvm.Network) -> Non
     assert str(lab.free_ip(pool=("192.168.150.30", "192.168.150.45"))) == "192.168.150.40"
     with pytest.raises(InvalidSpec, match="pool"):
         lab.free_ip(pool=("192.168.150.10", "10.0.0.1"))
+
+
+def test_dns_names_added_refused_and_removed(hv: libvm.Hypervisor) -> None:
+    lab = hv.network("lab")
+    vm = hv.create_vm("web1", nics=[libvm.Nic("lab", ip="192.168.150.88", dns=True)], virt_type="qemu")
+    assert [(h.ip, h.hostnames) for h in lab.dns_hosts()] == [("192.168.150.88", ("web1",))]
+    before = canonical(lab.xml())
+    for nic in [libvm.Nic("lab", ip="192.168.150.89", hostname="WEB1", dns=True),  # case-insensitive
+                libvm.Nic("lab", ip="192.168.150.90", hostname="web1", dns=True)]:
+        with pytest.raises(libvm.HostnameReserved):
+            hv.create_vm("other", nics=[nic], virt_type="qemu")
+    lab.add_dns_host("192.168.150.95", "api")  # in DNS only, not in DHCP
+    before = canonical(lab.xml())
+    with pytest.raises(libvm.HostnameReserved, match="api"):
+        hv.create_vm("other", nics=[libvm.Nic("lab", ip="192.168.150.96", hostname="api", dns=True)], virt_type="qemu")
+    with pytest.raises(libvm.IpReserved, match="api"):
+        hv.create_vm("other", nics=[libvm.Nic("lab", ip="192.168.150.95", dns=True)], virt_type="qemu")
+    with pytest.raises(libvm.InvalidSpec) as info:  # no usable name for DNS
+        hv.create_vm("no name!", nics=[libvm.Nic("lab", ip="192.168.150.91", dns=True)], virt_type="qemu")
+    assert info.value.field == "nics[0].dns"
+    assert canonical(lab.xml()) == before
+    vm.delete()
+    assert [h.ip for h in lab.dns_hosts()] == ["192.168.150.95"]  # only web1's went with it
+
+
+def test_dns_entry_is_rolled_back(hv: libvm.Hypervisor) -> None:
+    lab = hv.network("lab")
+    before = canonical(lab.xml())
+    with pytest.raises(libvm.LibvmError, match="legacy"):  # define fails after the DNS entry was added
+        hv.create_vm("clash", nics=[libvm.Nic("lab", ip="192.168.150.88", dns=True)],
+                     uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", virt_type="qemu")
+    assert canonical(lab.xml()) == before
