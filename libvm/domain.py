@@ -157,11 +157,32 @@ class VM:
             with translate(f"starting domain {self.name!r}"):
                 self.handle.create()
 
-    def shutdown(self) -> None:
-        """Ask the guest to power off (ACPI); returns at once. See :meth:`destroy`."""
-        if self.running:
-            with translate(f"shutting down domain {self.name!r}"):
-                self.handle.shutdown()
+    def shutdown(self, timeout: float | None = 60.0, *, poll: float = 0.25) -> bool:
+        """Ask the guest to power off (ACPI power button) and wait up to ``timeout``
+        seconds; if it is still running then, power it off at once (:meth:`destroy`).
+
+        Returns ``True`` if the guest stopped by itself (or was not running),
+        ``False`` if it had to be destroyed. ``timeout=None`` only asks and
+        returns ``True`` at once. Raises :class:`InvalidSpec` for bad arguments,
+        :class:`LibvirtFailure` if libvirt fails.
+        """
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        _check_seconds("poll", poll)
+        if not self.running:
+            return True
+        with contextlib.suppress(InvalidState), translate(f"shutting down domain {self.name!r}"):
+            self.handle.shutdown()  # InvalidState: it stopped meanwhile
+        if timeout is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while self.running:
+            if time.monotonic() > deadline:
+                log.info("domain %s ignored the ACPI shutdown for %g s; destroying it", self.name, timeout)
+                self.destroy()
+                return False
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+        return True
 
     def destroy(self) -> None:
         """Power off at once (idempotent)."""

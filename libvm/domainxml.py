@@ -22,6 +22,8 @@ from .errors import InvalidSpec
 from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
+#: ``bios`` (SeaBIOS, libvirt's default) or ``efi`` (libvirt picks an OVMF build it finds).
+FIRMWARES = ("bios", "efi")
 #: The namespace of libvm's own ``<metadata>`` in a domain.
 METADATA_NS = "https://libvm.invalid/xmlns/domain/1"
 #: libvirt's and qemu's x86 ceiling (q35 with an IOMMU); more is a typo, not a VM.
@@ -66,6 +68,7 @@ class DomainSpec:
     autostart: bool = field(default=False, compare=False)
     cdroms: tuple[Path, ...] = ()
     volumes: tuple[str, ...] = ()
+    firmware: str = "bios"
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class DomainSpec:
         autostart: bool = False,
         cdroms: Iterable[PathLike] = (),
         volumes: Iterable[str] = (),
+        firmware: str = "bios",
     ) -> None:
         values = {
             "name": check_name(name),
@@ -102,6 +106,7 @@ class DomainSpec:
             "uuid": uuid,
             "autostart": check_bool(autostart, "autostart"),
             "cdroms": tuple(check_path(p, f"cdroms[{i}]") for i, p in enumerate(_paths(cdroms, "cdroms"))),
+            "firmware": firmware,
             "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
         }
         for key, value in values.items():
@@ -109,6 +114,8 @@ class DomainSpec:
         self._validate()
 
     def _validate(self) -> None:
+        if not isinstance(self.firmware, str) or self.firmware not in FIRMWARES:
+            raise InvalidSpec("firmware", self.firmware, f"one of {', '.join(FIRMWARES)}")
         if self.graphics is not None and not isinstance(self.graphics, Vnc):
             raise InvalidSpec("graphics", self.graphics, "a libvm.Vnc or None")
         if not isinstance(self.virt_type, str) or self.virt_type not in VIRT_TYPES:
@@ -159,7 +166,7 @@ class DomainSpec:
                 etree.SubElement(owned, f"{{{METADATA_NS}}}volume", path=path)
         _xml.sub(dom, "memory", str(self.memory), unit="MiB")
         _xml.sub(dom, "vcpu", str(self.vcpus))
-        os_el = _xml.sub(dom, "os")
+        os_el = _xml.sub(dom, "os", firmware="efi") if self.firmware == "efi" else _xml.sub(dom, "os")
         _xml.sub(os_el, "type", "hvm", arch=self.arch)
         if self.kernel is not None:
             _xml.sub(os_el, "kernel", str(self.kernel))
@@ -298,6 +305,7 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         graphics=graphics,
         virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
         arch=_attr(dom, "os/type", "arch", "x86_64"),
+        firmware="efi" if _attr(dom, "os", "firmware", "") == "efi" or dom.find("os/loader") is not None else "bios",
         uuid=dom.findtext("uuid"),
         autostart=False,
         cdroms=tuple(Path(_attr(el, "source", "file", "")) for el in dom.iterfind("devices/disk[@device='cdrom']")

@@ -16,7 +16,8 @@ import libvirt
 import netaddr
 
 from . import provision
-from ._live import Live, open_connection, translate
+from ._live import Live, Unsupported, open_connection, translate
+from ._xml import parse as parse_xml
 from .addressing import check_name, format_mac
 from .cloudinit import CloudInit, SeedNic, render_seed
 from .domain import VM
@@ -265,6 +266,7 @@ class Hypervisor:
         allow_dynamic: bool = True,
         pool: tuple[str, str] | None = None,
         cloud_init: CloudInit | None = None,
+        firmware: str = "bios",
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
@@ -290,6 +292,8 @@ class Hypervisor:
             allow_dynamic: ``False`` refuses addresses inside the dynamic DHCP
                 range, given or allocated (:class:`IpInDhcpRange`).
             pool: ``(first, last)`` addresses automatic allocation picks from.
+            firmware: ``"bios"`` (SeaBIOS) or ``"efi"`` (UEFI: libvirt picks an OVMF
+                build; :class:`InvalidSpec` if libvirt finds none on the host).
             cloud_init: a :class:`CloudInit` (hostname, SSH keys, your own
                 cloud-config, ``static_network``): libvm builds a NoCloud seed
                 ISO (volume label ``cidata``), stores it as ``<vm>-seed.iso`` in
@@ -320,6 +324,9 @@ class Hypervisor:
             check_bool(flag, field)
         if pool is not None and (not isinstance(pool, (tuple, list)) or len(pool) != 2):
             raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
+        spec = dataclasses.replace(spec, firmware=firmware)
+        if firmware == "efi":
+            self._require_efi(spec)
         if cloud_init is not None and not isinstance(cloud_init, CloudInit):
             raise InvalidSpec("cloud_init", cloud_init, "a libvm.CloudInit or None")
         if virt_type is None:
@@ -331,6 +338,18 @@ class Hypervisor:
             seed = self._seed_builder(cloud_init, spec)
         return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
                                                         allow_dynamic=allow_dynamic, pool=pool, seed=seed)
+
+    def _require_efi(self, spec: DomainSpec) -> None:
+        """Refuse ``firmware="efi"`` clearly when libvirt has no UEFI firmware for this guest."""
+        try:
+            with translate("reading domain capabilities"):
+                caps = self._live.conn.getDomainCapabilities(None, spec.arch, None, spec.virt_type, 0)
+        except Unsupported:
+            return  # the driver cannot tell (test:///): let the define decide
+        values = {v.text for v in parse_xml(caps, "domain capabilities").iterfind("os/enum[@name='firmware']/value")}
+        if "efi" not in values:
+            raise InvalidSpec("firmware", "efi", "libvirt finds no UEFI firmware for this guest here "
+                                                 "(install the ovmf package on the hypervisor)")
 
     def _seed_builder(self, ci: CloudInit, spec: DomainSpec) -> provision.Seed:
         """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""

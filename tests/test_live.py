@@ -360,3 +360,23 @@ def test_ssh_banner_probe(reply: bytes, ready: bool, seen: str) -> None:
     port = closed.getsockname()[1]
     closed.close()
     assert _ssh_banner("127.0.0.1", port, 1.0) == (False, "connection refused")
+
+
+def test_shutdown_waits_and_reports_a_graceful_stop(hv: libvm.Hypervisor) -> None:
+    legacy = hv.vm("legacy")
+    assert legacy.running
+    assert legacy.shutdown(timeout=5) is True  # the test driver powers off at once
+    assert legacy.state is libvm.VMState.SHUTOFF
+    assert legacy.shutdown(timeout=5) is True  # not running: nothing to do
+    with pytest.raises(libvm.InvalidSpec):
+        legacy.shutdown(timeout=-1)
+
+
+def test_firmware_choice_is_written_and_read_back() -> None:
+    spec = libvm.DomainSpec("uefi", nics=[SEED_NIC], firmware="efi", virt_type="qemu")
+    assert 'firmware="efi"' in spec.to_xml()
+    assert libvm.DomainSpec.from_xml(spec.to_xml()).firmware == "efi"
+    assert libvm.DomainSpec.from_xml(libvm.DomainSpec("bios", virt_type="qemu").to_xml()).firmware == "bios"
+    with pytest.raises(libvm.InvalidSpec) as info:
+        libvm.DomainSpec("x", firmware="uefi")
+    assert info.value.field == "firmware"

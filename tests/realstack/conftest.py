@@ -131,7 +131,7 @@ class Stack:
     def cleanup(self) -> None:
         for vm in self.hv.vms():
             if vm.name.startswith(PREFIX):
-                vm.delete()
+                vm.delete(storage=True)
         for net in self.hv.networks():
             if net.name.startswith(PREFIX):
                 net.delete()
