@@ -59,7 +59,8 @@ def build_disk_image(cache_dir: Path | None = None) -> Path:
     the SYSLINUX configuration and :data:`DISK_FORMAT_VERSION`.  Never write
     to it: boot from an overlay (``qemu-img create -f qcow2 -b BASE -F qcow2``).
     Needs what :func:`build_guest` needs plus ``mkfs.fat`` (dosfstools),
-    ``mcopy`` (mtools), ``syslinux`` (syslinux, syslinux-common) and
+    ``mcopy`` (mtools), ``syslinux`` (syslinux; its installer carries
+    ldlinux itself, a superfloppy needs no mbr.bin from syslinux-common) and
     ``qemu-img`` (qemu-utils).
     """
     base = cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR
@@ -98,7 +99,7 @@ def _find_tools() -> dict[str, str]:
     if missing:
         raise GuestBuildError(
             "cannot build the disk image; install: apt-get install -y --no-install-recommends "
-            + " ".join([*missing, "syslinux-common"] if "syslinux" in missing else missing)
+            + " ".join(missing)
         )
     return {tool: str(where) for tool, where in found.items()}
 
