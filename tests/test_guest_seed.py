@@ -139,6 +139,31 @@ def test_netplan_without_match_or_gateway(busybox_bin: Path, seed: Path) -> None
     assert seed_sh(busybox_bin, seed, "netplan missing-file; echo end") == "end\n"
 
 
+def test_static_up_configures_the_matching_nic(busybox_bin: Path, seed: Path) -> None:
+    # `ip` is a shell function here, checked before anything runs: the host's
+    # interfaces must never be touched (busybox sh may prefer its own applets to PATH).
+    script = (
+        'ip() { echo "ip $*"; }; type ip | grep -q function || exit 99; RESOLV_CONF=./resolv.conf;'
+        " netplan network-config >plan;"
+        " p=$(plan_for eth0 52:54:00:aa:bb:cc plan); static_up eth0 52:54:00:aa:bb:cc $p;"
+        " p=$(plan_for ens9 52:54:00:00:00:02 plan); static_up ens9 52:54:00:00:00:02 $p;"
+        " [ -n \"$(plan_for eth1 52:54:00:00:00:09 plan)\" ] || echo eth1 dhcp;"
+        " [ -n \"$(plan_for eth2 52:54:00:00:00:03 plan)\" ] || echo eth2 dhcp; cat resolv.conf"
+    )
+    assert seed_sh(busybox_bin, seed, script).splitlines() == [
+        "ip addr add 10.0.0.5/24 dev eth0",
+        "ip route add default via 10.0.0.1 dev eth0",
+        "LIBVM-STATIC mac=52:54:00:aa:bb:cc ip=10.0.0.5",
+        "ip addr add 192.168.7.9/24 dev ens9",  # matched by MAC, whatever the name
+        "ip route add default via 192.168.7.1 dev ens9",
+        "LIBVM-STATIC mac=52:54:00:00:00:02 ip=192.168.7.9",
+        "eth1 dhcp",  # its entry names another MAC
+        "eth2 dhcp",  # dhcp4: true, no addresses
+        "nameserver 10.0.0.1",
+        "nameserver 9.9.9.9",
+    ]
+
+
 CONSOLE = """\x1bc\x1b[?7l\x1b[2JLIBVM-BOOT\r
 LIBVM-SEED dev=/dev/sr0 instance-id=iid-web1\r
 LIBVM-HOSTNAME web1\r

@@ -129,19 +129,11 @@ if [ -n "$cid" ]; then
   echo "LIBVM-CLIENTID $hex"
   set -- -x "0x3d:$hex"
 fi
-static_up() {  # IFACE MAC, then a netplan line: ID MAC GATEWAY DNS ADDRESS...
-  _n=$1 _mac=$2 _gw=$5 _dns=$6
-  shift 6
-  for _a in "$@"; do ip addr add "$_a" dev "$_n" || echo "ip addr add $_a dev $_n failed"; done
-  [ "$_gw" = - ] || ip route add default via "$_gw" dev "$_n" || echo "default route via $_gw failed"
-  [ "$_dns" = - ] || for _d in $(echo "$_dns" | tr , ' '); do echo "nameserver $_d"; done >>/etc/resolv.conf
-  echo "LIBVM-STATIC mac=$_mac ip=${1%/*}"
-}
 nics=""
 for n in $(ls /sys/class/net | grep '^eth' | sort); do
   ip link set "$n" up
   mac=$(cat "/sys/class/net/$n/address")
-  plan=$(awk -v n="$n" -v m="$mac" '$2 == m || ($2 == "-" && $1 == n) { print; exit }' /run/netplan 2>/dev/null)
+  plan=$(plan_for "$n" "$mac" /run/netplan)
   if [ -n "$plan" ]; then
     # shellcheck disable=SC2086
     static_up "$n" "$mac" $plan
@@ -254,6 +246,21 @@ END {
     print id, (mac[id] == "" ? "-" : mac[id]), (g == "" ? "-" : g), (dns[id] == "" ? "-" : dns[id]) addr[id]
   }
 }'
+}
+# plan_for IFACE MAC NETPLAN: the netplan line for this NIC (by MAC, else by name).
+plan_for() {
+  [ -f "$3" ] && awk -v n="$1" -v m="$2" '$2 == m || ($2 == "-" && $1 == n) { print; exit }' "$3"
+}
+# static_up IFACE MAC ID MAC GATEWAY DNS ADDRESS...: configure a NIC from its netplan line.
+static_up() {
+  _n=$1 _mac=$2 _gw=$5 _dns=$6
+  shift 6
+  for _a in "$@"; do ip addr add "$_a" dev "$_n" || echo "ip addr add $_a dev $_n failed"; done
+  [ "$_gw" = - ] || ip route add default via "$_gw" dev "$_n" || echo "default route via $_gw failed"
+  if [ "$_dns" != - ]; then
+    for _d in $(echo "$_dns" | tr , ' '); do echo "nameserver $_d"; done >>"${RESOLV_CONF:-/etc/resolv.conf}"
+  fi
+  echo "LIBVM-STATIC mac=$_mac ip=${1%/*}"
 }
 """
 
