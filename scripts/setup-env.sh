@@ -4,6 +4,8 @@ APT_PACKAGES=(
   libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils
   iptables cpio busybox-static libvirt-dev pkg-config gcc python3-venv python3-dev
   iproute2 util-linux xz-utils seabios ipxe-qemu
+  dosfstools mtools syslinux  # the test guest's disk image (libvm.testing.disk)
+  genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

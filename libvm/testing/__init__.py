@@ -1,5 +1,6 @@
 """Real-stack test helpers: a libvirtd sandbox in a network namespace and a
-tiny DHCP test guest.  Needs root and Debian packages (see
+tiny DHCP test guest (kernel + initramfs, or a bootable disk image) that reads
+a NoCloud seed.  Needs root and Debian packages (see
 :func:`libvm.testing.sandbox.ensure_packages`).
 
 Names are imported lazily, so ``python -m libvm.testing.sandbox`` and
@@ -12,11 +13,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from libvm.testing.guest import GuestImage, build_guest, console_done, parse_console
+    from libvm.testing.disk import build_disk_image
+    from libvm.testing.guest import GuestImage, SeedReport, build_guest, console_done, parse_console, parse_seed_lines
     from libvm.testing.sandbox import Sandbox, SandboxError, ensure_packages, netns_exec
 
 _WHERE = {
     "GuestImage": "guest",
+    "SeedReport": "guest",
+    "build_disk_image": "disk",
+    "parse_seed_lines": "guest",
     "build_guest": "guest",
     "console_done": "guest",
     "parse_console": "guest",
@@ -30,11 +35,14 @@ __all__ = [
     "GuestImage",
     "Sandbox",
     "SandboxError",
+    "SeedReport",
+    "build_disk_image",
     "build_guest",
     "console_done",
     "ensure_packages",
     "netns_exec",
     "parse_console",
+    "parse_seed_lines",
 ]
 
 

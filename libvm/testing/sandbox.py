@@ -71,6 +71,10 @@ REQUIRED_TOOLS: dict[str, str] = {
     "iptables": "iptables",
     "cpio": "cpio",
     "busybox": "busybox-static",
+    # build_disk_image: the test guest as a bootable disk.
+    "mkfs.fat": "dosfstools",
+    "mcopy": "mtools",
+    "syslinux": "syslinux",
 }
 
 
