@@ -91,6 +91,15 @@ mkdir -p /run/seed
 seed=""
 nossh=""
 dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
+# busybox's findfs takes an ISO's Joliet label and does not trim the UCS-2 spaces
+# some writers (pycdlib) pad it with; read the primary descriptor's label like blkid.
+if [ -z "$dev" ]; then
+  for d in /dev/sr* /dev/vd* /dev/sd* /dev/hd*; do
+    [ -b "$d" ] || continue
+    label=$(dd if="$d" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' \000')
+    case "$label" in cidata|CIDATA) dev=$d; break ;; esac
+  done
+fi
 if [ -n "$dev" ] && mount -t iso9660 -o ro "$dev" /run/seed; then
   seed=/run/seed
   echo "LIBVM-SEED dev=$dev instance-id=$(yget "$seed/meta-data" instance-id)"
