@@ -18,7 +18,7 @@ import libvirt
 from ._live import Live, translate
 from .errors import AlreadyExists, InvalidSpec, LibvirtFailure, NotFound
 from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, read_pool, read_volume, volume_xml
-from .values import check_path
+from .values import check_bool, check_path
 
 log = logging.getLogger("libvm")
 
@@ -103,6 +103,30 @@ class Pool:
     def active(self) -> bool:
         with translate(f"pool {self.name!r}"):
             return bool(self.handle.isActive())
+
+    def delete(self, *, volumes: bool = False) -> None:
+        """Stop and undefine the pool (idempotent); its directory goes too if it is empty.
+
+        ``volumes=True`` first deletes every volume in it; otherwise volumes
+        stay on disk (libvirt finds them again if the pool is redefined).
+        """
+        check_bool(volumes, "volumes")
+        try:
+            if volumes:
+                for vol in self.volumes():
+                    vol.delete()
+            with translate(f"stopping pool {self.name!r}"):
+                if self.handle.isActive():
+                    if not self.handle.listAllVolumes(0):
+                        with contextlib.suppress(libvirt.libvirtError):  # not empty after all, or not ours to remove
+                            self.handle.delete(0)
+                    self.handle.destroy()
+            with translate(f"undefining pool {self.name!r}"):
+                if self.handle.isPersistent():
+                    self.handle.undefine()
+        except NotFound:
+            pass
+        log.info("deleted storage pool %s", self.name)
 
     def refresh(self) -> None:
         """Re-read the pool's directory (files added behind libvirt's back)."""

@@ -48,11 +48,8 @@ def base(uri: str) -> Iterator[str]:
         try:
             yield vol.name
         finally:
-            for left in hv.pool(POOL).volumes():
-                left.delete()
-            pool.handle.destroy()
-            pool.handle.delete(0)
-            pool.handle.undefine()
+            hv.pool(POOL).delete(volumes=True)
+            assert POOL not in [p.name for p in hv.pools()]
 
 
 def in_netns(sandbox: Sandbox | None, uri: str, code: str, timeout: float = 240) -> str:
@@ -150,3 +147,19 @@ def test_failure_after_the_overlay_leaves_no_volume(stack: Stack, base: str) -> 
     assert sorted(v.name for v in pool.volumes()) == before
     assert stack.name("down") not in [v.name for v in stack.hv.vms()]
     assert net.reservations() == [] and net.dns_hosts() == []
+
+
+def test_cloud_image_example_runs_end_to_end(stack: Stack, sandbox: Sandbox | None, uri: str) -> None:
+    """examples/cloud_image.py against this daemon, as a user would run it (CI runs it here)."""
+    env = dict(os.environ, LIBVM_URI=uri)
+    if sandbox is not None:
+        env["LIBVM_NETNS"] = sandbox.netns
+    example = Path(__file__).parents[2] / "examples" / "cloud_image.py"
+    try:
+        proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=600,
+                              env=env, check=False)
+    except subprocess.TimeoutExpired as exc:  # run() killed it; the stack fixture removes its objects
+        raise AssertionError(f"the example hung: {exc.stdout!r}") from exc
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "OK: the cloud-image VM is ready" in proc.stdout
+    assert "libvmexample" not in [p.name for p in stack.hv.pools()]  # it cleaned up after itself
