@@ -8,9 +8,12 @@ cloud kernel and a busybox init that reads the NoCloud seed and answers TCP 22 w
 
 from __future__ import annotations
 
+import _thread
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +166,34 @@ def test_cloud_image_example_runs_end_to_end(stack: Stack, sandbox: Sandbox | No
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "OK: the cloud-image VM is ready" in proc.stdout
     assert "libvmexample" not in [p.name for p in stack.hv.pools()]  # it cleaned up after itself
+
+
+def test_interrupt_with_volumes_seed_and_dns_leaves_all_or_nothing(stack: Stack, base: str, ctrl_c: None) -> None:
+    """A real Ctrl-C at many points of a create_vm that makes an overlay, a seed, a DHCP
+    reservation and a DNS entry: afterwards all of them exist, or none."""
+    net, prefix = stack.network("cloudint", forward="none")
+    pool = stack.hv.pool(POOL)
+    outcomes = []
+    for step, delay in enumerate([0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2]):
+        name = stack.name(f"int{step}")
+        ip = f"{prefix}.{100 + step}"
+        timer = threading.Timer(delay, _thread.interrupt_main)
+        try:
+            timer.start()
+            stack.hv.create_vm(name, memory="256MiB", disks=[Disk.from_image(pool.volume(base))],
+                               nics=[Nic(net.name, ip=ip, hostname=f"int{step}", dns=True)],
+                               cloud_init=CloudInit(hostname=f"int{step}"), virt_type="qemu", start=False)
+            time.sleep(3)  # a late interrupt lands here, after create_vm returned
+        except KeyboardInterrupt:
+            pass
+        timer.join()
+        parts = {
+            "domain": name in [v.name for v in stack.hv.vms()],
+            "overlay": pool.has(f"{name}-disk0.qcow2"),
+            "seed": pool.has(f"{name}-seed.iso"),
+            "reservation": any(str(r.ip) == ip for r in net.reservations()),
+            "dns": any(h.ip == ip for h in net.dns_hosts()),
+        }
+        assert len(set(parts.values())) == 1, f"half-made VM after an interrupt at {delay} s: {parts}"
+        outcomes.append(parts["domain"])
+    assert True in outcomes and False in outcomes, outcomes  # both sides of the race were hit
