@@ -253,6 +253,10 @@ class VM:
         """
         _check_seconds("timeout", timeout)
         _check_seconds("poll", poll)
+        document = self.document()
+        if document.spec.static_network:
+            raise LibvmError(f"domain {self.name!r} sets its addresses itself (cloud-init static_network): "
+                             f"there is no DHCP lease to wait for; use wait_for_ssh()")
         nics = self.nics
         if not nics:
             raise LibvmError(f"domain {self.name!r} has no interface on a libvirt network")
@@ -289,7 +293,9 @@ class VM:
     def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5) -> netaddr.IPAddress:
         """Wait until the guest is ready: its reserved address, then an SSH server on it.
 
-        Stage 1 is :meth:`wait_for_ip` (the lease must be the reserved address);
+        Stage 1 is :meth:`wait_for_ip` (the lease must be the reserved address;
+        skipped for a guest created with ``CloudInit(static_network=True)``, which
+        takes no lease, so the first reserved address is probed);
         stage 2 connects to ``port`` (TCP) on that address from where the caller
         runs and waits for a line starting with ``SSH-`` (the server's banner).
         ``timeout`` (seconds) covers both stages. Returns the address.
@@ -303,10 +309,16 @@ class VM:
         _check_seconds("poll", poll)
         check_int(port, "port", 1, 65535)
         deadline = time.monotonic() + timeout
-        try:
-            ip = self.wait_for_ip(timeout, poll)
-        except WaitTimeout as exc:
-            raise WaitTimeout(f"domain {self.name!r}, stage 1 of 2 (DHCP lease): {exc}") from exc
+        if self.spec().static_network:  # no lease to wait for: probe the reserved address
+            reserved = next((nic.ip for nic in self.nics if nic.ip is not None), None)
+            if reserved is None:
+                raise LibvmError(f"domain {self.name!r} has no reserved address to probe")
+            ip = reserved
+        else:
+            try:
+                ip = self.wait_for_ip(timeout, poll)
+            except WaitTimeout as exc:
+                raise WaitTimeout(f"domain {self.name!r}, stage 1 of 2 (DHCP lease): {exc}") from exc
         seen = "nothing yet"
         while True:
             left = deadline - time.monotonic()

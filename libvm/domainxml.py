@@ -69,6 +69,7 @@ class DomainSpec:
     cdroms: tuple[Path, ...] = ()
     volumes: tuple[str, ...] = ()
     firmware: str = "bios"
+    static_network: bool = False
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class DomainSpec:
         cdroms: Iterable[PathLike] = (),
         volumes: Iterable[str] = (),
         firmware: str = "bios",
+        static_network: bool = False,
     ) -> None:
         values = {
             "name": check_name(name),
@@ -107,6 +109,7 @@ class DomainSpec:
             "autostart": check_bool(autostart, "autostart"),
             "cdroms": tuple(check_path(p, f"cdroms[{i}]") for i, p in enumerate(_paths(cdroms, "cdroms"))),
             "firmware": firmware,
+            "static_network": check_bool(static_network, "static_network"),
             "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
         }
         for key, value in values.items():
@@ -158,12 +161,15 @@ class DomainSpec:
         _xml.sub(dom, "name", self.name)
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
-        if self.volumes:
-            # Which volumes this VM owns: delete(storage=True) removes these and nothing else.
-            owned = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}volumes",
-                                     nsmap={"libvm": METADATA_NS})
+        if self.volumes or self.static_network:
+            # libvirt keeps one <metadata> element per namespace: everything libvm records is in <libvm:vm>.
+            mine = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}vm", nsmap={"libvm": METADATA_NS})
             for path in self.volumes:
-                etree.SubElement(owned, f"{{{METADATA_NS}}}volume", path=path)
+                # Which volumes this VM owns: delete(storage=True) removes these and nothing else.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}volume", path=path)
+            if self.static_network:
+                # The guest sets its addresses itself (cloud-init network-config): no DHCP lease to wait for.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}static-network")
         _xml.sub(dom, "memory", str(self.memory), unit="MiB")
         _xml.sub(dom, "vcpu", str(self.vcpus))
         os_el = _xml.sub(dom, "os", firmware="efi") if self.firmware == "efi" else _xml.sub(dom, "os")
@@ -305,12 +311,13 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         graphics=graphics,
         virt_type=virt_type if virt_type in VIRT_TYPES else "qemu",
         arch=_attr(dom, "os/type", "arch", "x86_64"),
+        static_network=dom.find(f"metadata/{{{METADATA_NS}}}vm/{{{METADATA_NS}}}static-network") is not None,
         firmware="efi" if _attr(dom, "os", "firmware", "") == "efi" or dom.find("os/loader") is not None else "bios",
         uuid=dom.findtext("uuid"),
         autostart=False,
         cdroms=tuple(Path(_attr(el, "source", "file", "")) for el in dom.iterfind("devices/disk[@device='cdrom']")
                      if _attr(el, "source", "file", "")),
-        volumes=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}volumes/"
+        volumes=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
                                                               f"{{{METADATA_NS}}}volume") if el.get("path")),
     )
     return DomainDoc(spec, tuple(interfaces))

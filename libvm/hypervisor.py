@@ -335,6 +335,7 @@ class Hypervisor:
         if cloud_init is not None:
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
+            spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
             seed = self._seed_builder(cloud_init, spec)
         return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
                                                         allow_dynamic=allow_dynamic, pool=pool, seed=seed)

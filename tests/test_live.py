@@ -380,3 +380,16 @@ def test_firmware_choice_is_written_and_read_back() -> None:
     with pytest.raises(libvm.InvalidSpec) as info:
         libvm.DomainSpec("x", firmware="uefi")
     assert info.value.field == "firmware"
+
+
+def test_libvm_metadata_is_one_element_libvirt_keeps() -> None:
+    """libvirt keeps one <metadata> child per namespace: volumes and flags share <libvm:vm>."""
+    from lxml import etree
+
+    from libvm.domainxml import METADATA_NS
+
+    spec = libvm.DomainSpec("m", virt_type="qemu", volumes=["/p/m-disk0.qcow2", "/p/m-seed.iso"], static_network=True)
+    root = etree.fromstring(spec.to_xml().encode())
+    assert [child.tag for child in root.find("metadata")] == [f"{{{METADATA_NS}}}vm"]
+    again = libvm.DomainSpec.from_xml(spec.to_xml())
+    assert again.volumes == spec.volumes and again.static_network

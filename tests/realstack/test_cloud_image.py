@@ -197,3 +197,21 @@ def test_interrupt_with_volumes_seed_and_dns_leaves_all_or_nothing(stack: Stack,
         assert len(set(parts.values())) == 1, f"half-made VM after an interrupt at {delay} s: {parts}"
         outcomes.append(parts["domain"])
     assert True in outcomes and False in outcomes, outcomes  # both sides of the race were hit
+
+
+def test_static_network_guest_holds_its_address_without_dhcp(
+        stack: Stack, base: str, sandbox: Sandbox | None, uri: str) -> None:
+    net, prefix = stack.network("static", forward="none")
+    pool = stack.hv.pool(POOL)
+    vm = stack.hv.create_vm(
+        stack.name("pinned"), memory="256MiB", disks=[Disk.from_image(pool.volume(base))],
+        nics=[Nic(net.name, ip=f"{prefix}.80")], cloud_init=CloudInit(hostname="pinned", static_network=True),
+        serial_log=stack.console_path("pinned"), virt_type="qemu")
+    got = in_netns(sandbox, uri, WAIT_SSH.format(name=vm.name, timeout=120))
+    assert got == f"{prefix}.80", got
+    stack.console("pinned")
+    seed = parse_seed_lines(stack.console_path("pinned").read_text(errors="replace"))
+    assert seed["static"] == {vm.macs[0]: f"{prefix}.80"}
+    assert [x for x in net.leases() if str(x.mac) == vm.macs[0]] == []  # it never asked DHCP
+    with pytest.raises(libvm.LibvmError, match="no DHCP lease to wait for"):
+        vm.wait_for_ip(timeout=1)
