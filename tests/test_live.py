@@ -390,6 +390,7 @@ def test_libvm_metadata_is_one_element_libvirt_keeps() -> None:
 
     spec = libvm.DomainSpec("m", virt_type="qemu", volumes=["/p/m-disk0.qcow2", "/p/m-seed.iso"], static_network=True)
     root = etree.fromstring(spec.to_xml().encode())
-    assert [child.tag for child in root.find("metadata")] == [f"{{{METADATA_NS}}}vm"]
+    metadata = root.find("metadata")
+    assert metadata is not None and [child.tag for child in metadata] == [f"{{{METADATA_NS}}}vm"]
     again = libvm.DomainSpec.from_xml(spec.to_xml())
     assert again.volumes == spec.volumes and again.static_network
