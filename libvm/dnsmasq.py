@@ -21,6 +21,8 @@ from .errors import LibvirtFailure
 log = logging.getLogger("libvm")
 
 PID_DIR = Path("/run/libvirt/network")
+#: Where libvirt's lease helper keeps each bridge's leases (``<bridge>.status``, JSON).
+STATUS_DIR = Path("/var/lib/libvirt/dnsmasq")
 
 
 def dnsmasq_pid(network: str) -> int | None:

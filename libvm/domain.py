@@ -262,7 +262,9 @@ class VM:
             raise LibvmError(f"domain {self.name!r} has no interface on a libvirt network")
         deadline = time.monotonic() + timeout
         found: dict[str, netaddr.IPAddress] = {}
+        networks = {nic.network: Network(self._live, self._live.network(nic.network)) for nic in nics}
         while True:
+            markers = [net.lease_marker() for net in networks.values()]
             for nic in nics:
                 mac = str(nic.mac)
                 if mac in found:
@@ -281,7 +283,7 @@ class VM:
             if time.monotonic() > deadline:
                 missing = ", ".join(str(n.mac) for n in nics if str(n.mac) not in found)
                 raise WaitTimeout(f"domain {self.name!r}: no lease for {missing} after {timeout:g} s")
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+            _wait_for_change(list(networks.values()), markers, min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
     def wait_for_ip(self, timeout: float = 120.0, poll: float = 0.5) -> netaddr.IPAddress:
         """Wait for every NIC's lease (see :meth:`wait_for_ips`); return the first NIC's address."""
@@ -331,6 +333,27 @@ class VM:
             if not self.running:
                 raise LibvmError(f"domain {self.name!r} is {self.state} while waiting for SSH on {ip}:{port}")
             time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+#: How often a waiter looks at dnsmasq's lease file (a stat, not a libvirt call).
+_WATCH_INTERVAL = 0.01
+
+
+def _wait_for_change(networks: list[Network], markers: list[tuple[int, int, int] | None], most: float) -> None:
+    """Sleep up to ``most`` seconds, returning early once a network's lease table changed.
+
+    Without a local lease file to watch (remote daemon, test driver) this is
+    a plain sleep: the caller then asks libvirt every ``poll`` seconds.
+    """
+    if all(marker is None for marker in markers):
+        time.sleep(most)
+        return
+    until = time.monotonic() + most
+    while time.monotonic() < until:
+        time.sleep(min(_WATCH_INTERVAL, max(0.0, until - time.monotonic())))
+        watched = zip(networks, markers, strict=True)
+        if any(marker is not None and net.lease_marker() != marker for net, marker in watched):
+            return
 
 
 def _ssh_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Literal
 
 import libvirt
 import netaddr
@@ -59,6 +62,7 @@ class Network:
         self._live = live
         self._net = handle
         self._generation = live.generation
+        self._status: Path | Literal[False] | None = None  # lease_marker's file: unknown yet / none
         self.name: str = handle.name()
 
     def __repr__(self) -> str:
@@ -413,6 +417,29 @@ class Network:
         except Unsupported:
             return []
         return [_lease(entry) for entry in raw]
+
+    def lease_marker(self) -> tuple[int, int, int] | None:
+        """A cheap fingerprint of dnsmasq's lease table, if the daemon is local.
+
+        libvirt's lease helper rewrites ``/var/lib/libvirt/dnsmasq/<bridge>.status``
+        whenever dnsmasq adds, renews or drops a lease; a ``stat`` of it costs a
+        system call, not a libvirt call, so waiters can watch it closely and ask
+        libvirt for the leases only when it changed. ``None`` when there is no
+        such file here (remote daemon, test driver).
+        """
+        if self._status is None:
+            try:
+                local = self._live.is_local
+                self._status = dnsmasq.STATUS_DIR / f"{self.bridge}.status" if local else False
+            except LibvmError:
+                return None
+        if self._status is False:
+            return None
+        try:
+            st = os.stat(self._status)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def release_lease(self, lease: Lease) -> None:
         """Make dnsmasq forget ``lease`` now (see :mod:`libvm.dnsmasq`) and wait for libvirt to see it."""
