@@ -425,7 +425,7 @@ class Network:
         whenever dnsmasq adds, renews or drops a lease; a ``stat`` of it costs a
         system call, not a libvirt call, so waiters can watch it closely and ask
         libvirt for the leases only when it changed. ``None`` when there is no
-        such file here (remote daemon, test driver).
+        file to watch (remote daemon, test driver).
         """
         if self._status is None:
             try:
@@ -438,7 +438,7 @@ class Network:
         try:
             st = os.stat(self._status)
         except OSError:
-            return None
+            return (0, 0, 0)  # no lease yet: its creation is the change to watch for
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def release_lease(self, lease: Lease) -> None:
