@@ -28,7 +28,7 @@ import libvirt
 
 from . import _xml
 from .addressing import format_mac
-from .domainxml import mac_list
+from .domainxml import mac_list, read_domain
 from .errors import (
     AlreadyExists,
     ClientIdShared,
@@ -230,6 +230,18 @@ class Live:
             for mac, _ in mac_list(xml):
                 owners.setdefault(mac, dom.name())
         return owners
+
+    def files_in_use(self) -> dict[str, str]:
+        """``{path: domain name}`` for every disk and cdrom file of every domain."""
+        users: dict[str, str] = {}
+        for dom in self.domains():
+            try:
+                spec = read_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).spec
+            except libvirt.libvirtError:
+                continue  # undefined while we listed
+            for path in [*(d.path for d in spec.disks if d.path is not None), *spec.cdroms]:
+                users.setdefault(str(path), spec.name)
+        return users
 
     def domain_running(self, name: str) -> bool:
         """Whether domain ``name`` exists and qemu runs for it."""

@@ -229,10 +229,13 @@ class VM:
         self.destroy()
         self.undefine()
         for path in owned:
-            with contextlib.suppress(NotFound):
+            try:
                 with translate(f"deleting volume {path}"):
                     self._live.volume_at(path).delete(0)
                 log.info("deleted volume %s of domain %s", path, self.name)
+            except NotFound:
+                log.warning("volume %s of domain %s is in no storage pool any more (pool deleted?); "
+                            "its file, if any, is left alone", path, self.name)
         if release:
             for nic in nics:
                 with contextlib.suppress(NotFound):  # the network went first

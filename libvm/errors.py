@@ -15,6 +15,7 @@ __all__ = [
     "ClientIdShared",
     "ConnectionClosed",
     "HostnameReserved",
+    "InUse",
     "InvalidSpec",
     "IpInDhcpRange",
     "IpLeased",
@@ -86,6 +87,10 @@ class NetworkMismatch(AlreadyExists):
             f"network {network!r} exists with {field}={actual!r}, not {wanted!r}; "
             f"undefine it or pass the existing value"
         )
+
+
+class InUse(LibvmError):
+    """A volume or pool is still used (a domain's disk, an overlay's base, a pool's volume)."""
 
 
 class LibvirtFailure(LibvmError):

@@ -19,7 +19,7 @@ from . import provision
 from ._live import Live, Unsupported, open_connection, translate
 from ._xml import parse as parse_xml
 from .addressing import check_name, format_mac
-from .cloudinit import CloudInit, SeedNic, render_seed
+from .cloudinit import CloudInit, SeedNic, effective_hostname, render_seed
 from .domain import VM
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
@@ -329,15 +329,20 @@ class Hypervisor:
             self._require_efi(spec)
         if cloud_init is not None and not isinstance(cloud_init, CloudInit):
             raise InvalidSpec("cloud_init", cloud_init, "a libvm.CloudInit or None")
+        if cloud_init is not None and cloud_init.static_network and not items:
+            raise InvalidSpec("cloud_init.static_network", True, "needs at least one NIC to configure")
         if virt_type is None:
             spec = dataclasses.replace(spec, virt_type=self.default_virt_type)
         seed = None
+        hostname = None
         if cloud_init is not None:
+            # The name the guest gives itself is the name DHCP and DNS should give it too.
+            hostname = effective_hostname(cloud_init, provision.dns_label(spec.name) or "localhost")
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
             spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
             seed = self._seed_builder(cloud_init, spec)
-        return provision.Provisioner(self._live).create(spec, items, virt_type is None, start=start,
+        return provision.Provisioner(self._live, hostname).create(spec, items, virt_type is None, start=start,
                                                         allow_dynamic=allow_dynamic, pool=pool, seed=seed)
 
     def _require_efi(self, spec: DomainSpec) -> None:

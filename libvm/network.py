@@ -373,7 +373,10 @@ class Network:
         already has other names raises :class:`IpReserved` (names compare
         case-insensitively, as dnsmasq's do).
         """
-        address = str(parse_ip(ip, "ip"))
+        parsed = parse_ip(ip, "ip")
+        if self.spec().ip_for(parsed) is None:
+            raise InvalidSpec("ip", str(parsed), f"outside network {self.name!r}'s subnets")
+        address = str(parsed)
         name = check_hostname(hostname, "hostname")
         for host in self._dns_definitions():
             names = {n.lower() for n in host.hostnames}

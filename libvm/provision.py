@@ -46,8 +46,14 @@ log = logging.getLogger("libvm")
 class Provisioner:
     """One ``create_vm`` call's machinery, bound to a connection."""
 
-    def __init__(self, live: Live) -> None:
+    def __init__(self, live: Live, hostname: str | None = None) -> None:
         self._live = live
+        self._hostname = hostname
+
+    def _label(self, vm: str) -> str | None:
+        """The default DHCP and DNS name of the VM's NICs: the guest's own hostname
+        (from its cloud-init seed) when it has one, else the VM name if it is a DNS name."""
+        return self._hostname or dns_label(vm)
 
     def _network(self, name: str) -> Network:
         return Network(self._live, self._live.network(name))
@@ -240,7 +246,7 @@ class Provisioner:
                             self._network(network).remove_dns_host(ip)
                     for pool, volume in reversed(made):
                         with contextlib.suppress(NotFound):
-                            Pool(self._live, self._live.pool(pool)).volume(volume).delete()
+                            Pool(self._live, self._live.pool(pool)).volume(volume).delete(force=True)
                     return
                 except LibvmError as exc:
                     if attempt == 2 or self._live.alive():
@@ -277,7 +283,7 @@ class Provisioner:
         for nic in nics:
             if not nic.dns:
                 continue
-            name = nic.hostname or dns_label(vm)
+            name = nic.hostname or self._label(vm)
             assert name is not None and nic.ip is not None  # checked in _check_dns
             net = self._network(nic.network)
             fresh = not any(h.ip == str(nic.ip) for h in net.dns_hosts())
@@ -313,7 +319,7 @@ class Provisioner:
             mac = str(full.mac)
             first_on_network = all(n.network != nic.network for n in resolved)
             if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
-                full = dataclasses.replace(full, hostname=dns_label(name))
+                full = dataclasses.replace(full, hostname=self._label(name))
             if mac in owners:
                 raise MacInUse(f"nics[{index}].mac {mac} is already on an interface of domain "
                                f"{owners[mac]!r}", other=owners[mac])
@@ -326,7 +332,7 @@ class Provisioner:
             except InvalidSpec as exc:
                 raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
             if full.dns:
-                self._check_dns(net, index, full, dns_label(name))
+                self._check_dns(net, index, full, self._label(name))
             resolved.append(full)
         return resolved
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import libvirt
 
 from ._live import Live, translate
-from .errors import AlreadyExists, InvalidSpec, LibvirtFailure, NotFound
-from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, read_pool, read_volume, volume_xml
+from .errors import AlreadyExists, InUse, InvalidSpec, LibvirtFailure, NotFound
+from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, parse_size, read_pool, read_volume, volume_xml
 from .values import check_bool, check_path
 
 log = logging.getLogger("libvm")
@@ -66,14 +66,41 @@ class Volume:
         """The virtual size in bytes (what a guest sees)."""
         return self.info().capacity
 
-    def delete(self) -> None:
-        """Remove the volume (idempotent)."""
+    def delete(self, *, force: bool = False) -> None:
+        """Remove the volume (idempotent).
+
+        Refused (:class:`InUse`) while a domain uses the file as a disk or cdrom,
+        or while another volume of its pool is an overlay backed by it (a base
+        image): removing it would leave those guests unbootable. ``force=True``
+        removes it anyway.
+        """
+        check_bool(force, "force")
+        if not force:
+            self._refuse_if_used()
         try:
             with translate(f"deleting volume {self.pool}/{self.name}"):
                 self.handle.delete(0)
         except NotFound:
             pass
         log.info("deleted volume %s/%s", self.pool, self.name)
+
+    def _refuse_if_used(self) -> None:
+        try:
+            info = self.info()
+        except NotFound:
+            return
+        owner = self._live.files_in_use().get(info.path)
+        if owner is not None:
+            raise InUse(f"volume {self.pool}/{self.name} is a disk of domain {owner!r}; delete that domain "
+                        f"first (vm.delete(storage=True)) or pass force=True")
+        with translate(f"pool {self.pool!r}"):
+            siblings = self.handle.storagePoolLookupByVolume().listAllVolumes(0)
+        for vol in siblings:
+            with translate(f"volume {self.pool}/{vol.name()}"):
+                backing = read_volume(vol.XMLDesc(0)).backing
+            if backing == info.path:
+                raise InUse(f"volume {self.pool}/{self.name} is the base of overlay {self.pool}/{vol.name()}; "
+                            f"delete the VMs made from it first, or pass force=True")
 
 
 class Pool:
@@ -112,15 +139,23 @@ class Pool:
         """
         check_bool(volumes, "volumes")
         try:
-            if volumes:
-                for vol in self.volumes():
-                    vol.delete()
+            held = self.volumes()
+            if held and not volumes:
+                raise InUse(f"pool {self.name!r} still holds {', '.join(v.name for v in held)}; delete them "
+                            f"(or pass volumes=True), else they stay on disk out of libvirt's sight")
+            used = self._live.files_in_use()
+            for vol in held:
+                owner = used.get(vol.path)
+                if owner is not None:
+                    raise InUse(f"volume {self.name}/{vol.name} of pool {self.name!r} is a disk of domain "
+                                f"{owner!r}; delete that domain first")
+            for vol in sorted(held, key=lambda v: v.info().backing is None):  # overlays before their bases
+                vol.delete(force=True)
             with translate(f"stopping pool {self.name!r}"):
                 if self.handle.isActive():
-                    if not self.handle.listAllVolumes(0):
-                        with contextlib.suppress(libvirt.libvirtError):  # not empty after all, or not ours to remove
-                            self.handle.delete(0)
                     self.handle.destroy()
+            with contextlib.suppress(LibvirtFailure), translate(f"removing the directory of pool {self.name!r}"):
+                self.handle.delete(0)  # an inactive dir pool: rmdir (fails if something else is in it)
             with translate(f"undefining pool {self.name!r}"):
                 if self.handle.isPersistent():
                     self.handle.undefine()
@@ -155,9 +190,21 @@ class Pool:
             return False
         return True
 
-    def create(self, name: str, capacity: int, fmt: str, backing: Volume | None = None) -> Volume:
-        """Create an empty volume (``backing``: a qcow2 overlay of that volume)."""
+    def create(self, name: str, capacity: int | str, fmt: str, backing: Volume | None = None) -> Volume:
+        """Create an empty volume ``capacity`` bytes big (an int, or ``"10GiB"``) in
+        format ``fmt`` (``qcow2`` or ``raw``); ``backing``: a qcow2 overlay of that volume.
+
+        Raises :class:`InvalidSpec`, :class:`AlreadyExists` (the name is taken)
+        or :class:`LibvirtFailure`.
+        """
         check_volume_name(name)
+        capacity = parse_size(capacity, "capacity")
+        if fmt not in ("qcow2", "raw"):
+            raise InvalidSpec("fmt", fmt, "qcow2 or raw")
+        if backing is not None and not isinstance(backing, Volume):
+            raise InvalidSpec("backing", backing, "a libvm.Volume or None")
+        if backing is not None and fmt != "qcow2":
+            raise InvalidSpec("fmt", fmt, "an overlay (backing=...) is qcow2")
         if self.has(name):
             raise AlreadyExists(f"pool {self.name!r} already has a volume named {name!r}")
         back = None if backing is None else (backing.path, backing.format)
@@ -166,13 +213,20 @@ class Pool:
         log.info("created volume %s/%s", self.name, name)
         return Volume(self._live, handle, self.name)
 
-    def clone(self, name: str, source: Volume, capacity: int | None = None) -> Volume:
-        """A full copy of ``source`` named ``name`` (grown to ``capacity`` bytes if larger)."""
+    def clone(self, name: str, source: Volume, capacity: int | str | None = None) -> Volume:
+        """A full copy of ``source`` named ``name``, grown to ``capacity`` bytes (an int or
+        ``"10GiB"``, at least the source's virtual size; default: the same size)."""
         check_volume_name(name)
+        if not isinstance(source, Volume):
+            raise InvalidSpec("source", source, "a libvm.Volume")
+        wanted = None if capacity is None else parse_size(capacity, "capacity")
         if self.has(name):
             raise AlreadyExists(f"pool {self.name!r} already has a volume named {name!r}")
         info = source.info()
-        size = max(capacity or 0, info.capacity)
+        if wanted is not None and wanted < info.capacity:
+            raise InvalidSpec("capacity", capacity,
+                              f"smaller than {source.name}'s virtual size ({info.capacity} bytes)")
+        size = wanted or info.capacity
         with translate(f"cloning volume {source.pool}/{source.name} to {self.name}/{name}"):
             handle = self.handle.createXMLFrom(volume_xml(name, size, info.format), source.handle, 0)
         vol = Volume(self._live, handle, self.name)
@@ -203,6 +257,8 @@ class Pool:
             fmt = "qcow2" if magic == b"QFI\xfb" else "raw"
         if fmt not in VOLUME_FORMATS:
             raise InvalidSpec("fmt", fmt, f"one of {', '.join(VOLUME_FORMATS)}")
+        if fmt == "qcow2" and magic != b"QFI\xfb":
+            raise InvalidSpec("source", str(source), "not a qcow2 image (no qcow2 header); pass fmt='raw'")
         if progress is not None and not callable(progress):
             raise InvalidSpec("progress", progress, "a callable progress(sent, total) or None")
         vol = self.create(name, max(size, 1), fmt)

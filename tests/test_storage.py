@@ -150,3 +150,56 @@ def test_cloud_init_needs_an_image_disk_and_changes_nothing_when_refused(
     with pytest.raises(libvm.LibvirtFailure, match="seed"):
         hv.create_vm("web1", disks=[Disk.from_image(base)], nics=[SEED_NIC], cloud_init=ci, virt_type="qemu")
     assert snapshot(hv, pool) == before
+
+
+def test_a_base_or_a_disk_in_use_is_not_deleted(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    vm = hv.create_vm("web1", disks=[Disk.from_image(base)], nics=[SEED_NIC], virt_type="qemu")
+    overlay = pool.volume("web1-disk0.qcow2")
+    with pytest.raises(libvm.InUse, match="web1"):
+        overlay.delete()  # a disk of domain web1
+    vm.delete(release=False)
+    with pytest.raises(libvm.InUse, match="base of overlay"):
+        base.delete()  # web1-disk0.qcow2 is backed by it
+    with pytest.raises(libvm.InUse, match="still holds"):
+        pool.delete()
+    assert volumes(pool) == ["base.qcow2", "web1-disk0.qcow2"]
+    overlay.delete()
+    base.delete()
+    pool.delete()
+    assert "images" not in [p.name for p in hv.pools()]
+
+
+def test_pool_delete_with_its_volumes_refuses_while_a_domain_uses_one(
+        hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    hv.create_vm("web1", disks=[Disk.from_image(base)], nics=[SEED_NIC], virt_type="qemu")
+    with pytest.raises(libvm.InUse, match="web1"):
+        pool.delete(volumes=True)
+    assert volumes(pool) == ["base.qcow2", "web1-disk0.qcow2"]
+    hv.vm("web1").delete()
+    pool.delete(volumes=True)  # overlays first, then their base
+    assert "images" not in [p.name for p in hv.pools()]
+
+
+def test_pool_create_and_clone_check_their_arguments(pool: libvm.Pool, base: libvm.Volume) -> None:
+    assert pool.create("b.qcow2", "64MiB", "qcow2").capacity == 64 * 2**20
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: pool.create("c.qcow2", -5, "qcow2"), "capacity"),
+        (lambda: pool.create("c.qcow2", 1.5, "qcow2"), "capacity"),  # type: ignore[arg-type]
+        (lambda: pool.create("c.vmdk", GiB, "vmdk"), "fmt"),
+        (lambda: pool.create("c.qcow2", GiB, "qcow2", backing="/x"), "backing"),  # type: ignore[arg-type]
+        (lambda: pool.create("c.raw", GiB, "raw", backing=base), "fmt"),
+        (lambda: pool.clone("c.qcow2", "base.qcow2"), "source"),  # type: ignore[arg-type]
+        (lambda: pool.clone("c.qcow2", base, capacity=1), "capacity"),
+        (lambda: pool.create("../c", GiB, "raw"), "name"),
+    ]
+    for call, field in calls:
+        with pytest.raises(libvm.InvalidSpec) as info:
+            call()
+        assert info.value.field == field
+    assert volumes(pool) == ["b.qcow2", "base.qcow2"]
+
+
+def test_dns_name_outside_the_network_is_refused(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.network("lab").add_dns_host("1.2.3.4", "x")
+    assert info.value.field == "ip"

@@ -213,5 +213,7 @@ def test_static_network_guest_holds_its_address_without_dhcp(
     seed = parse_seed_lines(stack.console_path("pinned").read_text(errors="replace"))
     assert seed["static"] == {vm.macs[0]: f"{prefix}.80"}
     assert [x for x in net.leases() if str(x.mac) == vm.macs[0]] == []  # it never asked DHCP
+    reservation = net.reservation_for(vm.macs[0])  # named as the guest names itself, not after the VM
+    assert reservation is not None and reservation.hostname == "pinned"
     with pytest.raises(libvm.LibvmError, match="no DHCP lease to wait for"):
         vm.wait_for_ip(timeout=1)
