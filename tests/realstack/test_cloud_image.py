@@ -217,3 +217,17 @@ def test_static_network_guest_holds_its_address_without_dhcp(
     assert reservation is not None and reservation.hostname == "pinned"
     with pytest.raises(libvm.LibvmError, match="no DHCP lease to wait for"):
         vm.wait_for_ip(timeout=1)
+    assert vm.shutdown(timeout=2) is False  # the test guest ignores ACPI: destroyed after 2 s
+    assert vm.state is libvm.VMState.SHUTOFF
+
+
+def test_uefi_without_firmware_is_refused_before_anything_changes(stack: Stack) -> None:
+    """OVMF is not installed on these machines: libvirt's domain capabilities list no UEFI firmware."""
+    net, prefix = stack.network("uefi", forward="none")
+    if "<value>efi</value>" in stack.hv.handle.getDomainCapabilities(None, "x86_64", None, "qemu", 0):
+        pytest.skip("this host has UEFI firmware for qemu guests")
+    with pytest.raises(libvm.InvalidSpec, match="ovmf") as info:
+        stack.hv.create_vm(stack.name("uefi"), nics=[Nic(net.name, ip=f"{prefix}.90")], firmware="efi",
+                           virt_type="qemu")
+    assert info.value.field == "firmware"
+    assert net.reservations() == [] and stack.name("uefi") not in [v.name for v in stack.hv.vms()]
