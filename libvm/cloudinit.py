@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import netaddr
-import pycdlib
-import yaml
 
 from .addressing import IpLike, MacLike, check_hostname, parse_ip, parse_mac
 from .errors import InvalidSpec
@@ -54,6 +52,7 @@ _OTHER_FORMATS = {
 
 
 def _dump(data: Mapping[str, Any]) -> str:
+    import yaml  # here, not at the top: keeps `import libvm` fast
     # PyYAML is what cloud-init reads these files with (yaml.safe_load), so
     # safe_dump's quoting is exactly what it needs: "no", "0755" or a MAC such
     # as 52:54:00:12:34:56 (a base-60 integer in YAML 1.1) stay strings. A huge
@@ -67,6 +66,7 @@ def _one_line(text: str) -> str:
 
 def _parse_user_data(value: object) -> dict[str, Any]:
     """The user's cloud-config as plain YAML types, or :class:`InvalidSpec`."""
+    import yaml  # here, not at the top: keeps `import libvm` fast
     field_ = "cloud_init.user_data"
     if isinstance(value, str):
         head = value.lstrip().lower()
@@ -272,6 +272,7 @@ def build_seed(meta: str, user: str, network: str | None = None) -> bytes:
     given) ``network-config``; Rock Ridge and Joliet carry those names, the
     plain ISO9660 8.3 names are ``META_DAT``, ``USER_DAT`` and ``NETWORK_``.
     """
+    import pycdlib  # here, not at the top: keeps `import libvm` fast
     files = [("/META_DAT.;1", "meta-data", _check_doc(meta, "meta_data")),
              ("/USER_DAT.;1", "user-data", _check_doc(user, "user_data"))]
     if network is not None:
