@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(sub: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
                 help_text: str) -> argparse.ArgumentParser:
         leaf = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        leaf.set_defaults(handler=handler)
+        leaf.set_defaults(handler=handler, command_parser=leaf)
         return leaf
 
     net = groups.add_parser("net", help="networks, DHCP reservations and leases",
@@ -420,11 +420,28 @@ def _kind(error: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__).lower()
 
 
+def _option(args: argparse.Namespace, error: LibvmError) -> str:
+    """`` (--ip)``: the command-line argument an ``InvalidSpec`` field came from, if known.
+
+    The API names its parameters (``nic.ip``, ``nics[0].mac``, ``dhcp_range``); the
+    user typed ``--ip``, ``MAC`` or ``--dhcp-range``.
+    """
+    if not isinstance(error, InvalidSpec) or "command_parser" not in args:
+        return ""
+    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", error.field)
+    for action in args.command_parser._actions:
+        if action.dest == dest and action.dest != "help":
+            name = action.option_strings[0] if action.option_strings else action.metavar
+            return f" ({name})" if isinstance(name, str) else ""
+    return ""
+
+
 def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) -> int:
     if args.debug:
         traceback.print_exception(type(error), error, error.__traceback__)
     # One line whatever libvirt's message holds, so `2>>log` stays one line per failure.
-    print(f"libvm: {what}: {' '.join(str(error).split())}", file=sys.stderr)
+    hint = _option(args, error) if isinstance(error, LibvmError) else ""
+    print(f"libvm: {what}: {' '.join(str(error).split())}{hint}", file=sys.stderr)
     return code
 
 

@@ -232,9 +232,13 @@ def test_network_mismatch_exits_3() -> None:
 
 def test_invalid_value_exits_2_naming_the_field() -> None:
     result = libvm_cmd("net", "reserve", "lab", "52:54:00:00:00:09", "192.168.150.300")
-    assert_one_line_error(result, 2, "invalid-spec", "ip=", "192.168.150.300")
+    assert_one_line_error(result, 2, "invalid-spec", "ip=", "192.168.150.300", "(IP)")
     result = libvm_cmd("vm", "create", "pc001", "--network", "lab", "--memory", "lots", "--no-start")
-    assert_one_line_error(result, 2, "memory=")
+    assert_one_line_error(result, 2, "memory=", "(--memory)")
+    result = libvm_cmd("vm", "create", "pc001", "--network", "lab", "--ip", "10.0.0.5", "--no-start")
+    assert_one_line_error(result, 2, "nics[0].ip=", "(--ip)")
+    result = libvm_cmd("net", "ensure", "x", "10.9.0.0/24", "--dhcp-range", "10.9.0.5", "10.10.0.1")
+    assert_one_line_error(result, 2, "dhcp_range[1]=", "(--dhcp-range)")
 
 
 def test_usage_error_exits_2_in_one_line() -> None:
