@@ -441,7 +441,8 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
         traceback.print_exception(type(error), error, error.__traceback__)
     # One line whatever libvirt's message holds, so `2>>log` stays one line per failure.
     hint = _option(args, error) if isinstance(error, LibvmError) else ""
-    print(f"libvm: {what}: {' '.join(str(error).split())}{hint}", file=sys.stderr)
+    message = " ".join(str(error).split())
+    print(f"libvm: {what}{': ' if message else ''}{message}{hint}", file=sys.stderr)
     return code
 
 

@@ -333,3 +333,19 @@ def test_create_list_delete(hv: libvm.Hypervisor, capsys: pytest.CaptureFixture[
     invoke(hv, capsys, "vm", "delete", "pc001")
     assert hv.network("lab").reservation_for(libvm.generate_mac("lab", "192.168.150.88")) is None
     assert [vm.name for vm in hv.vms()] == ["legacy"]
+
+
+def test_ctrl_c_exits_130_and_a_bug_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(hv: libvm.Hypervisor, args: object) -> None:
+        raise KeyboardInterrupt
+
+    def buggy(hv: libvm.Hypervisor, args: object) -> None:
+        raise TypeError("oops")
+
+    monkeypatch.setattr(cli, "net_list", interrupted)
+    assert cli.main(["--uri", TEST_URI, "net", "list"]) == 130
+    assert capsys.readouterr().err == "libvm: interrupted\n"
+    monkeypatch.setattr(cli, "net_list", buggy)
+    assert cli.main(["--uri", TEST_URI, "net", "list"]) == 1
+    assert capsys.readouterr().err == "libvm: internal error: TypeError: oops\n"
