@@ -1,0 +1,471 @@
+"""The ``libvm`` command: libvm's API for shells and people with virsh habits.
+
+One function per subcommand; each gets the open :class:`Hypervisor` and the parsed
+arguments, and prints either a table or (``--json``) JSON. Errors become one line on
+stderr and an exit code per kind of error (see ``docs/cli.md``)::
+
+    libvm net reserve lab 52:54:00:12:34:56 192.168.150.88 --hostname pc001
+    libvm vm create pc001 --network lab --ip 192.168.150.88 --disk /images/pc001.qcow2
+    libvm --json vm wait-ip pc001 --timeout 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import netaddr
+
+from .addressing import format_mac
+from .domain import VM
+from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvmError, NotFound, WaitTimeout
+from .hypervisor import Hypervisor, connect
+from .network import Network
+from .values import Disk, Lease, Nic, Reservation
+
+__all__ = ["EXIT_CODES", "JsonEncoder", "build_parser", "exit_code", "main", "print_table"]
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_INVALID = 2
+EXIT_CONFLICT = 3
+EXIT_NOT_FOUND = 4
+EXIT_TIMEOUT = 5
+EXIT_LIBVIRT = 6
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_BUG: "unexpected error (a bug in libvm: please report it with --debug's traceback)",
+    EXIT_INVALID: "invalid input: a usage error or InvalidSpec",
+    EXIT_CONFLICT: "conflict: AddressConflict (MAC, IP, hostname, subnet) or AlreadyExists",
+    EXIT_NOT_FOUND: "not found: NotFound (network, domain)",
+    EXIT_TIMEOUT: "timeout: WaitTimeout",
+    EXIT_LIBVIRT: "libvirt failure: LibvirtFailure and every other LibvmError",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_BROKEN_PIPE: "the reader of the output went away (`libvm vm list | head -1`), silently",
+}
+
+Record = dict[str, Any]
+Column = tuple[str, Callable[[Record], object]]
+Handler = Callable[[Hypervisor, argparse.Namespace], None]
+
+
+# -- output -----------------------------------------------------------------------
+
+
+class JsonEncoder(json.JSONEncoder):
+    """JSON for libvm's values: addresses and paths as strings, times in ISO 8601."""
+
+    def default(self, o: object) -> object:
+        if isinstance(o, netaddr.EUI):
+            return format_mac(o)
+        if isinstance(o, netaddr.IPNetwork):
+            return str(o.cidr)
+        if isinstance(o, (netaddr.IPAddress, Path)):
+            return str(o)
+        if isinstance(o, dt.datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
+def _cell(value: object) -> str:
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(_cell(item) for item in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, netaddr.EUI):
+        return format_mac(value)
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def print_table(columns: Sequence[Column], records: Sequence[Record]) -> None:
+    """Print ``records`` as aligned columns under upper-case headers; ``-`` for nothing."""
+    rows = [[header.upper() for header, _ in columns]]
+    rows += [[_cell(get(record)) for _, get in columns] for record in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _show(args: argparse.Namespace, data: Record | list[Record], columns: Sequence[Column]) -> None:
+    """A listing (a list) or a result (one record), as JSON or as a table."""
+    if args.json:
+        print(json.dumps(data, cls=JsonEncoder, indent=2))
+    else:
+        print_table(columns, data if isinstance(data, list) else [data])
+
+
+# -- records: what the commands print ----------------------------------------------
+
+
+def _network_record(net: Network) -> Record:
+    spec = net.spec()
+    return {
+        "name": net.name,
+        "active": net.active,
+        "persistent": net.persistent,
+        "forward": spec.forward,
+        "bridge": spec.bridge,
+        "subnets": [ip.subnet.cidr for ip in spec.ips],
+        "gateways": [ip.gateway for ip in spec.ips],
+        "dhcp_ranges": [[start, end] for ip in spec.ips for start, end in ip.dhcp_ranges],
+        "reservations": len(net.reservations()),
+    }
+
+
+NETWORK_COLUMNS: list[Column] = [
+    ("name", lambda r: r["name"]),
+    ("active", lambda r: r["active"]),
+    ("persistent", lambda r: r["persistent"]),
+    ("forward", lambda r: r["forward"]),
+    ("bridge", lambda r: r["bridge"]),
+    ("subnet", lambda r: r["subnets"]),
+    ("dhcp range", lambda r: [f"{start}-{end}" for start, end in r["dhcp_ranges"]]),
+    ("reservations", lambda r: r["reservations"]),
+]
+
+
+def _reservation_record(network: str, res: Reservation) -> Record:
+    return {"network": network, "mac": res.mac, "ip": res.ip, "hostname": res.hostname, "client_id": res.client_id}
+
+
+RESERVATION_COLUMNS: list[Column] = [
+    ("network", lambda r: r["network"]),
+    ("mac", lambda r: r["mac"] if r["mac"] is not None else r["client_id"]),
+    ("ip", lambda r: r["ip"]),
+    ("hostname", lambda r: r["hostname"]),
+]
+
+
+def _lease_record(network: str, lease: Lease) -> Record:
+    return {"network": network, "mac": lease.mac, "ip": lease.ip, "hostname": lease.hostname,
+            "expires": lease.expires, "client_id": lease.client_id}
+
+
+LEASE_COLUMNS: list[Column] = [
+    ("network", lambda r: r["network"]),
+    ("mac", lambda r: r["mac"]),
+    ("ip", lambda r: r["ip"]),
+    ("hostname", lambda r: r["hostname"]),
+    ("expires (utc)", lambda r: r["expires"]),
+    ("client id", lambda r: r["client_id"]),
+]
+
+
+class _Leases:
+    """Each network's leases, read once per command."""
+
+    def __init__(self, hv: Hypervisor) -> None:
+        self._hv = hv
+        self._by_network: dict[str, list[Lease]] = {}
+
+    def of(self, nic: Nic) -> Lease | None:
+        """``nic``'s lease, the one on its reserved address if it holds several."""
+        if nic.network not in self._by_network:
+            try:
+                self._by_network[nic.network] = self._hv.network(nic.network).leases()
+            except NotFound:
+                self._by_network[nic.network] = []
+        mine = [lease for lease in self._by_network[nic.network] if lease.mac == nic.mac]
+        preferred = [lease for lease in mine if lease.ip == nic.ip] or mine
+        return preferred[0] if preferred else None
+
+
+def _vm_record(vm: VM, leases: _Leases) -> Record:
+    nics = []
+    for nic in vm.nics:
+        lease = leases.of(nic)
+        nics.append({"network": nic.network, "mac": nic.mac, "model": nic.model, "ip": nic.ip,
+                     "hostname": nic.hostname, "leased_ip": lease.ip if lease else None})
+    return {"name": vm.name, "state": str(vm.state), "macs": vm.macs, "nics": nics}
+
+
+VM_COLUMNS: list[Column] = [
+    ("name", lambda r: r["name"]),
+    ("state", lambda r: r["state"]),
+    ("macs", lambda r: r["macs"]),
+    ("networks", lambda r: [nic["network"] for nic in r["nics"]]),
+    ("reserved ip", lambda r: [nic["ip"] for nic in r["nics"] if nic["ip"] is not None]),
+    ("leased ip", lambda r: [nic["leased_ip"] for nic in r["nics"] if nic["leased_ip"] is not None]),
+    ("hostname", lambda r: [nic["hostname"] for nic in r["nics"] if nic["hostname"] is not None]),
+]
+
+
+# -- subcommands -----------------------------------------------------------------
+
+
+def net_list(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net list"""
+    _show(args, [_network_record(net) for net in hv.networks()], NETWORK_COLUMNS)
+
+
+def net_ensure(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net ensure NAME SUBNET [--dhcp-range A B] [--forward MODE]"""
+    net = hv.ensure_network(args.name, args.subnet, dhcp_range=args.dhcp_range, forward=args.forward)
+    _show(args, _network_record(net), NETWORK_COLUMNS)
+
+
+def net_reserve(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net reserve NET MAC IP [--hostname H]"""
+    res = hv.network(args.network).reserve(args.mac, args.ip, args.hostname)
+    _show(args, _reservation_record(args.network, res), RESERVATION_COLUMNS)
+
+
+def net_release(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net release NET (MAC | --ip IP): prints what was removed (nothing the second time)."""
+    removed = hv.network(args.network).release(args.mac, ip=args.ip)
+    _show(args, [_reservation_record(args.network, res) for res in removed], RESERVATION_COLUMNS)
+
+
+def net_reservations(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net reservations NET"""
+    net = hv.network(args.network)
+    _show(args, [_reservation_record(net.name, res) for res in net.reservations()], RESERVATION_COLUMNS)
+
+
+def net_leases(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net leases NET"""
+    net = hv.network(args.network)
+    _show(args, [_lease_record(net.name, lease) for lease in net.leases()], LEASE_COLUMNS)
+
+
+def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm vm list"""
+    leases = _Leases(hv)
+    _show(args, [_vm_record(vm, leases) for vm in hv.vms()], VM_COLUMNS)
+
+
+def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm vm create NAME --network NET [...]: one NIC, its address reserved."""
+    vm = hv.create_vm(
+        args.name,
+        memory=args.memory,
+        vcpus=args.vcpus,
+        nics=[Nic(args.network, ip=args.ip, mac=args.mac)],
+        disks=[Disk(path, format=args.disk_format) for path in args.disk],
+        kernel=args.kernel,
+        initrd=args.initrd,
+        cmdline=args.cmdline,
+        virt_type=args.virt_type,
+        start=args.start,
+    )
+    _show(args, _vm_record(vm, _Leases(hv)), VM_COLUMNS)
+
+
+def vm_wait_ip(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm vm wait-ip NAME [--timeout S]: the first NIC's address, once leased."""
+    ip = hv.vm(args.name).wait_for_ip(timeout=args.timeout)
+    if args.json:
+        print(json.dumps({"name": args.name, "ip": ip}, cls=JsonEncoder, indent=2))
+    else:
+        print(ip)
+
+
+def vm_delete(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm vm delete NAME [--storage]: destroy, undefine, release its reservations and leases."""
+    hv.vm(args.name).delete(storage=args.storage)
+    if args.json:
+        print(json.dumps({"name": args.name, "deleted": True}, indent=2))
+    else:
+        print(f"deleted {args.name}")
+
+
+def gc(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm gc [--remove]: reservations whose MAC is on no domain."""
+    orphans = hv.gc(remove=args.remove)
+    records = [{**_reservation_record(network, res), "removed": args.remove} for network, res in orphans]
+    _show(args, records, [*RESERVATION_COLUMNS, ("removed", lambda r: r["removed"])])
+    if orphans and not args.remove and not args.json:
+        print(f"{len(orphans)} reservation(s) of MACs on no domain; 'libvm gc --remove' releases them",
+              file=sys.stderr)
+
+
+# -- the parser ------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (exit code 2, like every invalid input)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _global_options(*, defaults: bool) -> _Parser:
+    """--uri, --json, --debug: accepted before the subcommand and after it.
+
+    The subcommands' copies default to SUPPRESS, so they do not reset an option given
+    before the subcommand; argparse shares action objects between a parent and its
+    children, hence one copy per role.
+    """
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    options = _Parser(add_help=False)
+    options.add_argument("--uri", default=default(None),
+                         help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+    options.add_argument("--json", action="store_true", default=default(False),
+                         help="print JSON instead of a table")
+    options.add_argument("--debug", action="store_true", default=default(False),
+                         help="show tracebacks and libvm's log on stderr")
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each leaf parser sets ``handler`` to its subcommand."""
+    common = _global_options(defaults=False)
+    exit_codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = _Parser(prog="libvm", parents=[_global_options(defaults=True)],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="libvirt VMs that get the IP address you chose (fixed MAC + DHCP reservation).",
+                     epilog=f"exit codes:\n{exit_codes}")
+    groups = parser.add_subparsers(title="commands", metavar="{net,vm,gc}", required=True)
+
+    def command(sub: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
+                help_text: str) -> argparse.ArgumentParser:
+        leaf = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        leaf.set_defaults(handler=handler, command_parser=leaf)
+        return leaf
+
+    net = groups.add_parser("net", help="networks, DHCP reservations and leases",
+                            description="networks, DHCP reservations and leases")
+    net_sub = net.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    command(net_sub, "list", net_list, "list every network")
+    p = command(net_sub, "ensure", net_ensure, "define and start a network, or check the existing one")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("subnet", metavar="SUBNET", help="CIDR, e.g. 192.168.150.0/24 (gateway .1)")
+    p.add_argument("--dhcp-range", nargs=2, metavar=("START", "END"), help="the dynamic DHCP range")
+    p.add_argument("--forward", default="nat", choices=("nat", "route", "open", "none"),
+                   help="forward mode (default: nat; none: isolated)")
+    p = command(net_sub, "reserve", net_reserve, "bind MAC to IP in the network's DHCP")
+    p.add_argument("network", metavar="NET")
+    p.add_argument("mac", metavar="MAC")
+    p.add_argument("ip", metavar="IP")
+    p.add_argument("--hostname", help="DHCP and DNS name of the host")
+    p = command(net_sub, "release", net_release, "remove the reservations of MAC, of IP, or of that pair")
+    p.add_argument("network", metavar="NET")
+    p.add_argument("mac", metavar="MAC", nargs="?")
+    p.add_argument("--ip", help="release by address")
+    p = command(net_sub, "reservations", net_reservations, "list the network's DHCP reservations")
+    p.add_argument("network", metavar="NET")
+    p = command(net_sub, "leases", net_leases, "list the leases dnsmasq handed out")
+    p.add_argument("network", metavar="NET")
+
+    vm = groups.add_parser("vm", help="domains", description="domains")
+    vm_sub = vm.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    command(vm_sub, "list", vm_list, "list every domain with its MACs and addresses")
+    p = command(vm_sub, "create", vm_create, "reserve an address, define the domain and boot it")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--network", required=True, metavar="NET", help="the network of the (one) NIC")
+    p.add_argument("--ip", help="the NIC's address (default: the network's lowest free one)")
+    p.add_argument("--mac", help="the NIC's MAC (default: derived from network and IP)")
+    p.add_argument("--memory", default="512", metavar="M", help="MiB, or e.g. 256MiB, 1G (default: 512)")
+    p.add_argument("--vcpus", type=int, default=1, metavar="N", help="virtual CPUs (default: 1)")
+    p.add_argument("--disk", action="append", default=[], metavar="PATH",
+                   help="an existing image on the daemon's host (repeat for more disks)")
+    p.add_argument("--disk-format", default="qcow2", choices=("qcow2", "raw"),
+                   help="format of every --disk (default: qcow2)")
+    p.add_argument("--kernel", metavar="PATH", help="direct kernel boot")
+    p.add_argument("--initrd", metavar="PATH")
+    p.add_argument("--cmdline", metavar="TEXT", help="kernel command line")
+    p.add_argument("--virt-type", choices=("kvm", "qemu"),
+                   help="default: $LIBVM_VIRT_TYPE, else kvm if libvirt offers it")
+    p.add_argument("--no-start", dest="start", action="store_false", help="define the domain, do not boot it")
+    p = command(vm_sub, "wait-ip", vm_wait_ip, "wait until the guest holds its reserved address; print it")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds (default: 120)")
+    p = command(vm_sub, "delete", vm_delete, "destroy and undefine; release its reservations and leases")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--storage", action="store_true", help="also the volumes libvm created for it")
+
+    p = command(groups, "gc", gc, "list reservations whose MAC is on no domain")
+    p.add_argument("--remove", action="store_true", help="release them")
+    return parser
+
+
+# -- errors and main -------------------------------------------------------------
+
+
+def exit_code(error: LibvmError) -> int:
+    """The documented exit code of ``error``."""
+    if isinstance(error, InvalidSpec):
+        return EXIT_INVALID
+    if isinstance(error, (AddressConflict, AlreadyExists)):
+        return EXIT_CONFLICT
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, WaitTimeout):
+        return EXIT_TIMEOUT
+    return EXIT_LIBVIRT
+
+
+def _kind(error: BaseException) -> str:
+    """``ip-reserved`` for a conflict (its stable reason code), else ``not-found``, ``wait-timeout``..."""
+    if isinstance(error, AddressConflict):
+        return error.reason
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__).lower()
+
+
+def _option(args: argparse.Namespace, error: LibvmError) -> str:
+    """`` (--ip)``: the command-line argument an ``InvalidSpec`` field came from, if known.
+
+    The API names its parameters (``nic.ip``, ``nics[0].mac``, ``dhcp_range``); the
+    user typed ``--ip``, ``MAC`` or ``--dhcp-range``.
+    """
+    if not isinstance(error, InvalidSpec) or "command_parser" not in args:
+        return ""
+    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", error.field)
+    for action in args.command_parser._actions:
+        if action.dest == dest and action.dest != "help":
+            name = action.option_strings[0] if action.option_strings else action.metavar
+            return f" ({name})" if isinstance(name, str) else ""
+    return ""
+
+
+def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) -> int:
+    if args.debug:
+        traceback.print_exception(type(error), error, error.__traceback__)
+    # One line whatever libvirt's message holds, so `2>>log` stays one line per failure.
+    hint = _option(args, error) if isinstance(error, LibvmError) else ""
+    message = " ".join(str(error).split())
+    print(f"libvm: {what}{': ' if message else ''}{message}{hint}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
+    try:
+        with connect(args.uri) as hv:
+            args.handler(hv, args)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush again at exit; write the rest to nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt as error:
+        return _fail(args, error, "interrupted", EXIT_INTERRUPTED)
+    except LibvmError as error:
+        return _fail(args, error, _kind(error), exit_code(error))
+    except Exception as error:  # a bug: still one line, the traceback with --debug
+        return _fail(args, error, f"internal error: {type(error).__name__}", EXIT_BUG)
+    return EXIT_OK
