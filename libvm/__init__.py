@@ -43,6 +43,7 @@ from .network import Network
 from .networkxml import IpSpec, NetworkSpec
 from .storage import Pool, Volume
 from .values import Disk, ImageSource, Lease, Nic, Reservation, Vnc
+from .views import LeaseList, NetworkList, ReservationList, Table, VMList
 
 __version__ = "0.1.0"
 
@@ -68,11 +69,13 @@ __all__ = [
     "IpReserved",
     "IpSpec",
     "Lease",
+    "LeaseList",
     "LibvirtFailure",
     "LibvmError",
     "MacInUse",
     "MacReserved",
     "Network",
+    "NetworkList",
     "NetworkMismatch",
     "NetworkSpec",
     "Nic",
@@ -80,7 +83,10 @@ __all__ = [
     "NotFound",
     "Pool",
     "Reservation",
+    "ReservationList",
     "SubnetOverlap",
+    "Table",
+    "VMList",
     "VMState",
     "Vnc",
     "Volume",

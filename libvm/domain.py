@@ -8,15 +8,18 @@ import enum
 import logging
 import socket
 import time
+from collections.abc import Callable, Iterable, Sequence
 
 import libvirt
 import netaddr
 
 from ._live import InvalidState, Live, Unsupported, translate
+from .addressing import format_mac
 from .domainxml import DomainDoc, DomainSpec, read_domain
 from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .network import Network
-from .values import Lease, Nic, check_int
+from .values import Lease, Nic, Reservation, check_int
+from .views import NicRow, Rendered, Table, lease_of, reservation_of, vm_table
 
 log = logging.getLogger("libvm")
 
@@ -50,8 +53,11 @@ _STATES = {
 }
 
 
-class VM:
-    """A libvirt domain. Get one from :meth:`Hypervisor.vm` or :meth:`Hypervisor.create_vm`."""
+class VM(Rendered):
+    """A libvirt domain. Get one from :meth:`Hypervisor.vm` or :meth:`Hypervisor.create_vm`.
+
+    In Jupyter or IPython it shows as a table: one row per NIC (see :mod:`libvm.views`).
+    """
 
     def __init__(self, live: Live, handle: libvirt.virDomain) -> None:
         self._live = live
@@ -61,6 +67,10 @@ class VM:
 
     def __repr__(self) -> str:
         return f"<libvm.VM {self.name!r}>"
+
+    def table(self) -> Table:
+        """The VM's NICs: state, MAC, reserved IP, hostname, leased IP and its expiry."""
+        return vm_table(nic_rows([self]))
 
     @property
     def handle(self) -> libvirt.virDomain:
@@ -254,39 +264,7 @@ class VM:
         Raises :class:`WaitTimeout` if the guest has not obtained all its
         addresses in ``timeout`` seconds, or :class:`LibvmError` if it stops.
         """
-        _check_seconds("timeout", timeout)
-        _check_seconds("poll", poll)
-        document = self.document()
-        if document.spec.static_network:
-            raise LibvmError(f"domain {self.name!r} sets its addresses itself (cloud-init static_network): "
-                             f"there is no DHCP lease to wait for; use wait_for_ssh()")
-        nics = self.nics
-        if not nics:
-            raise LibvmError(f"domain {self.name!r} has no interface on a libvirt network")
-        deadline = time.monotonic() + timeout
-        found: dict[str, netaddr.IPAddress] = {}
-        networks = {nic.network: Network(self._live, self._live.network(nic.network)) for nic in nics}
-        while True:
-            markers = [net.lease_marker() for net in networks.values()]
-            for nic in nics:
-                mac = str(nic.mac)
-                if mac in found:
-                    continue
-                lease = self._lease(nic)
-                if lease is None:
-                    continue
-                if nic.ip is not None and lease.ip != nic.ip:
-                    raise AddressMismatch(mac, str(nic.ip), str(lease.ip))
-                self._live.note_client_id(nic.network, lease)
-                found[mac] = lease.ip
-            if len(found) == len(nics):
-                return found
-            if not self.running:
-                raise LibvmError(f"domain {self.name!r} is {self.state} before all NICs got an address")
-            if time.monotonic() > deadline:
-                missing = ", ".join(str(n.mac) for n in nics if str(n.mac) not in found)
-                raise WaitTimeout(f"domain {self.name!r}: no lease for {missing} after {timeout:g} s")
-            _wait_for_change(list(networks.values()), markers, min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+        return wait_for_leases([self], timeout, poll)[self.name]
 
     def wait_for_ip(self, timeout: float = 120.0, poll: float = 0.5) -> netaddr.IPAddress:
         """Wait for every NIC's lease (see :meth:`wait_for_ips`); return the first NIC's address."""
@@ -336,6 +314,100 @@ class VM:
             if not self.running:
                 raise LibvmError(f"domain {self.name!r} is {self.state} while waiting for SSH on {ip}:{port}")
             time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
+                    step: Callable[[], None] | None = None) -> dict[str, dict[str, netaddr.IPAddress]]:
+    """Wait until every NIC of every VM holds a lease; ``{vm name: {mac: ip}}``.
+
+    What :meth:`VM.wait_for_ips` promises, for many VMs at once: each round
+    reads each network's leases once, however many VMs wait on it. ``step()``
+    is called once per VM whose NICs all have their address.
+    """
+    _check_seconds("timeout", timeout)
+    _check_seconds("poll", poll)
+    pending: dict[str, tuple[VM, list[Nic]]] = {}
+    networks: dict[tuple[int, str], Network] = {}
+    for vm in vms:
+        if vm.document().spec.static_network:
+            raise LibvmError(f"domain {vm.name!r} sets its addresses itself (cloud-init static_network): "
+                             f"there is no DHCP lease to wait for; use wait_for_ssh()")
+        nics = vm.nics
+        if not nics:
+            raise LibvmError(f"domain {vm.name!r} has no interface on a libvirt network")
+        pending[vm.name] = (vm, nics)
+        for nic in nics:
+            key = (id(vm._live), nic.network)
+            if key not in networks:
+                networks[key] = Network(vm._live, vm._live.network(nic.network))
+    deadline = time.monotonic() + timeout
+    found: dict[str, dict[str, netaddr.IPAddress]] = {name: {} for name in pending}
+    while True:
+        watched = {(id(vm._live), nic.network) for vm, nics in pending.values() for nic in nics}
+        markers = {key: networks[key].lease_marker() for key in watched}
+        leases = {key: networks[key].leases() for key in watched}
+        for name, (vm, nics) in list(pending.items()):
+            for nic in nics:
+                assert nic.mac is not None  # a domain's NIC always has one
+                mac = str(nic.mac)
+                if mac in found[name]:
+                    continue
+                lease = lease_of(format_mac(nic.mac), nic.ip, leases[(id(vm._live), nic.network)])
+                if lease is None:
+                    continue
+                if nic.ip is not None and lease.ip != nic.ip:
+                    raise AddressMismatch(mac, str(nic.ip), str(lease.ip))
+                vm._live.note_client_id(nic.network, lease)
+                found[name][mac] = lease.ip
+            if len(found[name]) == len(nics):
+                del pending[name]
+                if step is not None:
+                    step()
+        if not pending:
+            return found
+        for vm, _ in pending.values():
+            if not vm.running:
+                raise LibvmError(f"domain {vm.name!r} is {vm.state} before all NICs got an address")
+        if time.monotonic() > deadline:
+            missing = "; ".join(
+                f"domain {name!r}: no lease for " + ", ".join(str(n.mac) for n in nics if str(n.mac) not in found[name])
+                for name, (_, nics) in pending.items())
+            raise WaitTimeout(f"{missing} after {timeout:g} s")
+        keys = list(markers)
+        _wait_for_change([networks[key] for key in keys], [markers[key] for key in keys],
+                         min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
+    """A table row per NIC of each VM, reading each network's reservations and leases once."""
+    cache: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
+
+    def facts(vm: VM, network: str) -> tuple[list[Reservation], list[Lease]] | None:
+        key = (id(vm._live), network)
+        if key not in cache:
+            try:
+                net = Network(vm._live, vm._live.network(network))
+                cache[key] = (net.reservations(), net.leases())
+            except NotFound:
+                cache[key] = None
+        return cache[key]
+
+    rows = []
+    for vm in vms:
+        state = vm.state
+        try:
+            interfaces = vm.document().interfaces if state is not VMState.UNDEFINED else []
+        except NotFound:  # undefined since
+            interfaces = []
+        if not interfaces:
+            rows.append(NicRow(vm.name, str(state), None, None, None, None))
+        for index, interface in enumerate(interfaces):
+            known = facts(vm, interface.network) if interface.network is not None else None
+            reservation = reservation_of(interface.mac, known[0]) if known else None
+            lease = lease_of(interface.mac, reservation.ip if reservation else None, known[1]) if known else None
+            rows.append(NicRow(vm.name if index == 0 else "", str(state) if index == 0 else "",
+                               interface.network, interface.mac, reservation, lease))
+    return rows
 
 
 #: How often a waiter looks at dnsmasq's lease file (a stat, not a libvirt call).

@@ -20,7 +20,7 @@ from ._live import Live, Unsupported, open_connection, translate
 from ._xml import parse as parse_xml
 from .addressing import check_name, format_mac
 from .cloudinit import CloudInit, SeedNic, effective_hostname, render_seed
-from .domain import VM
+from .domain import VM, wait_for_leases
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
     AlreadyExists,
@@ -31,9 +31,11 @@ from .errors import (
 )
 from .network import Network
 from .networkxml import NetworkSpec
+from .progress import Progress, ProgressArg
 from .storage import Pool
 from .storagexml import pool_xml, read_pool
 from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
+from .views import NetworkList, Rendered, Table, VMList
 
 log = logging.getLogger("libvm")
 
@@ -54,8 +56,11 @@ def connect(uri: str | None = None) -> Hypervisor:
     return Hypervisor(open_connection(uri), uri)
 
 
-class Hypervisor:
-    """A libvirt connection: networks, VMs and the rules that keep addresses unique."""
+class Hypervisor(Rendered):
+    """A libvirt connection: networks, VMs and the rules that keep addresses unique.
+
+    In Jupyter or IPython it shows its networks and VMs as tables (see :mod:`libvm.views`).
+    """
 
     def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
         self._live = Live(conn, uri)
@@ -63,6 +68,12 @@ class Hypervisor:
 
     def __repr__(self) -> str:
         return f"<libvm.Hypervisor {self.uri!r}{' (closed)' if self._live.closed else ''}>"
+
+    def tables(self) -> list[Table]:
+        """Its networks' table, then its VMs' table (one row per NIC)."""
+        networks, vms = self.networks().table(), self.vms().table()
+        return [dataclasses.replace(networks, caption=f"{self.uri}: {networks.caption}"),
+                dataclasses.replace(vms, caption=f"{self.uri}: {vms.caption}")]
 
     def __enter__(self) -> Hypervisor:
         return self
@@ -92,9 +103,9 @@ class Hypervisor:
         """The existing network ``name``; :class:`NotFound` if there is none."""
         return Network(self._live, self._live.network(_name(name)))
 
-    def networks(self) -> list[Network]:
-        """Every network, active or not, sorted by name."""
-        return sorted((Network(self._live, n) for n in self._live.networks()), key=lambda n: n.name)
+    def networks(self) -> NetworkList:
+        """Every network, active or not, sorted by name (a list that renders as a table)."""
+        return NetworkList(sorted((Network(self._live, n) for n in self._live.networks()), key=lambda n: n.name))
 
     def ensure_network(
         self,
@@ -207,9 +218,9 @@ class Hypervisor:
         """The existing domain ``name``; :class:`NotFound` if there is none."""
         return VM(self._live, self._live.domain(_name(name)))
 
-    def vms(self) -> list[VM]:
-        """Every domain, running or not, sorted by name."""
-        return sorted((VM(self._live, d) for d in self._live.domains()), key=lambda vm: vm.name)
+    def vms(self) -> VMList:
+        """Every domain, running or not, sorted by name (a list that renders as a table)."""
+        return VMList(sorted((VM(self._live, d) for d in self._live.domains()), key=lambda vm: vm.name))
 
     def mac_owners(self) -> dict[str, str]:
         """``{mac: domain name}`` for every interface of every domain."""
@@ -371,15 +382,19 @@ class Hypervisor:
             return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", facts)
         return seed
 
-    def create_vms(self, specs: Iterable[Mapping[str, Any]]) -> list[VM]:
+    def create_vms(self, specs: Iterable[Mapping[str, Any]], *, progress: ProgressArg = None) -> VMList:
         """Create several VMs; each mapping holds :meth:`create_vm`'s keyword arguments.
 
         All or nothing: every mapping's keys are checked first; if one VM
         fails, the ones already created are removed again, with the
         reservations this call added; reservations that existed before the
-        call stay. Raises what :meth:`create_vm` raises; :class:`InvalidSpec`
-        for a mapping that is not one or names an unknown argument.
+        call stay. ``progress``: ``None`` (silent), a callable
+        ``progress(done, total)`` called after each VM is created, or ``True``
+        for a ``tqdm.auto`` bar (needs tqdm). Raises what :meth:`create_vm`
+        raises; :class:`InvalidSpec` for a mapping that is not one, names an
+        unknown argument, or a bad ``progress``.
         """
+        report = Progress(progress)
         if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
             raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
         items = list(specs)
@@ -392,13 +407,15 @@ class Hypervisor:
                 raise InvalidSpec(f"specs[{index}]", kwargs,
                                   f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
         before = {(net.name, res.mac, res.ip) for net in self.networks() for res in net.reservations()}
-        made: list[VM] = []
+        made = VMList()
         try:
-            for index, kwargs in enumerate(items):
-                try:
-                    made.append(self.create_vm(**kwargs))
-                except InvalidSpec as exc:
-                    raise InvalidSpec(f"specs[{index}].{exc.field}", exc.value, exc.reason) from exc
+            with report.run(len(items), "creating VMs", "VM") as step:
+                for index, kwargs in enumerate(items):
+                    try:
+                        made.append(self.create_vm(**kwargs))
+                    except InvalidSpec as exc:
+                        raise InvalidSpec(f"specs[{index}].{exc.field}", exc.value, exc.reason) from exc
+                    step()
         except BaseException:
             for vm in reversed(made):
                 nics = vm.nics
@@ -408,6 +425,30 @@ class Hypervisor:
                         self.network(nic.network).release(nic.mac, ip=nic.ip)
             raise
         return made
+
+    def wait_for_ips(self, vms: Iterable[VM | str], timeout: float = 120.0, *, poll: float = 0.5,
+                     progress: ProgressArg = None) -> dict[str, dict[str, netaddr.IPAddress]]:
+        """Wait until every NIC of every VM holds a lease: ``{vm name: {mac: ip}}``.
+
+        :meth:`VM.wait_for_ips` for many VMs at once (VM objects or names),
+        sharing one ``timeout`` (seconds) and reading each network's leases
+        once per round. ``progress`` as for :meth:`create_vms`, called as each
+        VM gets all its addresses. Raises what :meth:`VM.wait_for_ips` raises
+        (:class:`AddressMismatch` at once, :class:`WaitTimeout` naming every VM
+        still waiting, :class:`LibvmError` for a VM that stopped),
+        :class:`InvalidSpec` for bad arguments, :class:`NotFound` for a name.
+        """
+        report = Progress(progress)
+        if isinstance(vms, (str, bytes, Mapping, VM)) or not isinstance(vms, Iterable):
+            raise InvalidSpec("vms", vms, "a list of VMs (or their names)")
+        chosen: dict[str, VM] = {}
+        for index, item in enumerate(vms):
+            if not isinstance(item, (VM, str)):
+                raise InvalidSpec(f"vms[{index}]", item, "a libvm.VM or a domain name")
+            vm = self.vm(item) if isinstance(item, str) else item
+            chosen.setdefault(vm.name, vm)
+        with report.run(len(chosen), "waiting for IPs", "VM") as step:
+            return wait_for_leases(list(chosen.values()), timeout, poll, step)
 
     def gc(self, *, remove: bool = False) -> list[tuple[str, Reservation]]:
         """Reservations whose MAC is on no domain's interface: ``[(network, reservation)]``.

@@ -49,14 +49,19 @@ from .errors import (
 )
 from .networkxml import DnsHost, HostEntry, NetworkSpec, dns_host_xml, host_xml, read_dns_hosts, read_network
 from .values import Lease, Reservation
+from .views import LeaseList, NetworkRow, Rendered, ReservationList, Table, host_table, network_table
 
 log = logging.getLogger("libvm")
 
 _SECTION = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
 
 
-class Network:
-    """A libvirt network, looked up by name. Get one from :meth:`Hypervisor.network`."""
+class Network(Rendered):
+    """A libvirt network, looked up by name. Get one from :meth:`Hypervisor.network`.
+
+    In Jupyter or IPython it shows as tables: its settings, then every
+    reservation with its lease and every other lease (see :mod:`libvm.views`).
+    """
 
     def __init__(self, live: Live, handle: libvirt.virNetwork) -> None:
         self._live = live
@@ -67,6 +72,15 @@ class Network:
 
     def __repr__(self) -> str:
         return f"<libvm.Network {self.name!r}>"
+
+    def table(self) -> Table:
+        """The network's settings as one row: state, bridge, subnets, DHCP range, counts."""
+        return network_table([_row(self)[0]])
+
+    def tables(self) -> list[Table]:
+        """Its :meth:`table`, then its hosts: reservations joined with their leases, then other leases."""
+        row, reservations, leases = _row(self)
+        return [network_table([row]), host_table(reservations, leases, f"hosts of network {self.name}")]
 
     # -- state ---------------------------------------------------------------
 
@@ -168,9 +182,9 @@ class Network:
         assert spec is not None
         return spec, where
 
-    def reservations(self) -> list[Reservation]:
+    def reservations(self) -> ReservationList:
         """Every ``<host>`` in the network's DHCP, live and persistent, once each."""
-        return list(dict.fromkeys(entry.reservation() for entry in self._view()[1]))
+        return ReservationList(dict.fromkeys(entry.reservation() for entry in self._view()[1]))
 
     def reservation_for(self, mac: MacLike) -> Reservation | None:
         """The reservation of ``mac``, if there is one."""
@@ -409,7 +423,7 @@ class Network:
 
     # -- leases ----------------------------------------------------------------
 
-    def leases(self) -> list[Lease]:
+    def leases(self) -> LeaseList:
         """The DHCP leases dnsmasq has handed out, as libvirt reports them.
 
         A driver without lease support (``test:///``) has none: an empty list.
@@ -418,8 +432,8 @@ class Network:
             with translate(f"leases of network {self.name!r}"):
                 raw = self.handle.DHCPLeases()
         except Unsupported:
-            return []
-        return [_lease(entry) for entry in raw]
+            return LeaseList()
+        return LeaseList(_lease(entry) for entry in raw)
 
     def lease_marker(self) -> tuple[int, int, int] | None:
         """A cheap fingerprint of dnsmasq's lease table, if the daemon is local.
@@ -546,6 +560,23 @@ class Network:
                 f"network {self.name!r}: {anywhere}, inside or outside the dynamic DHCP range; "
                 f"every address is reserved, leased or the gateway"
             ) from None
+
+
+def network_rows(networks: Iterable[Network]) -> list[NetworkRow]:
+    """A table row per network: its definitions read once and one ``leases()`` each."""
+    return [_row(net)[0] for net in networks]
+
+
+def _row(net: Network) -> tuple[NetworkRow, ReservationList, LeaseList]:
+    spec, entries = net._view()
+    reservations = ReservationList(dict.fromkeys(entry.reservation() for entry in entries))
+    leases = net.leases()
+    row = NetworkRow(
+        name=net.name, active=net.active, bridge=spec.bridge,
+        subnets=tuple(str(ip.subnet.cidr) for ip in spec.ips),
+        dhcp_ranges=tuple(f"{a}-{b}" for ip in spec.ips for a, b in ip.dhcp_ranges),
+        reservations=len(reservations), leases=len(leases))
+    return row, reservations, leases
 
 
 def _check_flag(name: str, value: object) -> bool:
