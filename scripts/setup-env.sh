@@ -1,5 +1,5 @@
 # Sourced by scripts/test.sh and scripts/demo.sh: installs the system packages
-# (apt) and a virtualenv .venv with libvm and its test tools (pip). Idempotent.
+# (apt) and a virtualenv .venv with libvm, its test tools and the docs tools (pip). Idempotent.
 APT_PACKAGES=(
   libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils
   iptables cpio busybox-static libvirt-dev pkg-config gcc python3-venv python3-dev
@@ -27,8 +27,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.libvm-installed
 if [ ! -e "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "== pip install -e .[test]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" >.venv/pip.log 2>&1 \
+  echo "== pip install -e .[test,docs]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,docs]" >.venv/pip.log 2>&1 \
     || { cat .venv/pip.log >&2; echo "libvm: pip install failed" >&2; exit 2; }
   touch "$stamp"
 fi
