@@ -47,7 +47,7 @@ html_title = f"libvm {release}"
 def _add_cli_page(app: Any, docname: str, source: list[str]) -> None:
     """List cli.md in the index's toctree only when the page exists (it is written elsewhere)."""
     if docname == "index" and (DOCS / "cli.md").exists():
-        source[0] = source[0].replace("performance\n", "performance\ncli\n", 1)
+        source[0] = source[0].replace("performance\n", "performance\ncli\ncli-reference\n", 1)
 
 
 # The docstrings use Google-style "Parameters:" sections. sphinx.ext.napoleon itself would also
@@ -61,6 +61,29 @@ def _google_sections(app: Any, what: Any, name: str, obj: Any, options: Any, lin
         lines[:] = GoogleDocstring(lines, _GOOGLE, app, what, name, obj, options).lines()
 
 
+def _cli_reference(app: Any, docname: str, source: list[str]) -> None:
+    """Fill cli-reference.md with the help of every command, from argparse itself."""
+    if docname != "cli-reference":
+        return
+    import argparse
+    import os
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: make the page reproducible
+    from libvm.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+        title = " ".join(words)
+        out = [f"## `{title}`", "", "```text", parser.format_help().rstrip(), "```", ""]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out += walk(sub, [*words, name])
+        return out
+
+    source[0] += "\n" + "\n".join(walk(build_parser(), ["libvm"]))
+
+
 def setup(app: Any) -> None:
     app.connect("source-read", _add_cli_page)
+    app.connect("source-read", _cli_reference)
     app.connect("autodoc-process-docstring", _google_sections)
