@@ -44,12 +44,6 @@ html_theme = "furo"
 html_title = f"libvm {release}"
 
 
-def _add_cli_page(app: Any, docname: str, source: list[str]) -> None:
-    """List cli.md in the index's toctree only when the page exists (it is written elsewhere)."""
-    if docname == "index" and (DOCS / "cli.md").exists():
-        source[0] = source[0].replace("performance\n", "performance\ncli\ncli-reference\n", 1)
-
-
 # The docstrings use Google-style "Parameters:" sections. sphinx.ext.napoleon itself would also
 # read a property's "Whether ...: ..." first line as "type: description", so its parser is applied
 # to callables and classes only.
@@ -84,6 +78,5 @@ def _cli_reference(app: Any, docname: str, source: list[str]) -> None:
 
 
 def setup(app: Any) -> None:
-    app.connect("source-read", _add_cli_page)
     app.connect("source-read", _cli_reference)
     app.connect("autodoc-process-docstring", _google_sections)

@@ -112,7 +112,8 @@ def open_connection(uri: str) -> libvirt.virConnect:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
         raise LibvirtFailure(
-            f"cannot connect to {uri!r}: {exc.get_error_message()} (is libvirtd running, are you root?)",
+            f"cannot connect to {uri!r}: {exc.get_error_message()} (check the URI; for qemu:///system: "
+            f"is libvirtd running, are you root?)",
             exc.get_error_code(),
         ) from exc
 

@@ -68,6 +68,13 @@ class VM(Rendered):
     def __repr__(self) -> str:
         return f"<libvm.VM {self.name!r}>"
 
+    def __eq__(self, other: object) -> bool:
+        """The same domain on the same connection (``hv.vm("x") == hv.vm("x")``)."""
+        return isinstance(other, VM) and other._live is self._live and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self._live), self.name))
+
     def table(self) -> Table:
         """The VM's NICs: state, MAC, reserved IP, hostname, leased IP and its expiry."""
         return vm_table(nic_rows([self]))

@@ -73,6 +73,13 @@ class Network(Rendered):
     def __repr__(self) -> str:
         return f"<libvm.Network {self.name!r}>"
 
+    def __eq__(self, other: object) -> bool:
+        """The same network on the same connection."""
+        return isinstance(other, Network) and other._live is self._live and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self._live), self.name))
+
     def table(self) -> Table:
         """The network's settings as one row: state, bridge, subnets, DHCP range, counts."""
         return network_table([_row(self)[0]])

@@ -55,6 +55,9 @@ if grep -q '^\[options.entry_points\]' setup.cfg; then
   echo "== libvm --help"
   [ -x "$tmp/venv/bin/libvm" ] || fail "setup.cfg declares entry points but the wheel installs no 'libvm' command"
   (cd "$tmp" && venv/bin/libvm --help >/dev/null) || fail "libvm --help failed"
+  # A real command through the installed wheel, on libvirt's in-process test driver.
+  (cd "$tmp" && venv/bin/libvm --uri test:///default --json net list | grep -q '"name": "default"') \
+    || fail "libvm net list from the wheel failed"
 else
   echo "   (no [options.entry_points] in setup.cfg yet: libvm --help not checked)"
 fi

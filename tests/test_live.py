@@ -394,3 +394,11 @@ def test_libvm_metadata_is_one_element_libvirt_keeps() -> None:
     assert metadata is not None and [child.tag for child in metadata] == [f"{{{METADATA_NS}}}vm"]
     again = libvm.DomainSpec.from_xml(spec.to_xml())
     assert again.volumes == spec.volumes and again.static_network
+
+
+def test_the_same_domain_or_network_compares_equal(hv: libvm.Hypervisor) -> None:
+    assert hv.vm("legacy") == hv.vm("legacy") and hv.vms() == hv.vms()
+    assert hv.network("lab") == hv.network("lab") and hv.network("lab") != hv.network("default")
+    assert len({hv.vm("legacy"), hv.vm("legacy")}) == 1
+    with libvm.connect(hv.uri) as other:
+        assert other.vm("legacy") != hv.vm("legacy")  # another connection (here: another test-driver state)
