@@ -48,7 +48,7 @@ def main() -> int:
     if os.geteuid() != 0 and not os.environ.get("LIBVM_URI"):
         sys.exit("libvm demo: run as root (it starts libvirtd in a network namespace), "
                  "or set LIBVM_URI to a libvirtd you may use")
-    from libvm.testing import build_guest, ensure_packages, parse_console
+    from libvm.testing import build_guest, console_done, ensure_packages, parse_console
     from libvm.testing.guest import GuestBuildError
     from libvm.testing.sandbox import SandboxError
 
@@ -70,6 +70,11 @@ def main() -> int:
                               serial_log=console, virt_type="qemu")
             got = vm.wait_for_ip(timeout=120)
             took = time.monotonic() - start
+            # wait_for_ip returns as soon as dnsmasq hands out the lease; the guest prints
+            # its line once it has configured the address, a moment later.
+            deadline = time.monotonic() + 30
+            while not console_done(console.read_text(errors="replace")) and time.monotonic() < deadline:
+                time.sleep(0.1)
             seen = parse_console(console.read_text(errors="replace")).get(MAC, "?")
             print(f"VM        {vm.name} ({vm.state})")
             print(f"MAC       {vm.macs[0]}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import libvirt
 import netaddr
 import pytest
@@ -152,3 +157,13 @@ def test_default_virt_type_from_environment(stack: Stack, monkeypatch: pytest.Mo
                             serial_log=stack.console_path("auto"))
     assert vm.spec().virt_type == "qemu"
     assert str(vm.wait_for_ip()) == f"{base}.90"
+
+
+def test_demo_example_reports_ok(stack: Stack, uri: str) -> None:
+    """examples/reserved_ip.py (the README's main job) against this daemon: its own check passes."""
+    example = Path(__file__).parents[2] / "examples" / "reserved_ip.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, LIBVM_URI=uri), check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "OK: the guest holds its reserved address" in proc.stdout
+    assert "192.168.150.88 (DHCP lease), 192.168.150.88 (guest console)" in proc.stdout
