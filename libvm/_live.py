@@ -28,7 +28,7 @@ import libvirt
 
 from . import _xml
 from .addressing import format_mac
-from .domainxml import mac_list, read_domain
+from .domainxml import DomainDoc, read_domain
 from .errors import (
     AlreadyExists,
     ClientIdShared,
@@ -220,26 +220,29 @@ class Live:
 
     # -- hypervisor-wide facts ---------------------------------------------------
 
-    def mac_owners(self) -> dict[str, str]:
-        """``{mac: domain name}`` for every interface of every domain."""
-        owners: dict[str, str] = {}
+    def documents(self) -> Iterator[DomainDoc]:
+        """Every domain's persistent definition, read once each (a domain undefined
+        while they are listed is skipped)."""
         for dom in self.domains():
             try:
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             except libvirt.libvirtError:
                 continue  # undefined while we listed
-            for mac, _ in mac_list(xml):
-                owners.setdefault(mac, dom.name())
+            yield read_domain(xml)
+
+    def mac_owners(self) -> dict[str, str]:
+        """``{mac: domain name}`` for every interface of every domain."""
+        owners: dict[str, str] = {}
+        for doc in self.documents():
+            for interface in doc.interfaces:
+                owners.setdefault(interface.mac, doc.spec.name)
         return owners
 
     def files_in_use(self) -> dict[str, str]:
         """``{path: domain name}`` for every disk and cdrom file of every domain."""
         users: dict[str, str] = {}
-        for dom in self.domains():
-            try:
-                spec = read_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).spec
-            except libvirt.libvirtError:
-                continue  # undefined while we listed
+        for doc in self.documents():
+            spec = doc.spec
             for path in [*(d.path for d in spec.disks if d.path is not None), *spec.cdroms]:
                 users.setdefault(str(path), spec.name)
         return users

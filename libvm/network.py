@@ -172,6 +172,22 @@ class Network(Rendered):
 
     def _definitions(self) -> tuple[NetworkSpec, dict[HostEntry, int]]:
         """The spec, and for each ``<host>`` the update flags of the definitions holding it."""
+        spec: NetworkSpec | None = None
+        where: dict[HostEntry, int] = {}
+        for flag, xml in self._xml_views():
+            parsed, entries = read_network(xml)
+            spec = spec or parsed
+            for entry in entries:
+                where[entry] = where.get(entry, 0) | flag
+        assert spec is not None
+        return spec, where
+
+    def _xml_views(self) -> list[tuple[int, str]]:
+        """``(update flags, XML)`` of the live and the persistent definition (one entry if identical).
+
+        An entry someone added with only ``--live`` or only ``--config`` is in
+        one of them; an update must name exactly the definitions holding it.
+        """
         views = []
         if self.active or not self.persistent:
             views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, self.xml()))
@@ -179,15 +195,7 @@ class Network(Rendered):
             views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG, self.xml(inactive=True)))
         if len(views) == 2 and views[0][1] == views[1][1]:  # identical: parse once
             views = [(views[0][0] | views[1][0], views[0][1])]
-        spec: NetworkSpec | None = None
-        where: dict[HostEntry, int] = {}
-        for flag, xml in views:
-            parsed, entries = read_network(xml)
-            spec = spec or parsed
-            for entry in entries:
-                where[entry] = where.get(entry, 0) | flag
-        assert spec is not None
-        return spec, where
+        return views
 
     def reservations(self) -> ReservationList:
         """Every ``<host>`` in the network's DHCP, live and persistent, once each."""
@@ -372,12 +380,7 @@ class Network(Rendered):
     def _dns_definitions(self) -> dict[DnsHost, int]:
         """Every ``<dns><host>``, with the update flags of the definitions holding it."""
         where: dict[DnsHost, int] = {}
-        views = []
-        if self.active or not self.persistent:
-            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, self.xml()))
-        if self.persistent:
-            views.append((libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG, self.xml(inactive=True)))
-        for flag, xml in views:
+        for flag, xml in self._xml_views():
             for host in read_dns_hosts(xml):
                 where[host] = where.get(host, 0) | flag
         return where
@@ -394,6 +397,20 @@ class Network(Rendered):
         already has other names raises :class:`IpReserved` (names compare
         case-insensitively, as dnsmasq's do).
         """
+        existing = self.check_dns_host(ip, hostname)
+        if existing is not None:
+            return existing
+        entry = DnsHost(str(parse_ip(ip, "ip")), (hostname,))
+        self._dns_update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry, self._flags())
+        log.info("added DNS name %s -> %s on network %s", hostname, entry.ip, self.name)
+        return entry
+
+    def check_dns_host(self, ip: IpLike, hostname: str) -> DnsHost | None:
+        """Validate a DNS entry without changing anything (see :meth:`add_dns_host`).
+
+        Returns the identical entry if it exists already, else ``None``; raises
+        :class:`InvalidSpec`, :class:`HostnameReserved` or :class:`IpReserved`.
+        """
         parsed = parse_ip(ip, "ip")
         if self.spec().ip_for(parsed) is None:
             raise InvalidSpec("ip", str(parsed), f"outside network {self.name!r}'s subnets")
@@ -409,10 +426,7 @@ class Network(Rendered):
             if host.ip == address:
                 raise IpReserved(f"{address} already has the DNS names {', '.join(host.hostnames)} in network "
                                  f"{self.name!r}", other=",".join(host.hostnames))
-        entry = DnsHost(address, (name,))
-        self._dns_update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry, self._flags())
-        log.info("added DNS name %s -> %s on network %s", name, address, self.name)
-        return entry
+        return None
 
     def remove_dns_host(self, ip: IpLike) -> list[DnsHost]:
         """Remove the DNS entries of ``ip`` (idempotent); returns what was removed."""

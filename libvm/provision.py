@@ -266,17 +266,11 @@ class Provisioner:
         if name is None:
             raise InvalidSpec(f"nics[{index}].dns", True, "needs a hostname: give Nic(hostname=...) "
                                                           "or a VM name that is a DNS name")
-        for host in net.dns_hosts():
-            names = {n.lower() for n in host.hostnames}
-            if host.ip == str(nic.ip) and names == {name.lower()}:
-                continue
-            if name.lower() in names:
-                raise HostnameReserved(f"nics[{index}]: {name!r} already resolves to {host.ip} in network "
-                                       f"{net.name!r}'s DNS", other=host.ip)
-            if host.ip == str(nic.ip):
-                raise IpReserved(f"nics[{index}]: {nic.ip} already has the DNS names "
-                                 f"{', '.join(host.hostnames)} in network {net.name!r}",
-                                 other=",".join(host.hostnames))
+        assert nic.ip is not None  # resolved
+        try:
+            net.check_dns_host(nic.ip, name)
+        except AddressConflict as exc:
+            raise type(exc)(f"nics[{index}]: {exc}", other=exc.other) from exc
 
     def _add_dns(self, vm: str, nics: Sequence[Nic], dns: list[tuple[str, str]]) -> None:
         """Add every ``dns=True`` NIC's name to its network's DNS; ``dns`` journals the new ones."""
