@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -313,21 +313,51 @@ class Live:
         /run/lock itself is sticky and world-writable), so a user's libvm can
         lock what root's created.
         """
+        with self.thread_lock, self._flock("", fcntl.LOCK_EX):
+            yield
+
+    @contextlib.contextmanager
+    def network_lock(self, network: str, *, exclusive: bool) -> Iterator[None]:
+        """A reader-writer lock on ``network``'s bridge, across threads and local processes.
+
+        Starting a guest holds it shared (many boot at once); restarting the
+        network (``Network.reserve_many`` on an idle network) holds it
+        exclusive, so no libvm guest attaches to the bridge while it is
+        recreated. Same file rules as :meth:`create_lock`.
+        """
+        digest = hashlib.sha256(network.encode()).hexdigest()[:16]
+        with self._flock(f"-net-{digest}", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def attaching(self, networks: Iterable[str]) -> Iterator[None]:
+        """Hold :meth:`network_lock` shared on each of ``networks`` while a guest starts."""
+        with contextlib.ExitStack() as stack:
+            for network in sorted(set(networks)):  # one order everywhere: no deadlock
+                stack.enter_context(self.network_lock(network, exclusive=False))
+            yield
+
+    @contextlib.contextmanager
+    def _flock(self, suffix: str, mode: int) -> Iterator[None]:
+        """``flock(mode)`` on this daemon's lock file (plus ``suffix``), held while the block runs.
+
+        Each call opens the file anew, so threads of one process exclude each
+        other as processes do.
+        """
         digest = hashlib.sha256(self.canonical_uri.encode()).hexdigest()[:16]
         base = Path(os.environ.get("LIBVM_LOCK_DIR") or
                     ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
-        path = base / f"libvm-{digest}.lock"
-        with self.thread_lock:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as exc:
-                raise LibvirtFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
-                                     f"set LIBVM_LOCK_DIR to a writable directory") from exc
-            try:
-                with contextlib.suppress(OSError):  # only the creator may chmod; others find it 0666
-                    if os.fstat(fd).st_uid == os.geteuid():
-                        os.fchmod(fd, 0o666)  # the umask narrowed os.open's mode
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the flock
+        path = base / f"libvm-{digest}{suffix}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise LibvirtFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
+                                 f"set LIBVM_LOCK_DIR to a writable directory") from exc
+        try:
+            with contextlib.suppress(OSError):  # only the creator may chmod; others find it 0666
+                if os.fstat(fd).st_uid == os.geteuid():
+                    os.fchmod(fd, 0o666)  # the umask narrowed os.open's mode
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # releases the flock

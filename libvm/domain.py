@@ -171,7 +171,9 @@ class VM(Rendered):
     def start(self) -> None:
         """Boot the domain (no-op if it runs)."""
         if not self.running:
-            with translate(f"starting domain {self.name!r}"):
+            # A network that reserve_many is restarting must not lose this guest's port.
+            with self._live.attaching(nic.network for nic in self.spec().nics), \
+                    translate(f"starting domain {self.name!r}"):
                 self.handle.create()
 
     def shutdown(self, timeout: float | None = 60.0, *, poll: float = 0.25) -> bool:

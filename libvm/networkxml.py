@@ -125,6 +125,18 @@ class NetworkSpec:
                     return start, end
         return None
 
+    def with_hosts(self, hosts: Iterable[Reservation]) -> NetworkSpec:
+        """This spec with ``hosts`` added to the ``<ip>`` whose subnet holds each (checked by the caller)."""
+        added: dict[int, list[Reservation]] = {}
+        for host in hosts:
+            found = self.ip_for(host.ip)
+            if found is None:
+                raise InvalidSpec("hosts", str(host.ip), f"outside network {self.name!r}'s subnets")
+            added.setdefault(found[0], []).append(host)
+        ips = tuple(dataclasses.replace(ip, hosts=ip.hosts + tuple(added[i]), dhcp=True) if i in added else ip
+                    for i, ip in enumerate(self.ips))
+        return dataclasses.replace(self, ips=ips)
+
     def to_xml(self) -> str:
         """The libvirt ``<network>`` document."""
         return _xml.to_string(self.to_element())

@@ -145,7 +145,8 @@ class Provisioner:
 
     def _boot(self, dom: libvirt.virDomain, spec: DomainSpec, auto: bool) -> None:
         try:
-            with translate(f"starting domain {spec.name!r}"):
+            with self._live.attaching(nic.network for nic in spec.nics), \
+                    translate(f"starting domain {spec.name!r}"):
                 dom.create()
         except LibvirtFailure as exc:
             if not (auto and spec.virt_type == "kvm"):
@@ -154,7 +155,10 @@ class Provisioner:
             with translate(f"redefining domain {spec.name!r} for qemu"):
                 # Same UUID, or libvirt refuses: "domain ... already exists with uuid".
                 qemu = dataclasses.replace(spec, virt_type="qemu", uuid=dom.UUIDString())
-                self._live.conn.defineXML(qemu.to_xml()).create()
+                redefined = self._live.conn.defineXML(qemu.to_xml())
+            with self._live.attaching(nic.network for nic in spec.nics), \
+                    translate(f"starting domain {spec.name!r}"):
+                redefined.create()
 
     def _plan_volumes(self, spec: DomainSpec, with_seed: bool) -> list[_VolumeStep]:
         """Check every volume this VM needs, before anything is created.
