@@ -191,20 +191,21 @@ def next_free(
     last = int(subnet.broadcast) - 1 if subnet.version == 4 else int(subnet.last)
     if pool is not None:
         first, last = max(first, int(pool[0])), min(last, int(pool[1]))
-    taken = {int(ip) for ip in used}
+    taken = set(map(int, used))
     taken.add(int(subnet.ip))
     ranges = sorted((int(a), int(b)) for a, b in exclude)
     candidate = first
     while candidate <= last:
+        # Reservations come in runs (tens of thousands on a big network): step
+        # over a run in this tight loop, look at the ranges once per run.
+        while candidate in taken:
+            candidate += 1
         jumped = False
         for start, end in ranges:
             if start <= candidate <= end:
                 candidate, jumped = end + 1, True
-        if jumped:
-            continue
-        if candidate not in taken:
+        if not jumped and candidate <= last:
             return netaddr.IPAddress(candidate, subnet.version)
-        candidate += 1
     low, high = (netaddr.IPAddress(n, subnet.version) for n in (first, last))
     dynamic = ", ".join(f"{netaddr.IPAddress(a, subnet.version)}-{netaddr.IPAddress(b, subnet.version)}"
                         for a, b in ranges)

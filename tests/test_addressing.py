@@ -160,3 +160,17 @@ def test_subnet_must_be_a_string_or_ipnetwork(value: object) -> None:
 def test_check_name(value: object) -> None:
     with pytest.raises(InvalidSpec):
         check_name(value, "nic.network")  # type: ignore[arg-type]
+
+
+def test_next_free_steps_over_a_run_of_used_addresses_into_and_out_of_the_range() -> None:
+    """A run of reservations that reaches the dynamic range, and one past the pool's end."""
+    run = [netaddr.IPAddress(f"192.168.150.{n}") for n in range(2, 12)]
+    dynamic = [(netaddr.IPAddress("192.168.150.10"), netaddr.IPAddress("192.168.150.19"))]
+    assert next_free(NET, run, exclude=dynamic) == netaddr.IPAddress("192.168.150.20")
+    assert next_free(NET, run) == netaddr.IPAddress("192.168.150.12")
+    assert next_free(NET, [int(ip) for ip in run]) == netaddr.IPAddress("192.168.150.12")
+    pool = (netaddr.IPAddress("192.168.150.5"), netaddr.IPAddress("192.168.150.9"))
+    with pytest.raises(NoFreeAddress, match=r"between 192\.168\.150\.5 and 192\.168\.150\.9$"):
+        next_free(NET, run, pool=pool)
+    with pytest.raises(NoFreeAddress, match=r"outside the dynamic DHCP range 192\.168\.150\.10-192\.168\.150\.19"):
+        next_free(NET, run, pool=(pool[0], netaddr.IPAddress("192.168.150.19")), exclude=dynamic)
