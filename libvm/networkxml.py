@@ -214,29 +214,60 @@ class HostEntry(NamedTuple):
 
 def read_network(xml: str | bytes) -> tuple[NetworkSpec, list[HostEntry]]:
     """One parse of a ``<network>``: its spec without hosts, and every ``<host>``."""
-    root = _xml.parse(xml, "network xml")
-    if root.tag != "network":
-        raise InvalidSpec("network xml", root.tag, "root element is not <network>")
-    forward = root.find("forward")
-    bridge = root.find("bridge")
-    domain = root.find("domain")
-    ips = []
-    entries = []
-    for index, ip_el in enumerate(root.iterfind("ip")):
-        ips.append(_read_ip(ip_el))
-        for host in ip_el.iterfind("dhcp/host[@ip]"):
-            mac = host.get("mac")
-            duid = host.get("id")
-            entries.append(HostEntry(index, mac.lower() if mac else None, host.get("ip", ""),
-                                     host.get("name"), duid.lower() if duid else None))
-    spec = NetworkSpec(
-        name=root.findtext("name") or "",
-        ips=tuple(ips),
-        forward="none" if forward is None else forward.get("mode", "nat"),
-        bridge=bridge.get("name") if bridge is not None else None,
-        domain=domain.get("name") if domain is not None else None,
-    )
-    return spec, entries
+    document = NetworkDocument(xml)
+    return document.spec(), document.hosts()
+
+
+class NetworkDocument:
+    """One parse of a ``<network>``, read only as far as the caller needs.
+
+    A network may hold tens of thousands of ``<host>`` entries; reading them
+    into objects costs more than parsing the XML. Allocation needs only their
+    addresses (:meth:`host_ips`), a conflict check their strings
+    (:meth:`hosts`), and everyone the spec without hosts (:meth:`spec`).
+    """
+
+    def __init__(self, xml: str | bytes) -> None:
+        root = _xml.parse(xml, "network xml")
+        if root.tag != "network":
+            raise InvalidSpec("network xml", root.tag, "root element is not <network>")
+        self._root = root
+        self._ips = root.findall("ip")
+
+    def spec(self) -> NetworkSpec:
+        """The network without its hosts."""
+        root = self._root
+        forward = root.find("forward")
+        bridge = root.find("bridge")
+        domain = root.find("domain")
+        return NetworkSpec(
+            name=root.findtext("name") or "",
+            ips=tuple(_read_ip(ip_el) for ip_el in self._ips),
+            forward="none" if forward is None else forward.get("mode", "nat"),
+            bridge=bridge.get("name") if bridge is not None else None,
+            domain=domain.get("name") if domain is not None else None,
+        )
+
+    def hosts(self) -> list[HostEntry]:
+        """Every ``<host>`` with an address, of every ``<ip>``, in document order."""
+        entries = []
+        for index, ip_el in enumerate(self._ips):
+            for host in ip_el.iterfind("dhcp/host"):
+                get = host.get
+                ip = get("ip")
+                if ip is None:
+                    continue
+                mac = get("mac")
+                duid = get("id")
+                entries.append(HostEntry(index, mac.lower() if mac else None, ip, get("name"),
+                                         duid.lower() if duid else None))
+        return entries
+
+    def host_ips(self, index: int) -> list[str]:
+        """The address of every ``<host>`` of the ``index``-th ``<ip>`` (none if there is no such ``<ip>``)."""
+        if index >= len(self._ips):
+            return []
+        return [ip for host in self._ips[index].iterfind("dhcp/host") if (ip := host.get("ip")) is not None]
 
 
 def _read_ip(ip_el: etree._Element) -> IpSpec:

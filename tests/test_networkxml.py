@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from libvm import InvalidSpec, NetworkSpec, Reservation, _xml
-from libvm.networkxml import host_xml
+from libvm.networkxml import HostEntry, NetworkDocument, host_xml, read_network
 from tests.conftest import DATA, canonical
 
 LAB = NetworkSpec.build(
@@ -134,3 +134,39 @@ def test_xml_of_wrong_type_is_invalid_spec(value: object) -> None:
     with pytest.raises(InvalidSpec) as info:
         NetworkSpec.from_xml(value)  # type: ignore[arg-type]
     assert (info.value.field, info.value.value) == ("network xml", value)
+
+
+DUAL_HOSTS = """<network><name>d</name>
+  <ip family='ipv6' address='fd00::1' prefix='64'><dhcp>
+    <host name='six' ip='fd00::5'/><host id='00:01:AB:CD' ip='fd00::6'/><host name='no-address'/>
+  </dhcp></ip>
+  <ip address='10.9.0.1' prefix='24'><dhcp>
+    <range start='10.9.0.100' end='10.9.0.199'/>
+    <host mac='52:54:00:AA:BB:01' name='pc1' ip='10.9.0.5'/><host mac='52:54:00:aa:bb:02'/>
+    <host mac='52:54:00:aa:bb:03' ip='10.9.0.7'/>
+  </dhcp></ip>
+  <dns><host ip='10.9.0.8'><hostname>dns-only</hostname></host></dns>
+</network>"""
+
+
+def test_document_reads_hosts_per_ip_element() -> None:
+    """Each <ip>'s hosts under its own index; hosts without an address and DNS hosts are not reservations."""
+    document = NetworkDocument(DUAL_HOSTS)
+    assert document.host_ips(0) == ["fd00::5", "fd00::6"]
+    assert document.host_ips(1) == ["10.9.0.5", "10.9.0.7"]
+    assert document.host_ips(2) == []
+    assert document.hosts() == [
+        HostEntry(0, None, "fd00::5", "six", None),
+        HostEntry(0, None, "fd00::6", None, "00:01:ab:cd"),
+        HostEntry(1, "52:54:00:aa:bb:01", "10.9.0.5", "pc1", None),
+        HostEntry(1, "52:54:00:aa:bb:03", "10.9.0.7", None, None),
+    ]
+    spec = document.spec()
+    assert spec.primary == spec.ips[1] and spec.primary.hosts == ()
+    assert read_network(DUAL_HOSTS) == (spec, document.hosts())
+    assert [len(ip.hosts) for ip in NetworkSpec.from_xml(DUAL_HOSTS).ips] == [2, 2]
+
+
+def test_document_refuses_what_is_not_a_network() -> None:
+    with pytest.raises(InvalidSpec, match="not <network>"):
+        NetworkDocument("<domain/>")
