@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import libvirt
 import netaddr
 import pytest
 
@@ -197,3 +198,74 @@ def test_dns_entry_is_rolled_back(hv: libvm.Hypervisor) -> None:
         hv.create_vm("clash", nics=[libvm.Nic("lab", ip="192.168.150.88", dns=True)],
                      uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", virt_type="qemu")
     assert canonical(lab.xml()) == before
+
+
+def two_definitions(monkeypatch: pytest.MonkeyPatch, net: libvm.Network, live: str, config: str) -> None:
+    """Make ``net`` show different live and persistent hosts, as a real daemon can (the test driver has one)."""
+    base = net.xml()
+
+    def xml_desc(handle: libvirt.virNetwork, flags: int = 0) -> str:
+        extra = config if flags & libvirt.VIR_NETWORK_XML_INACTIVE else live
+        return base.replace("</dhcp>", f"{extra}</dhcp>")
+
+    monkeypatch.setattr(libvirt.virNetwork, "XMLDesc", xml_desc)
+
+
+def test_live_only_and_config_only_reservations_count(lab: libvm.Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    both = "<host mac='02:00:00:00:00:04' ip='192.168.150.4'/>"
+    two_definitions(monkeypatch, lab, f"<host mac='02:00:00:00:00:02' ip='192.168.150.2'/>{both}",
+                    f"<host mac='02:00:00:00:00:03' name='cfg' ip='192.168.150.3'/>{both}")
+    assert str(lab.free_ip()) == "192.168.150.5"
+    assert lab.reservations() == [
+        Reservation("52:54:00:aa:bb:01", "192.168.150.10", "legacy"),
+        Reservation("02:00:00:00:00:02", "192.168.150.2"),
+        Reservation("02:00:00:00:00:04", "192.168.150.4"),
+        Reservation("02:00:00:00:00:03", "192.168.150.3", "cfg"),
+    ]
+    with pytest.raises(IpReserved, match="cfg"):
+        lab.check("66:66:66:66:66:0b", "192.168.150.3")
+    with pytest.raises(MacReserved):
+        lab.check("02:00:00:00:00:02", "192.168.150.88")
+    assert lab.check("02:00:00:00:00:03", "192.168.150.3") == (
+        Reservation("02:00:00:00:00:03", "192.168.150.3", "cfg"), True)
+
+
+def test_free_ip_reads_the_test_drivers_one_definition_once(lab: libvm.Network,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = libvirt.virNetwork.XMLDesc
+
+    def xml_desc(handle: libvirt.virNetwork, flags: int = 0) -> str:
+        calls.append(flags)
+        return str(real(handle, flags))
+
+    monkeypatch.setattr(libvirt.virNetwork, "XMLDesc", xml_desc)
+    assert str(lab.free_ip()) == "192.168.150.2"
+    assert calls.count(0) == 1
+    lab.stop()  # persistent, not running: its one definition is read with flags 0 after the refusal
+    calls.clear()
+    lab.reserve("02:00:00:00:00:02", "192.168.150.2")
+    assert str(lab.free_ip()) == "192.168.150.3"
+    assert calls.count(0) == 2  # one for reserve, one for free_ip
+
+
+def define(hv: libvm.Hypervisor, name: str, ips: str) -> libvm.Network:
+    hv.handle.networkCreateXML(f"<network><name>{name}</name><bridge name='v{name}'/>{ips}</network>")
+    return hv.network(name)
+
+
+def test_free_ip_counts_the_hosts_of_the_ipv4_element_when_it_is_not_first(hv: libvm.Hypervisor) -> None:
+    net = define(hv, "v6first",
+                 "<ip family='ipv6' address='fd00::1' prefix='64'><dhcp><host name='a' ip='fd00::2'/></dhcp></ip>"
+                 "<ip address='10.9.0.1' prefix='24'><dhcp><host mac='02:00:00:00:00:02' ip='10.9.0.2'/>"
+                 "<host name='stray' ip='fd00::3'/><host mac='02:00:00:00:00:04' ip='10.9.0.3'/></dhcp></ip>")
+    assert str(net.free_ip()) == "10.9.0.4"  # libvirt 9.0 keeps an IPv6 host in an IPv4 <ip>: it blocks nothing
+    assert len(net.reservations()) == 4
+
+
+def test_free_ip_of_an_ipv6_network_skips_its_hosts(hv: libvm.Hypervisor) -> None:
+    net = define(hv, "v6only", "<ip family='ipv6' address='fd00::1' prefix='120'><dhcp>"
+                               "<range start='fd00::80' end='fd00::ff'/>"
+                               "<host name='a' ip='fd00::2'/><host id='00:01:02' ip='fd00::3'/></dhcp></ip>")
+    assert str(net.free_ip()) == "fd00::4"
+    assert str(net.free_ip(avoid=["fd00::4"])) == "fd00::5"
