@@ -222,7 +222,7 @@ class Network(Rendered):
 
     def reservations(self) -> ReservationList:
         """Every ``<host>`` in the network's DHCP, live and persistent, once each."""
-        return ReservationList(dict.fromkeys(entry.reservation() for entry in self._view()[1]))
+        return _reservations(self._view()[1])
 
     def reservation_for(self, mac: MacLike) -> Reservation | None:
         """The reservation of ``mac``, if there is one."""
@@ -789,7 +789,7 @@ def network_rows(networks: Iterable[Network]) -> list[NetworkRow]:
 
 def _row(net: Network) -> tuple[NetworkRow, ReservationList, LeaseList]:
     spec, entries = net._view()
-    reservations = ReservationList(dict.fromkeys(entry.reservation() for entry in entries))
+    reservations = _reservations(entries)
     leases = net.leases()
     row = NetworkRow(
         name=net.name, active=net.active, bridge=spec.bridge,
@@ -797,6 +797,13 @@ def _row(net: Network) -> tuple[NetworkRow, ReservationList, LeaseList]:
         dhcp_ranges=tuple(f"{a}-{b}" for ip in spec.ips for a, b in ip.dhcp_ranges),
         reservations=len(reservations), leases=len(leases))
     return row, reservations, leases
+
+
+def _reservations(entries: Iterable[HostEntry]) -> ReservationList:
+    """The entries as reservations, once each (deduplicated on their strings: hashing
+    50,000 Reservation objects costs more than building them)."""
+    unique = {(e.mac, e.ip, e.name, e.id): e for e in entries}
+    return ReservationList(entry.reservation() for entry in unique.values())
 
 
 def _check_flag(name: str, value: object) -> bool:
