@@ -6,6 +6,7 @@ APT_PACKAGES=(
   iproute2 util-linux xz-utils seabios ipxe-qemu
   dosfstools mtools syslinux  # the test guest's disk image (libvm.testing.disk)
   genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
+  virtinst                    # bench only: the virt-install column of bench/bench_create.py
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
