@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -361,3 +362,19 @@ class Live:
             yield
         finally:
             os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) for the block; re-raise it after. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if caught:
+            raise KeyboardInterrupt

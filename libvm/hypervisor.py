@@ -141,7 +141,7 @@ class Hypervisor(Rendered):
             existing = self.network(name)
         except NotFound:
             _, new = plan_hosts(name, (wanted, []), parsed, allow_dynamic=True)
-            return self._define_network(wanted.with_hosts(new))
+            return self._define_network(wanted.with_hosts(host for _, host in new))
         _compare(wanted, existing.spec(inactive=existing.persistent))
         if parsed:
             existing.reserve_many(parsed)  # a stopped network takes config-only updates: cheap

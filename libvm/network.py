@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ import libvirt
 import netaddr
 
 from . import dnsmasq
-from ._live import InvalidState, Live, Unsupported, translate
+from ._live import InvalidState, Live, Unsupported, sigint_deferred, translate
 from .addressing import (
     IpLike,
     MacLike,
@@ -331,36 +331,50 @@ class Network(Rendered):
         if not new:
             return ReservationList(everything)
         leases = self.leases()
-        stale = [(lease, wanted) for wanted in new if wanted.mac is not None
+        stale = [(lease, wanted) for _, wanted in new if wanted.mac is not None
                  for lease in self._blocking_leases(wanted, reclaim_stale, leases)]
         for lease, wanted in stale:
             self._reclaim(lease, wanted)
         spec = view[0]
-        added: list[tuple[Reservation, int]] = []  # what this call added, with the update flags
+        # Noted *before* each update: a Ctrl-C just after libvirt answered is rolled back too.
+        attempted: list[Reservation] = []
+        restarting = restart_idle and len(new) > 1 and self._restartable()
         try:
-            if restart_idle and len(new) > 1 and self._restartable():
-                config = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-                for wanted in new:
-                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving", config)
-                    added.append((wanted, config))
-                self._apply_by_restart(spec, added)
-            else:
-                for wanted in new:
-                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving")
-                    added.append((wanted, self._flags()))
+            for position, wanted in new:
+                attempted.append(wanted)
+                self._add(spec, position, wanted, libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if restarting else None)
+            if restarting:
+                self._apply_by_restart(spec, [wanted for _, wanted in new])
         except BaseException:
-            for wanted, flags in reversed(added):
-                try:
-                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, wanted, "rolling back", flags)
-                except LibvmError as exc:
-                    log.warning("could not roll back %s on network %s: %s", wanted, self.name, exc)
-            try:
-                self.start()  # a restart that failed half-way left it stopped
-            except LibvmError as exc:
-                log.warning("could not start network %s again: %s", self.name, exc)
+            with sigint_deferred():
+                self._roll_back(spec, attempted, restarting)
             raise
         log.info("reserved %d hosts on network %s", len(new), self.name)
         return ReservationList(everything)
+
+    def _add(self, spec: NetworkSpec, position: int, wanted: Reservation, flags: int | None) -> None:
+        """Add ``hosts[position]``; a clash only libvirt saw (a race) names its position."""
+        try:
+            self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving", flags)
+        except AddressConflict as exc:
+            raise type(exc)(f"hosts[{position}]: {exc}", other=exc.other) from exc.__cause__
+
+    def _roll_back(self, spec: NetworkSpec, attempted: list[Reservation], restarting: bool) -> None:
+        """Remove exactly the entries of ``attempted`` still in a definition; start a network a
+        failed restart left stopped."""
+        ours = {_key(wanted) for wanted in attempted}
+        for entry, flags in self._definitions()[1].items():
+            if (entry.mac, entry.ip, entry.name, entry.id) in ours:
+                try:
+                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry.reservation(),
+                                 "rolling back", flags)
+                except LibvmError as exc:
+                    log.warning("could not roll back %s on network %s: %s", entry.reservation(), self.name, exc)
+        if restarting and not self.active:
+            try:
+                self.start()
+            except LibvmError as exc:
+                log.warning("could not start network %s again: %s", self.name, exc)
 
     def _restartable(self) -> bool:
         """Running, persistent, live and persistent XML identical, and no guest attached."""
@@ -376,19 +390,18 @@ class Network(Rendered):
         except Unsupported:
             return True
 
-    def _apply_by_restart(self, spec: NetworkSpec, added: list[tuple[Reservation, int]]) -> None:
-        """Make the config-only entries in ``added`` live: restart the idle network once.
+    def _apply_by_restart(self, spec: NetworkSpec, hosts: list[Reservation]) -> None:
+        """Make ``hosts`` (added to the persistent definition) live: restart the idle network once.
 
         Under the network's exclusive lock, so no libvm guest starts on it
         meanwhile. If a guest attached since :meth:`_restartable` looked, the
-        restart would cut it off: the entries are then made live one by one.
+        restart would cut it off: the hosts are then made live one by one.
         """
         with self._live.network_lock(self.name, exclusive=True):
             if self._ports():
-                live = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-                for index, (wanted, flags) in enumerate(added):
-                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving", live)
-                    added[index] = (wanted, flags | live)
+                for wanted in hosts:
+                    self._update(spec, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, wanted, "reserving",
+                                 libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE)
                 return
             with translate(f"restarting network {self.name!r}"):
                 self.handle.destroy()
@@ -718,30 +731,51 @@ def _check_host(
 
 
 def parse_hosts(value: object, field: str) -> list[Reservation]:
-    """A list of :class:`Reservation` or ``(mac, ip[, hostname])`` tuples, as reservations."""
-    if isinstance(value, (str, bytes, Mapping, Reservation)) or not isinstance(value, Iterable):
-        raise InvalidSpec(field, value, "a list of libvm.Reservation or (mac, ip[, hostname]) tuples")
+    """A list of :class:`Reservation` or ``(mac, ip[, hostname])`` tuples, as reservations.
+
+    Any ordered iterable (list, tuple, generator); not a set or mapping, whose
+    order (and so ``hosts[i]`` in errors) means nothing.
+    """
+    what = "a list of libvm.Reservation or (mac, ip[, hostname]) tuples"
+    if isinstance(value, (str, bytes, bytearray, memoryview, Mapping, Set, Reservation)) or \
+            not isinstance(value, Iterable):
+        raise InvalidSpec(field, value, what)
+    try:
+        items = list(value)
+    except Exception as exc:  # the caller's iterator failed: say so, as a libvm error
+        raise InvalidSpec(field, value, f"{what}; reading it failed: {exc!r}") from None
     hosts = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(items):
         if isinstance(item, Reservation):
             hosts.append(item)
             continue
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise InvalidSpec(f"{field}[{index}]", item, "a libvm.Reservation or a (mac, ip[, hostname]) tuple")
         try:
-            hosts.append(Reservation(*item))
+            parts = tuple(item) if isinstance(item, (tuple, list)) else ()
+        except Exception:  # a tuple subclass that cannot be read
+            parts = ()
+        if len(parts) not in (2, 3):
+            raise InvalidSpec(f"{field}[{index}]", item, "a libvm.Reservation or a (mac, ip[, hostname]) tuple")
+        mac, ip, hostname = parts if len(parts) == 3 else (*parts, None)
+        try:
+            hosts.append(_wanted(mac, parse_ip(ip, "ip"), hostname, None))
         except InvalidSpec as exc:
             raise InvalidSpec(f"{field}[{index}].{exc.field}", exc.value, exc.reason) from None
     return hosts
 
 
-def plan_hosts(network: str, view: tuple[NetworkSpec, list[HostEntry]], hosts: list[Reservation],
-                allow_dynamic: bool) -> tuple[list[Reservation], list[Reservation]]:
-    """Check ``hosts`` against ``view`` and each other: (all of them normalised, the new ones).
+#: What two hosts of one list share when they clash, by AddressConflict.reason.
+_SHARED = {"mac-reserved": "MAC (or DUID)", "ip-reserved": "IP address", "hostname-reserved": "hostname"}
 
-    Each host is checked by :func:`_check_host` against only the entries that
-    share its MAC, IP, name or DUID (found in an index), so a thousand hosts
-    on a network of ten thousand cost milliseconds, not a quadratic scan.
+
+def plan_hosts(network: str, view: tuple[NetworkSpec, list[HostEntry]], hosts: list[Reservation],
+               allow_dynamic: bool) -> tuple[list[Reservation], list[tuple[int, Reservation]]]:
+    """Check ``hosts`` against ``view`` and each other.
+
+    Returns all of them normalised, and the new ones with their position in
+    ``hosts``. Each host is checked by :func:`_check_host` against only the
+    entries that share its MAC, IP, name or DUID (found in an index), so a
+    thousand hosts on a network of ten thousand cost milliseconds, not a
+    quadratic scan.
     """
     spec, entries = view
     index: dict[tuple[str, int, str], list[HostEntry]] = {}
@@ -758,12 +792,11 @@ def plan_hosts(network: str, view: tuple[NetworkSpec, list[HostEntry]], hosts: l
     for entry in entries:
         add(entry)
     everything: list[Reservation] = []
-    new: list[Reservation] = []
+    new: list[tuple[int, Reservation]] = []
     listed: dict[HostEntry, int] = {}  # entries of this list -> their position
     for position, host in enumerate(hosts):
         found = spec.ip_for(host.ip)
-        probe = HostEntry(-1 if found is None else found[0], None if host.mac is None else format_mac(host.mac),
-                          str(host.ip), host.hostname, host.client_id.lower() if host.client_id else None)
+        probe = HostEntry(-1 if found is None else found[0], *_key(host))
         near = list(dict.fromkeys(e for key in keys(probe) for e in index.get(key, ())))
         try:
             wanted, exists = _check_host(network, (spec, near), host.mac, host.ip, host.hostname,
@@ -772,14 +805,22 @@ def plan_hosts(network: str, view: tuple[NetworkSpec, list[HostEntry]], hosts: l
             raise InvalidSpec(f"hosts[{position}].{exc.field}", exc.value, exc.reason) from None
         except AddressConflict as exc:
             clash = next((listed[e] for e in near if e in listed), None)
-            where = f" (hosts[{clash}] of this list)" if clash is not None else ""
-            raise type(exc)(f"hosts[{position}]: {exc}{where}", other=exc.other) from None
+            if clash is None:
+                raise type(exc)(f"hosts[{position}]: {exc}", other=exc.other) from None
+            raise type(exc)(f"hosts[{position}] ({host}) and hosts[{clash}] ({hosts[clash]}) of this list have "
+                            f"the same {_SHARED.get(exc.reason, 'address')}", other=exc.other) from None
         everything.append(wanted)
         if not exists:
-            new.append(wanted)
+            new.append((position, wanted))
             add(probe)  # the next hosts in the list must not clash with this one
             listed[probe] = position
     return everything, new
+
+
+def _key(host: Reservation) -> tuple[str | None, str, str | None, str | None]:
+    """``(mac, ip, name, id)`` spelled as libvirt writes a ``<host>`` (see :class:`HostEntry`)."""
+    return (None if host.mac is None else format_mac(host.mac), str(host.ip), host.hostname,
+            host.client_id.lower() if host.client_id else None)
 
 
 def network_rows(networks: Iterable[Network]) -> list[NetworkRow]:

@@ -11,15 +11,13 @@ import contextlib
 import dataclasses
 import logging
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import libvirt
 import netaddr
 
-from ._live import InvalidState, Live, translate
+from ._live import InvalidState, Live, sigint_deferred, translate
 from .addressing import check_hostname
 from .domain import VM
 from .domainxml import DomainSpec
@@ -237,7 +235,7 @@ class Provisioner:
         during the rollback is held back until it is done. Never masks the
         original error.
         """
-        with _sigint_deferred():
+        with sigint_deferred():
             for attempt in (1, 2):
                 try:
                     with contextlib.suppress(NotFound):
@@ -373,22 +371,6 @@ def _refuse_ambiguous(running: list[tuple[str, netaddr.IPNetwork]], index: int, 
 def _lost_race(exc: AddressConflict) -> bool:
     """Whether ``exc`` means an address was taken between our check and libvirt's add."""
     return type(exc) in (IpReserved, MacReserved, HostnameReserved, MacInUse, AddressConflict)
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold back SIGINT (Ctrl-C) for the block; re-raise it after. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        if caught:
-            raise KeyboardInterrupt
 
 
 def dns_label(name: str) -> str | None:

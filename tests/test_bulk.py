@@ -5,6 +5,8 @@ The restart path needs a real daemon (network ports, dnsmasq): tests/realstack/t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libvirt
 import pytest
 
@@ -13,6 +15,25 @@ from libvm import Reservation
 from libvm.network import Network
 from tests.conftest import canonical
 from tests.test_hypervisor import snapshot
+
+
+class Unreadable:
+    """An iterable whose iteration fails."""
+
+    def __iter__(self) -> Iterator[object]:
+        raise RuntimeError("cannot read")
+
+
+
+def failing_hosts() -> Iterator[tuple[str, str]]:
+    yield ("52:54:00:10:00:09", "192.168.150.109")
+    raise RuntimeError("generator failed half-way")
+
+
+class BrokenTuple(tuple[str, str]):
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("cannot read")
+
 
 LAB_HOSTS = [("52:54:00:10:00:01", "192.168.150.101", "web1"), ("52:54:00:10:00:02", "192.168.150.102")]
 
@@ -36,7 +57,7 @@ def test_reserve_many_is_idempotent_and_keeps_existing_entries(lab: libvm.Networ
 def test_reserve_many_refuses_a_clash_inside_the_list_and_changes_nothing(hv: libvm.Hypervisor,
                                                                           lab: libvm.Network) -> None:
     before = snapshot(hv)
-    with pytest.raises(libvm.IpReserved, match=r"hosts\[2\].*hosts\[0\] of this list"):
+    with pytest.raises(libvm.IpReserved, match=r"hosts\[2\] .* and hosts\[0\] .* of this list have the same IP"):
         lab.reserve_many([*LAB_HOSTS, ("52:54:00:10:00:09", "192.168.150.101")])
     with pytest.raises(libvm.HostnameReserved, match=r"hosts\[1\]"):
         lab.reserve_many([LAB_HOSTS[0], ("52:54:00:10:00:09", "192.168.150.109", "WEB1")])
@@ -68,6 +89,12 @@ def test_reserve_many_refuses_a_clash_with_the_network_and_changes_nothing(hv: l
     ([("52:54:00:10:00:09", "192.168.150.109", "bad name!")], "hosts[0].hostname"),
     ([("52:54:00:10:00:09", "10.9.9.9")], "hosts[0].ip"),
     ([("52:54:00:10:00:09", "192.168.150.255")], "hosts[0].ip"),
+    ([(None, "192.168.150.109", "web9")], "hosts[0].mac"),
+    ({("52:54:00:10:00:09", "192.168.150.109")}, "hosts"),
+    (bytearray(b"ab"), "hosts"),
+    (Unreadable(), "hosts"),
+    (failing_hosts(), "hosts"),
+    ([BrokenTuple(("52:54:00:10:00:09", "192.168.150.109"))], "hosts[0]"),
 ])
 def test_reserve_many_bad_input_names_the_field(hv: libvm.Hypervisor, lab: libvm.Network, hosts: object,
                                                 field: str) -> None:
@@ -102,10 +129,46 @@ def test_reserve_many_rolls_back_when_libvirt_refuses_half_way(hv: libvm.Hypervi
         real_update(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Network, "_update", update)
-    with pytest.raises(libvm.IpReserved, match="rival"):
+    with pytest.raises(libvm.IpReserved, match=r"^hosts\[2\]: .*rival"):
         lab.reserve_many(hosts)
     left = {str(r.ip) for r in lab.reservations()}
     assert left == {"192.168.150.10", "192.168.150.103"}  # legacy and the rival; ours rolled back
+
+
+def test_ctrl_c_right_after_libvirt_answered_is_rolled_back(hv: libvm.Hypervisor, lab: libvm.Network,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(hv)
+    real_update = Network._update
+    calls = []
+
+    def update(self: Network, *args: object, **kwargs: object) -> None:
+        real_update(self, *args, **kwargs)  # type: ignore[arg-type]
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second host is in libvirt, libvm has not noted it yet
+
+    monkeypatch.setattr(Network, "_update", update)
+    with pytest.raises(KeyboardInterrupt):
+        lab.reserve_many([*LAB_HOSTS, ("52:54:00:10:00:03", "192.168.150.103")])
+    assert snapshot(hv) == before
+
+
+def test_a_failure_on_a_stopped_network_leaves_it_stopped(hv: libvm.Hypervisor, lab: libvm.Network,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    lab.stop()
+    before = snapshot(hv)
+    real_update = Network._update
+
+    def update(self: Network, *args: object, **kwargs: object) -> None:
+        if str(args[2].ip) == "192.168.150.102":  # type: ignore[attr-defined]
+            raise libvm.LibvirtFailure("refused")
+        real_update(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Network, "_update", update)
+    with pytest.raises(libvm.LibvirtFailure):
+        lab.reserve_many(LAB_HOSTS)
+    assert not lab.active
+    assert snapshot(hv) == before
 
 
 def test_reserve_many_on_a_stopped_network_changes_its_definition(lab: libvm.Network) -> None:
