@@ -13,28 +13,18 @@ Run: ``sudo .venv/bin/python bench/bench_time_to_ip.py [N]``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from bench_reserve import daemon
+
 import libvm
-
-
-@contextlib.contextmanager
-def daemon() -> Iterator[str]:
-    if os.environ.get("LIBVM_URI"):
-        yield os.environ["LIBVM_URI"]
-        return
-    from libvm.testing import Sandbox
-
-    with Sandbox(netns="libvm-bench") as box:
-        yield box.uri
 
 
 def poll_plain(vm: libvm.VM, net: libvm.Network, mac: str) -> None:
