@@ -30,7 +30,7 @@ from .errors import (
     SubnetOverlap,
 )
 from .network import HostLike, Network, parse_hosts, plan_hosts
-from .networkxml import NetworkSpec
+from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
 from .progress import Progress, ProgressArg
 from .storage import Pool
 from .storagexml import pool_xml, read_pool
@@ -160,8 +160,11 @@ class Hypervisor(Rendered):
                             f"{ip.subnet.cidr} of network {other.name!r}; an address would be ambiguous",
                             other=other.name,
                         )
+        xml = wanted.to_xml()
+        if len(xml.encode()) > MAX_XML_BYTES:
+            raise InvalidSpec("hosts", f"{len(wanted.reservations())} hosts", too_big(wanted.name, len(xml.encode())))
         with translate(f"defining network {wanted.name!r}"):
-            handle = self._live.conn.networkDefineXML(wanted.to_xml())
+            handle = self._live.conn.networkDefineXML(xml)
         net = Network(self._live, handle)
         try:
             with translate(f"starting network {wanted.name!r}"):

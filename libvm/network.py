@@ -50,6 +50,7 @@ from .errors import (
     NotFound,
 )
 from .networkxml import (
+    MAX_XML_BYTES,
     DnsHost,
     HostEntry,
     NetworkDocument,
@@ -57,6 +58,7 @@ from .networkxml import (
     dns_host_xml,
     host_xml,
     read_dns_hosts,
+    too_big,
 )
 from .values import Lease, Reservation
 from .views import LeaseList, NetworkRow, Rendered, ReservationList, Table, host_table, network_table
@@ -183,11 +185,12 @@ class Network(Rendered):
         spec, where = self._definitions()
         return spec, list(where)
 
-    def _definitions(self) -> tuple[NetworkSpec, dict[HostEntry, int]]:
-        """The spec, and for each ``<host>`` the update flags of the definitions holding it."""
+    def _definitions(self, views: list[tuple[int, str]] | None = None) -> tuple[NetworkSpec, dict[HostEntry, int]]:
+        """The spec, and for each ``<host>`` the update flags of the definitions holding it
+        (``views``: :meth:`_xml_views`, if the caller has read them)."""
         spec: NetworkSpec | None = None
         where: dict[HostEntry, int] = {}
-        for flag, xml in self._xml_views():
+        for flag, xml in self._xml_views() if views is None else views:
             document = NetworkDocument(xml)
             spec = spec or document.spec()
             for entry in document.hosts():
@@ -282,10 +285,13 @@ class Network(Rendered):
         ``client_id`` (DUID), never to a MAC, so pass ``mac=None`` and one of those.
         """
         _check_flag("reclaim_stale", reclaim_stale)
-        view = self._view()
+        views = self._xml_views()
+        spec, where = self._definitions(views)
+        view = (spec, list(where))
         wanted, exists = _check_host(self.name, view, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
             return wanted
+        _check_size(self.name, views, [wanted])
         if wanted.mac is not None:
             for lease in self._blocking_leases(wanted, reclaim_stale):
                 self._reclaim(lease, wanted)
@@ -326,10 +332,13 @@ class Network(Rendered):
         for flag, value in (("allow_dynamic", allow_dynamic), ("reclaim_stale", reclaim_stale),
                             ("restart_idle", restart_idle)):
             _check_flag(flag, value)
-        view = self._view()
+        views = self._xml_views()
+        spec, where = self._definitions(views)
+        view = (spec, list(where))
         everything, new = plan_hosts(self.name, view, parse_hosts(hosts, "hosts"), allow_dynamic)
         if not new:
             return ReservationList(everything)
+        _check_size(self.name, views, [wanted for _, wanted in new])
         leases = self.leases()
         stale = [(lease, wanted) for _, wanted in new if wanted.mac is not None
                  for lease in self._blocking_leases(wanted, reclaim_stale, leases)]
@@ -338,7 +347,9 @@ class Network(Rendered):
         spec = view[0]
         # Noted *before* each update: a Ctrl-C just after libvirt answered is rolled back too.
         attempted: list[Reservation] = []
-        restarting = restart_idle and len(new) > 1 and self._restartable()
+        # Running and persistent, the two definitions identical, and no guest attached.
+        restarting = (restart_idle and len(new) > 1 and len(views) == 1 and self.active and self.persistent
+                      and not self._ports())
         try:
             for position, wanted in new:
                 attempted.append(wanted)
@@ -376,12 +387,6 @@ class Network(Rendered):
             except LibvmError as exc:
                 log.warning("could not start network %s again: %s", self.name, exc)
 
-    def _restartable(self) -> bool:
-        """Running, persistent, live and persistent XML identical, and no guest attached."""
-        if not (self.active and self.persistent) or len(self._xml_views()) != 1:
-            return False
-        return not self._ports()
-
     def _ports(self) -> bool:
         """Whether a guest is attached (libvirt network ports); True when libvirt cannot tell."""
         try:
@@ -394,7 +399,7 @@ class Network(Rendered):
         """Make ``hosts`` (added to the persistent definition) live: restart the idle network once.
 
         Under the network's exclusive lock, so no libvm guest starts on it
-        meanwhile. If a guest attached since :meth:`_restartable` looked, the
+        meanwhile. If a guest attached since :meth:`reserve_many` looked, the
         restart would cut it off: the hosts are then made live one by one.
         """
         with self._live.network_lock(self.name, exclusive=True):
@@ -815,6 +820,13 @@ def plan_hosts(network: str, view: tuple[NetworkSpec, list[HostEntry]], hosts: l
             add(probe)  # the next hosts in the list must not clash with this one
             listed[probe] = position
     return everything, new
+
+
+def _check_size(network: str, views: list[tuple[int, str]], hosts: list[Reservation]) -> None:
+    """Refuse ``hosts`` if they would grow the network's XML past what libvirt's RPC carries."""
+    grown = max(len(xml.encode()) for _, xml in views) + sum(len(host_xml(h)) + 9 for h in hosts)
+    if grown > MAX_XML_BYTES:
+        raise InvalidSpec("hosts", f"{len(hosts)} new hosts", too_big(network, grown))
 
 
 def _key(host: Reservation) -> tuple[str | None, str, str | None, str | None]:

@@ -217,3 +217,26 @@ def test_ensure_network_adds_missing_hosts_to_an_existing_network(hv: libvm.Hype
         hv.ensure_network("lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"),
                           hosts=[("52:54:00:10:00:07", "192.168.150.107"), ("52:54:00:10:00:08", "192.168.150.10")])
     assert snapshot(hv) == before
+
+
+def long_named(count: int, first: int = 0) -> list[tuple[str, str, str]]:
+    """Hosts with 190-character names: about 250 bytes of XML each."""
+    label = "n" * 60
+    return [(f"52:54:00:40:{i // 256:02x}:{i % 256:02x}", f"10.79.{i // 250}.{2 + i % 250}",
+             f"{label}.{label}.{label[:54]}{i:06d}") for i in range(first, first + count)]
+
+
+def test_a_network_libvirt_could_not_carry_is_refused_before_anything_changes(hv: libvm.Hypervisor) -> None:
+    """libvirt's RPC carries at most 4 MiB of XML: past that no client can read the network back."""
+    before = snapshot(hv)
+    with pytest.raises(libvm.InvalidSpec, match="4 MiB") as info:
+        hv.ensure_network("huge", "10.79.0.0/16", forward="none", hosts=long_named(18000))
+    assert info.value.field == "hosts"
+    assert snapshot(hv) == before
+    net = hv.ensure_network("huge", "10.79.0.0/16", forward="none", hosts=long_named(14000))
+    xml = net.xml()
+    with pytest.raises(libvm.InvalidSpec, match="4 MiB"):
+        net.reserve_many(long_named(4000, first=14000))
+    with pytest.raises(libvm.InvalidSpec, match="4 MiB"):
+        hv.ensure_network("huge", "10.79.0.0/16", forward="none", hosts=long_named(4000, first=14000))
+    assert net.xml() == xml
