@@ -226,6 +226,30 @@ def net_reserve(hv: Hypervisor, args: argparse.Namespace) -> None:
     _show(args, _reservation_record(args.network, res), RESERVATION_COLUMNS)
 
 
+def net_reserve_many(hv: Hypervisor, args: argparse.Namespace) -> None:
+    """libvm net reserve-many NET FILE [--no-restart]: one host per line, ``MAC IP [HOSTNAME]``."""
+    hosts = _host_lines(args.file)
+    done = hv.network(args.network).reserve_many(hosts, restart_idle=not args.no_restart)
+    _show(args, [_reservation_record(args.network, res) for res in done], RESERVATION_COLUMNS)
+
+
+def _host_lines(path: str) -> list[tuple[str, ...]]:
+    """``MAC IP [HOSTNAME]`` per line of ``path`` (``-``: standard input); ``#`` comments, blank lines skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec("file", path, f"cannot read it: {exc}") from None
+    hosts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = tuple(line.split("#", 1)[0].split())
+        if not fields:
+            continue
+        if len(fields) not in (2, 3):
+            raise InvalidSpec(f"{path}:{number}", line.strip(), "MAC IP [HOSTNAME]")
+        hosts.append(fields)
+    return hosts
+
+
 def net_release(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm net release NET (MAC | --ip IP): prints what was removed (nothing the second time)."""
     removed = hv.network(args.network).release(args.mac, ip=args.ip)
@@ -356,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mac", metavar="MAC")
     p.add_argument("ip", metavar="IP")
     p.add_argument("--hostname", help="DHCP and DNS name of the host")
+    p = command(net_sub, "reserve-many", net_reserve_many,
+                "reserve many hosts at once, all or nothing (hosts[i] in errors counts host lines from 0)")
+    p.add_argument("network", metavar="NET")
+    p.add_argument("file", metavar="FILE", help="one host per line: MAC IP [HOSTNAME]; '#' comments; - for stdin")
+    p.add_argument("--no-restart", action="store_true",
+                   help="never restart an idle network (one live update per host instead)")
     p = command(net_sub, "release", net_release, "remove the reservations of MAC, of IP, or of that pair")
     p.add_argument("network", metavar="NET")
     p.add_argument("mac", metavar="MAC", nargs="?")

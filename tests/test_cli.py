@@ -201,6 +201,35 @@ def test_net_reserve_prints_the_reservation() -> None:
     }
 
 
+def test_net_reserve_many_reads_a_file_and_prints_every_reservation(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# lab hosts\n52:54:00:00:01:01 192.168.150.101 web1\n\n"
+                     "52:54:00:00:01:02   192.168.150.102   # no name\n52:54:00:aa:bb:01 192.168.150.10\n")
+    done = json_out("net", "reserve-many", "lab", str(hosts))
+    assert [(r["mac"], r["ip"], r["hostname"]) for r in done] == [
+        ("52:54:00:00:01:01", "192.168.150.101", "web1"), ("52:54:00:00:01:02", "192.168.150.102", None),
+        ("52:54:00:aa:bb:01", "192.168.150.10", "legacy"),  # there already: kept
+    ]
+
+
+def test_net_reserve_many_reads_stdin() -> None:
+    command = [sys.executable, "-m", "libvm", "--uri", TEST_URI, "--json", "net", "reserve-many", "lab", "-"]
+    result = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+                            input="52:54:00:00:01:01 192.168.150.101\n")
+    assert result.returncode == 0, result.stderr
+    assert [r["ip"] for r in json.loads(result.stdout)] == ["192.168.150.101"]
+
+
+def test_net_reserve_many_errors_name_the_line_or_the_host(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("52:54:00:00:01:01 192.168.150.101\n52:54:00:00:01:02\n")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(bad)), 2, f"{bad}:2", "MAC IP [HOSTNAME]")
+    clash = tmp_path / "clash.txt"
+    clash.write_text("52:54:00:00:01:01 192.168.150.101\n52:54:00:00:01:02 192.168.150.101\n")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(clash)), 3, "hosts[1]", "hosts[0]")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(tmp_path / "missing")), 2, "cannot read")
+
+
 def test_net_release_by_ip_prints_what_it_removed() -> None:
     removed = json_out("net", "release", "lab", "--ip", "192.168.150.10")
     assert [(r["mac"], r["ip"]) for r in removed] == [("52:54:00:aa:bb:01", "192.168.150.10")]
