@@ -56,8 +56,11 @@ if grep -q '^\[options.entry_points\]' setup.cfg; then
   [ -x "$tmp/venv/bin/libvm" ] || fail "setup.cfg declares entry points but the wheel installs no 'libvm' command"
   (cd "$tmp" && venv/bin/libvm --help >/dev/null) || fail "libvm --help failed"
   # A real command through the installed wheel, on libvirt's in-process test driver.
-  (cd "$tmp" && venv/bin/libvm --uri test:///default --json net list | grep -q '"name": "default"') \
+  # Output captured first: `| grep -q` under pipefail fails whenever grep exits before libvm
+  # finished writing (SIGPIPE, exit 141), a race.
+  listed=$(cd "$tmp" && venv/bin/libvm --uri test:///default --json net list) \
     || fail "libvm net list from the wheel failed"
+  grep -q '"name": "default"' <<<"$listed" || fail "libvm net list from the wheel did not list 'default': $listed"
 else
   echo "   (no [options.entry_points] in setup.cfg yet: libvm --help not checked)"
 fi
