@@ -94,6 +94,9 @@ def measure(count: int) -> dict[str, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     sizes = [int(size) for size in (sys.argv[1] if len(sys.argv) > 1 else "10000,50000").split(",")]
     results = {count: measure(count) for count in sizes}
     print(f"reservations in {SUBNET.cidr}, best of 3; ratio = time / naive allocator at the same size")

@@ -168,6 +168,9 @@ def size(most: int) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     count = size(240)
     guest = build_guest()
     labels = ["raw libvirt-python", "libvm create_vm", "virt-install --import"]

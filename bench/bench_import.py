@@ -39,6 +39,9 @@ def measure(statement: str, rounds: int) -> tuple[float, float]:
 
 
 def main() -> int:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     results = {label: measure(stmt, rounds) for label, stmt in CASES.items()}
     base_t, base_rss = results["import libvirt"]

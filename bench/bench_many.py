@@ -139,6 +139,9 @@ def many_vms(hv: libvm.Hypervisor, guest: GuestImage, logs: Path, count: int) ->
 
 
 def main() -> int:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     count = size(1000)
     guest = build_guest()
     cores = os.cpu_count() or 1

@@ -71,6 +71,9 @@ def one_boot(hv: libvm.Hypervisor, uri: str, net: libvm.Network, base: str, n: i
 
 
 def main() -> int:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     waiters: dict[str, Callable[[libvm.VM, libvm.Network, str], object]] = {
         "libvm wait_for_ip": lambda vm, net, mac: vm.wait_for_ip(timeout=120),

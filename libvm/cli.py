@@ -228,26 +228,43 @@ def net_reserve(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 def net_reserve_many(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm net reserve-many NET FILE [--no-restart]: one host per line, ``MAC IP [HOSTNAME]``."""
-    hosts = _host_lines(args.file)
-    done = hv.network(args.network).reserve_many(hosts, restart_idle=not args.no_restart)
+    lines, hosts = _host_lines(args.file)
+    try:
+        done = hv.network(args.network).reserve_many(hosts, restart_idle=not args.no_restart)
+    except InvalidSpec as exc:  # hosts[i] is line lines[i] of the file: say so
+        raise InvalidSpec(_at_line(exc.field or "", args.file, lines), exc.value, exc.reason) from None
+    except AddressConflict as exc:
+        raise type(exc)(_at_line(str(exc), args.file, lines), other=exc.other) from None
     _show(args, [_reservation_record(args.network, res) for res in done], RESERVATION_COLUMNS)
 
 
-def _host_lines(path: str) -> list[tuple[str, ...]]:
-    """``MAC IP [HOSTNAME]`` per line of ``path`` (``-``: standard input); ``#`` comments, blank lines skipped."""
+def _at_line(text: str, path: str, lines: list[int]) -> str:
+    """``text`` with each ``hosts[i]`` replaced by the file position it came from."""
+    return re.sub(r"hosts\[(\d+)\]", lambda m: f"{path}:{lines[int(m.group(1))]}", text)
+
+
+def _host_lines(path: str) -> tuple[list[int], list[tuple[str, ...]]]:
+    """``MAC IP [HOSTNAME]`` per line of ``path`` (``-``: standard input), with their line numbers.
+
+    ``#`` comments and blank lines are skipped; a UTF-8 byte order mark is ignored.
+    """
+    if not path:
+        raise InvalidSpec("file", path, "a file path, or - for standard input")
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidSpec("file", path, f"cannot read it: {exc}") from None
-    hosts = []
-    for number, line in enumerate(text.splitlines(), 1):
+    lines, hosts = [], []
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
         fields = tuple(line.split("#", 1)[0].split())
         if not fields:
             continue
         if len(fields) not in (2, 3):
-            raise InvalidSpec(f"{path}:{number}", line.strip(), "MAC IP [HOSTNAME]")
+            shown = line.strip() if len(line.strip()) <= 120 else line.strip()[:120] + "..."
+            raise InvalidSpec(f"{path}:{number}", shown, f"expected MAC IP [HOSTNAME], got {len(fields)} fields")
+        lines.append(number)
         hosts.append(fields)
-    return hosts
+    return lines, hosts
 
 
 def net_release(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -381,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ip", metavar="IP")
     p.add_argument("--hostname", help="DHCP and DNS name of the host")
     p = command(net_sub, "reserve-many", net_reserve_many,
-                "reserve many hosts at once, all or nothing (hosts[i] in errors counts host lines from 0)")
+                "reserve many hosts at once, all or nothing (errors name FILE:LINE)")
     p.add_argument("network", metavar="NET")
     p.add_argument("file", metavar="FILE", help="one host per line: MAC IP [HOSTNAME]; '#' comments; - for stdin")
     p.add_argument("--no-restart", action="store_true",

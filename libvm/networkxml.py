@@ -36,7 +36,7 @@ MAX_XML_BYTES = 4 * 1024 * 1024
 def too_big(network: str, size: int) -> str:
     """Why a network of ``size`` bytes of XML is refused (an :class:`InvalidSpec` reason)."""
     return (f"network {network!r}'s XML would be {size / 2**20:.2f} MiB; libvirt's RPC carries at most 4 MiB "
-            f"per document (about 55,000 named hosts), beyond which no client can read the network back")
+            f"per document (about 56,000 hosts with short names), beyond which no client can read the network back")
 
 
 @dataclass(frozen=True)

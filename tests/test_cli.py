@@ -223,10 +223,14 @@ def test_net_reserve_many_reads_stdin() -> None:
 def test_net_reserve_many_errors_name_the_line_or_the_host(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("52:54:00:00:01:01 192.168.150.101\n52:54:00:00:01:02\n")
-    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(bad)), 2, f"{bad}:2", "MAC IP [HOSTNAME]")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(bad)), 2, f"{bad}:2", "got 1 fields")
     clash = tmp_path / "clash.txt"
-    clash.write_text("52:54:00:00:01:01 192.168.150.101\n52:54:00:00:01:02 192.168.150.101\n")
-    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(clash)), 3, "hosts[1]", "hosts[0]")
+    clash.write_text("# two hosts, one address\n52:54:00:00:01:01 192.168.150.101\n\n"
+                     "52:54:00:00:01:02 192.168.150.101\n")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(clash)), 3, f"{clash}:4", f"{clash}:2")
+    value = tmp_path / "value.txt"
+    value.write_text("\ufeff52:54:00:00:01:01 192.168.150.101\n# bad MAC next\nnot-a-mac 192.168.150.102\n")
+    assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(value)), 2, f"{value}:3.mac=", "not-a-mac")
     assert_one_line_error(libvm_cmd("net", "reserve-many", "lab", str(tmp_path / "missing")), 2, "cannot read")
 
 
