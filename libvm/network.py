@@ -906,7 +906,7 @@ def _refuse_overlap(network: str, host: Reservation, wanted: Reservation) -> Non
         raise IpReserved(f"{wanted.ip} is already reserved {where} for {host}; release it first",
                          other=str(host.mac or host.hostname))
     if wanted.hostname and host.hostname and host.hostname.lower() == wanted.hostname.lower():
-        raise HostnameReserved(f"hostname {wanted.hostname!r} is already reserved {where} for {host}",
+        raise HostnameReserved(f"hostname {wanted.hostname!r} is already reserved {where} for {host}; release it first",
                                other=str(host.mac or host.client_id))
     if wanted.client_id and host.client_id == wanted.client_id:
         raise MacReserved(f"DUID {wanted.client_id} is already reserved {where} for {host}",
