@@ -161,8 +161,9 @@ class Hypervisor(Rendered):
                             other=other.name,
                         )
         xml = wanted.to_xml()
-        if len(xml.encode()) > MAX_XML_BYTES:
-            raise InvalidSpec("hosts", f"{len(wanted.reservations())} hosts", too_big(wanted.name, len(xml.encode())))
+        size = len(xml.encode())
+        if size > MAX_XML_BYTES:
+            raise InvalidSpec("hosts", f"{len(wanted.reservations())} hosts", too_big(wanted.name, size))
         with translate(f"defining network {wanted.name!r}"):
             handle = self._live.conn.networkDefineXML(xml)
         net = Network(self._live, handle)

@@ -176,13 +176,14 @@ class Network(Rendered):
 
     # -- reservations ----------------------------------------------------------
 
-    def _view(self) -> tuple[NetworkSpec, list[HostEntry]]:
+    def _view(self, views: list[tuple[int, str]] | None = None) -> tuple[NetworkSpec, list[HostEntry]]:
         """The network's spec and every ``<host>`` of its live *and* persistent XML.
 
         A reservation in either definition counts (someone may have added one
-        with only ``--live`` or only ``--config``). One XML parse each.
+        with only ``--live`` or only ``--config``). One XML parse each. ``views``: what
+        :meth:`_xml_views` returned, if the caller read it already.
         """
-        spec, where = self._definitions()
+        spec, where = self._definitions(views)
         return spec, list(where)
 
     def _definitions(self, views: list[tuple[int, str]] | None = None) -> tuple[NetworkSpec, dict[HostEntry, int]]:
@@ -286,8 +287,7 @@ class Network(Rendered):
         """
         _check_flag("reclaim_stale", reclaim_stale)
         views = self._xml_views()
-        spec, where = self._definitions(views)
-        view = (spec, list(where))
+        view = self._view(views)
         wanted, exists = _check_host(self.name, view, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
             return wanted
@@ -333,8 +333,7 @@ class Network(Rendered):
                             ("restart_idle", restart_idle)):
             _check_flag(flag, value)
         views = self._xml_views()
-        spec, where = self._definitions(views)
-        view = (spec, list(where))
+        view = self._view(views)
         everything, new = plan_hosts(self.name, view, parse_hosts(hosts, "hosts"), allow_dynamic)
         if not new:
             return ReservationList(everything)
