@@ -52,6 +52,11 @@ class LibvmError(Exception):
         # subclasses whose __init__ takes the fields and builds the message.
         return _rebuild, (type(self), self.args, self.__dict__)
 
+    def at(self, prefix: str) -> LibvmError:
+        """The same error placed at ``prefix``, a position in the caller's input
+        (``"nics[0]"``, ``"hosts[3]"``, ``"specs[1]"``): its message starts with it."""
+        return _rebuild(type(self), (f"{prefix}: {self}",), dict(self.__dict__))
+
 
 class InvalidSpec(LibvmError, ValueError):
     """A value given to libvm is malformed or not allowed.
@@ -65,6 +70,10 @@ class InvalidSpec(LibvmError, ValueError):
         self.value = value
         self.reason = reason
         super().__init__(f"{field}={value!r}: {reason}")
+
+    def at(self, prefix: str) -> InvalidSpec:
+        """The same error with ``prefix`` before its field: ``ip`` at ``nics[0]`` is ``nics[0].ip``."""
+        return InvalidSpec(f"{prefix}.{self.field}", self.value, self.reason)
 
 
 class NotFound(LibvmError, LookupError):

@@ -12,11 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import libvirt
 import netaddr
 
-from . import provision
-from ._live import Live, Unsupported, open_connection, translate
+from . import _live, provision
+from ._live import Live, Unsupported, open_connection
 from ._xml import parse as parse_xml
 from .addressing import check_name, format_mac
 from .cloudinit import CloudInit, SeedNic, effective_hostname, render_seed
@@ -25,13 +24,16 @@ from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
     AlreadyExists,
     InvalidSpec,
+    LibvmError,
     NetworkMismatch,
     NotFound,
     SubnetOverlap,
 )
-from .network import HostLike, Network, parse_hosts, plan_hosts
+from .network import Network
 from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
+from .plan import VmRequest
 from .progress import Progress, ProgressArg
+from .reservations import HostLike, parse_hosts, plan_hosts
 from .storage import Pool
 from .storagexml import pool_xml, read_pool
 from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
@@ -62,7 +64,7 @@ class Hypervisor(Rendered):
     In Jupyter or IPython it shows its networks and VMs as tables (see :mod:`libvm.views`).
     """
 
-    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
+    def __init__(self, conn: _live.ConnectionHandle, uri: str) -> None:
         self._live = Live(conn, uri)
         self.uri = uri
 
@@ -93,7 +95,7 @@ class Hypervisor(Rendered):
         return self._live.closed
 
     @property
-    def handle(self) -> libvirt.virConnect:
+    def handle(self) -> _live.ConnectionHandle:
         """The underlying ``libvirt.virConnect``, for what libvm does not cover."""
         return self._live.conn
 
@@ -140,7 +142,7 @@ class Hypervisor(Rendered):
         try:
             existing = self.network(name)
         except NotFound:
-            _, new = plan_hosts(name, (wanted, []), parsed, allow_dynamic=True)
+            _, new = plan_hosts(name, wanted, [], parsed, allow_dynamic=True)
             return self._define_network(wanted.with_hosts(host for _, host in new))
         _compare(wanted, existing.spec(inactive=existing.persistent))
         if parsed:
@@ -164,13 +166,11 @@ class Hypervisor(Rendered):
         size = len(xml.encode())
         if size > MAX_XML_BYTES:
             raise InvalidSpec("hosts", f"{len(wanted.reservations())} hosts", too_big(wanted.name, size))
-        with translate(f"defining network {wanted.name!r}"):
-            handle = self._live.conn.networkDefineXML(xml)
+        handle = _live.define(self._live, "network", xml, wanted.name)
         net = Network(self._live, handle)
         try:
-            with translate(f"starting network {wanted.name!r}"):
-                handle.setAutostart(1)
-                handle.create()
+            _live.call(handle, "setAutostart", f"starting network {wanted.name!r}", 1)
+            _live.call(handle, "create", f"starting network {wanted.name!r}")
         except BaseException:
             net.delete()
             raise
@@ -204,27 +204,22 @@ class Hypervisor(Rendered):
             pool = self.pool(name)
         except NotFound:
             return self._define_pool(name, target)
-        with translate(f"pool {name!r}"):
-            info = read_pool(pool.handle.XMLDesc(0))
+        info = read_pool(_live.call(pool.handle, "XMLDesc", f"pool {name!r}", 0))
         if info.type != "dir" or os.path.normpath(info.path or "") != os.path.normpath(target):
             raise AlreadyExists(f"storage pool {name!r} exists as a {info.type} pool at {info.path}, "
                                 f"not a dir pool at {target}")
         if not pool.active:
-            with translate(f"starting pool {name!r}"):
-                pool.handle.create(0)
+            _live.call(pool.handle, "create", f"starting pool {name!r}", 0)
         return pool
 
     def _define_pool(self, name: str, path: str) -> Pool:
-        with translate(f"defining storage pool {name!r}"):
-            handle = self._live.conn.storagePoolDefineXML(pool_xml(name, path), 0)
+        handle = _live.define(self._live, "storage pool", pool_xml(name, path), name)
         try:
-            with translate(f"building and starting storage pool {name!r}"):
-                handle.build(0)
-                handle.create(0)
-                handle.setAutostart(1)
+            for verb, arg in (("build", 0), ("create", 0), ("setAutostart", 1)):
+                _live.call(handle, verb, f"building and starting storage pool {name!r}", arg)
         except BaseException:
-            with contextlib.suppress(libvirt.libvirtError):
-                handle.undefine()
+            with contextlib.suppress(LibvmError):
+                _live.call(handle, "undefine", f"undefining storage pool {name!r}")
             raise
         log.info("defined and started storage pool %s at %s", name, path)
         return Pool(self._live, handle)
@@ -344,6 +339,20 @@ class Hypervisor(Rendered):
         :class:`NoFreeAddress`, :class:`NotFound` (a network), or
         :class:`LibvirtFailure` if libvirt fails.
         """
+        order = self._order(name, memory, vcpus, nics, disks=disks, kernel=kernel, initrd=initrd, cmdline=cmdline,
+                            serial_log=serial_log, graphics=graphics, virt_type=virt_type, uuid=uuid, start=start,
+                            autostart=autostart, allow_dynamic=allow_dynamic, pool=pool, cloud_init=cloud_init,
+                            firmware=firmware)
+        return provision.Provisioner(self._live).create([order])[0]
+
+    def _order(self, name: str, memory: int | str = 512, vcpus: int = 1, nics: Iterable[Nic] = (), *,
+               disks: Iterable[Disk] = (), kernel: PathLike | None = None, initrd: PathLike | None = None,
+               cmdline: str | None = None, serial_log: PathLike | None = None, graphics: Vnc | None = None,
+               virt_type: str | None = None, uuid: str | None = None, start: bool = True, autostart: bool = False,
+               allow_dynamic: bool = True, pool: tuple[str, str] | None = None, cloud_init: CloudInit | None = None,
+               firmware: str = "bios", where: str = "") -> provision.Order:
+        """:meth:`create_vm`'s arguments validated into an order (nothing read from libvirt but
+        the capabilities)."""
         items = as_items(nics, "nics", Nic)
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
@@ -369,35 +378,21 @@ class Hypervisor(Rendered):
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
             spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
-            seed = self._seed_builder(cloud_init, spec)
-        return provision.Provisioner(self._live, hostname).create(spec, items, virt_type is None, start=start,
-                                                        allow_dynamic=allow_dynamic, pool=pool, seed=seed)
+            seed = _seed_builder(cloud_init, spec)
+        request = VmRequest(spec.name, tuple(items), hostname or provision.dns_label(spec.name), allow_dynamic,
+                            pool, where)
+        return provision.Order(request, spec, start, virt_type is None, seed)
 
     def _require_efi(self, spec: DomainSpec) -> None:
         """Refuse ``firmware="efi"`` clearly when libvirt has no UEFI firmware for this guest."""
         try:
-            with translate("reading domain capabilities"):
-                caps = self._live.conn.getDomainCapabilities(None, spec.arch, None, spec.virt_type, 0)
+            caps = _live.domain_capabilities(self._live, spec.arch, spec.virt_type)
         except Unsupported:
             return  # the driver cannot tell (test:///): let the define decide
         values = {v.text for v in parse_xml(caps, "domain capabilities").iterfind("os/enum[@name='firmware']/value")}
         if "efi" not in values:
             raise InvalidSpec("firmware", "efi", "libvirt finds no UEFI firmware for this guest here "
                                                  "(install the ovmf package on the hypervisor)")
-
-    def _seed_builder(self, ci: CloudInit, spec: DomainSpec) -> provision.Seed:
-        """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
-        def seed(nics: Sequence[Nic]) -> bytes:
-            facts = []
-            for nic in nics:
-                assert nic.ip is not None and nic.mac is not None  # resolved
-                found = self.network(nic.network).spec().ip_for(nic.ip)
-                assert found is not None  # checked when reserved
-                subnet = found[1].subnet
-                facts.append(SeedNic(nic.mac, nic.ip, subnet.prefixlen, subnet.ip))
-            assert spec.uuid is not None
-            return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", facts)
-        return seed
 
     def create_vms(self, specs: Iterable[Mapping[str, Any]], *, progress: ProgressArg = None) -> VMList:
         """Create several VMs; each mapping holds :meth:`create_vm`'s keyword arguments.
@@ -423,25 +418,14 @@ class Hypervisor(Rendered):
             if unknown or "name" not in kwargs:
                 raise InvalidSpec(f"specs[{index}]", kwargs,
                                   f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
-        before = {(net.name, res.mac, res.ip) for net in self.networks() for res in net.reservations()}
-        made = VMList()
-        try:
-            with report.run(len(items), "creating VMs", "VM") as step:
-                for index, kwargs in enumerate(items):
-                    try:
-                        made.append(self.create_vm(**kwargs))
-                    except InvalidSpec as exc:
-                        raise InvalidSpec(f"specs[{index}].{exc.field}", exc.value, exc.reason) from exc
-                    step()
-        except BaseException:
-            for vm in reversed(made):
-                nics = vm.nics
-                vm.delete(release=False)
-                for nic in nics:
-                    if nic.ip is not None and (nic.network, nic.mac, nic.ip) not in before:
-                        self.network(nic.network).release(nic.mac, ip=nic.ip)
-            raise
-        return made
+        orders = []
+        for index, kwargs in enumerate(items):
+            try:
+                orders.append(self._order(**kwargs, where=f"specs[{index}]."))
+            except InvalidSpec as exc:
+                raise exc.at(f"specs[{index}]") from exc
+        with report.run(len(items), "creating VMs", "VM") as step:
+            return VMList(provision.Provisioner(self._live).create(orders, step))
 
     def wait_for_ips(self, vms: Iterable[VM | str], timeout: float = 120.0, *, poll: float = 0.5,
                      progress: ProgressArg = None) -> dict[str, dict[str, netaddr.IPAddress]]:
@@ -495,6 +479,14 @@ class Hypervisor(Rendered):
             for mac, network in mac_list(vm.xml(inactive=True))
             if network is not None and (network, mac) not in reserved
         ]
+
+
+def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
+    """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
+    def seed(nics: Sequence[SeedNic]) -> bytes:
+        assert spec.uuid is not None
+        return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", nics)
+    return seed
 
 
 def _name(name: object) -> str:

@@ -1,162 +1,196 @@
-"""How ``Hypervisor.create_vm`` keeps its all-or-nothing promise.
+"""How ``create_vm`` and ``create_vms`` keep their all-or-nothing promise: snapshot, plan, apply.
 
-Check, reserve and define happen under a lock (threads and local processes);
-libvirt's atomic ``<host>`` add arbitrates between callers that do not share
-it. One handler around every step rolls back exactly what this call added.
+1. **Snapshot**: under a lock (threads and local processes), read what the
+   decision needs once: each network a NIC names (its definitions and leases),
+   the subnets of the running networks, the MACs on the host (from
+   :class:`libvm._live.DomainIndex`), each disk's pool and base image.
+2. **Plan**: :func:`libvm.plan.plan_vms`, pure, decides every NIC of every VM
+   and refuses every conflict before anything changes.
+3. **Apply**: each step (release a stale lease, add a reservation, add a DNS
+   entry, create a volume, define, start) is recorded in one
+   :class:`Journal` with its undo *before* it runs; a failure, Ctrl-C or lost
+   connection anywhere rolls the journal back in reverse, for one VM or many.
+
+libvirt's atomic ``<host>`` add stays the final arbiter between callers that
+do not share the lock (other hosts): a clash on an address libvm allocated
+means another caller took it meanwhile, and the whole call is planned again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-import libvirt
 import netaddr
 
-from ._live import InvalidState, Live, sigint_deferred, translate
+from . import _live
+from ._live import InvalidState, Live, sigint_deferred
 from .addressing import check_hostname
+from .cloudinit import SeedNic
 from .domain import VM
 from .domainxml import DomainSpec
-from .errors import (
-    AddressConflict,
-    AlreadyExists,
-    HostnameReserved,
-    InvalidSpec,
-    IpReserved,
-    LibvirtFailure,
-    LibvmError,
-    MacInUse,
-    MacReserved,
-    NotFound,
-    SubnetOverlap,
-)
+from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvirtFailure, LibvmError, NotFound
 from .network import Network
+from .plan import Snapshot, VmPlan, VmRequest, plan_vms
 from .storage import Pool, Volume
-from .values import Disk, Nic, Reservation
+from .values import Disk, Reservation
 
 log = logging.getLogger("libvm")
+T = TypeVar("T")
+
+#: How often a call is planned again after losing an allocated address to another caller.
+_ALLOCATION_ATTEMPTS = 32
+
+#: ``seed(nics) -> ISO bytes``: the cloud-init seed, built once the NICs have addresses.
+Seed = Callable[[Sequence[SeedNic]], bytes]
+
+
+@dataclass(frozen=True)
+class Order:
+    """One VM to create: its plan request, its domain spec (NICs still open) and how to start it."""
+
+    request: VmRequest
+    spec: DomainSpec
+    start: bool = True
+    auto_virt: bool = False
+    seed: Seed | None = None
+
+
+class Journal:
+    """Every change a call made, each with its undo, recorded before the change is made.
+
+    A reply lost on the way back (Ctrl-C, a dropped connection) leaves the
+    step in the journal, so its undo runs; only a definite refusal (libvirt
+    said no: the name or entry is somebody else's) takes it out again.
+    """
+
+    def __init__(self, live: Live) -> None:
+        self._live = live
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+
+    def run(self, what: str, do: Callable[[], T], undo: Callable[[], None],
+            refused: tuple[type[BaseException], ...] = ()) -> T:
+        """Record ``undo``, then ``do()``; if ``do`` raises one of ``refused``, forget ``undo``."""
+        entry = (what, undo)
+        self._undo.append(entry)
+        try:
+            return do()
+        except refused:
+            self._undo.remove(entry)
+            raise
+
+    def rollback(self) -> None:
+        """Undo every step, newest first; a Ctrl-C meanwhile is held back until it is done.
+
+        An object already gone is fine. If libvirtd went away, reconnect once
+        and go on. Never raises: what cannot be undone is logged.
+        """
+        with sigint_deferred():
+            reconnected = False
+            while self._undo:
+                what, undo = self._undo.pop()
+                try:
+                    with contextlib.suppress(NotFound):
+                        undo()
+                except LibvmError as exc:
+                    if reconnected or self._live.alive():
+                        log.error("rollback: could not undo %s: %s", what, exc)
+                        continue
+                    log.warning("libvirtd connection lost (%s); reconnecting to roll back", exc)
+                    reconnected = True
+                    try:
+                        self._live.reconnect()
+                        with contextlib.suppress(NotFound):
+                            undo()
+                    except LibvmError as lost:
+                        log.error("rollback: could not undo %s: %s", what, lost)
+
+
+class _LostRace(Exception):
+    """libvirt refused an address libvm allocated: another caller took it after our snapshot."""
+
+    def __init__(self, conflict: AddressConflict) -> None:
+        super().__init__(str(conflict))
+        self.conflict = conflict
 
 
 class Provisioner:
-    """One ``create_vm`` call's machinery, bound to a connection."""
+    """``create_vm``'s machinery, bound to a connection."""
 
-    def __init__(self, live: Live, hostname: str | None = None) -> None:
+    def __init__(self, live: Live) -> None:
         self._live = live
-        self._hostname = hostname
 
-    def _label(self, vm: str) -> str | None:
-        """The default DHCP and DNS name of the VM's NICs: the guest's own hostname
-        (from its cloud-init seed) when it has one, else the VM name if it is a DNS name."""
-        return self._hostname or dns_label(vm)
-
-    def _network(self, name: str) -> Network:
-        return Network(self._live, self._live.network(name))
-
-    def create(self, spec: DomainSpec, nics: Sequence[Nic], auto_virt: bool, *, start: bool,
-               allow_dynamic: bool, pool: tuple[str, str] | None, seed: Seed | None = None) -> VM:
-        """``Hypervisor.create_vm`` once the non-NIC values are validated into ``spec``.
-
-        ``seed(nics) -> bytes`` builds the cloud-init seed image once the NICs have addresses.
-        """
-        name = spec.name
-        auto = any(nic.ip is None for nic in nics)
-        added: list[tuple[Network, Reservation]] = []
-        made: list[tuple[str, str]] = []  # (pool, volume) created by this call, for the rollback
-        dns: list[tuple[str, str]] = []  # (network, ip) DNS entries added by this call
-        owns_name = False
-        try:
-            with self._live.create_lock():
-                try:
-                    self._live.domain(name)
-                    raise AlreadyExists(f"a domain named {name!r} already exists")
-                except NotFound:
-                    owns_name = True
-                plan = self._plan_volumes(spec, seed is not None)
-                resolved = self._reserve_with_retry(name, nics, added, allow_dynamic, pool, auto)
-                spec = dataclasses.replace(spec, nics=tuple(resolved))
-                self._add_dns(name, resolved, dns)
-                spec = self._make_volumes(spec, plan, made, None if seed is None else seed(resolved))
-                with translate(f"defining domain {name!r}"):
-                    dom = self._live.conn.defineXML(spec.to_xml())
-            if spec.autostart:
-                with translate(f"setting autostart of domain {name!r}"):
-                    dom.setAutostart(1)
-            if start:
-                self._boot(dom, spec, auto=auto_virt)
-        except BaseException:
-            # One handler for every step, so no window is left where a failure
-            # (or Ctrl-C) between two steps skips the rollback.
-            if owns_name:
-                self._rollback(name, added, made, dns)
-            raise
-        log.info("created domain %s with %s", name, ", ".join(f"{n.mac}={n.ip}" for n in resolved))
-        return VM(self._live, dom)
-
-    def _reserve_with_retry(self, name: str, nics: Sequence[Nic], added: list[tuple[Network, Reservation]],
-                            allow_dynamic: bool, pool: tuple[str, str] | None, auto: bool) -> list[Nic]:
-        """Resolve and reserve every NIC; on a lost allocation race, undo and allocate again."""
+    def create(self, orders: Sequence[Order], done: Callable[[], None] | None = None) -> list[VM]:
+        """Create every VM of ``orders``, all or nothing; ``done()`` after each one is created and started."""
         for attempt in range(1, _ALLOCATION_ATTEMPTS + 1):
+            journal = Journal(self._live)
             try:
-                resolved = self._resolve_nics(name, nics, allow_dynamic, pool)
-                self._reserve_all(resolved, added, allow_dynamic, [n.ip is None for n in nics])
-                return resolved
-            except AddressConflict as exc:
-                # Another host (or a libvm without our lock) took the address
-                # between our read and libvirt's atomic add: take the next one.
-                if not (auto and _lost_race(exc)) or attempt == _ALLOCATION_ATTEMPTS:
-                    raise
-                self._rollback(name, added, [], [])
-                added.clear()
-                log.info("address taken concurrently (%s); allocating again", exc)
+                return self._create(orders, journal, done)
+            except _LostRace as lost:
+                journal.rollback()
+                if attempt == _ALLOCATION_ATTEMPTS:
+                    raise lost.conflict from None
+                log.info("address taken concurrently (%s); planning again", lost.conflict)
+            except BaseException:
+                # One handler for every step, so no window is left where a failure
+                # (or Ctrl-C) between two steps skips the rollback.
+                journal.rollback()
+                raise
         raise AssertionError("unreachable")
 
-    def _reserve_all(self, nics: list[Nic], added: list[tuple[Network, Reservation]], allow_dynamic: bool,
-                     allocated: list[bool]) -> None:
-        """Reserve every NIC's address; ``added`` collects what was new (for rollback).
+    def _create(self, orders: Sequence[Order], journal: Journal, done: Callable[[], None] | None) -> list[VM]:
+        with self._live.create_lock():
+            snapshot, volumes = self._snapshot(orders)
+            plans = plan_vms([order.request for order in orders], snapshot)
+            handles = [self._apply(order, plan, snapshot, steps, journal)
+                       for order, plan, steps in zip(orders, plans, volumes, strict=True)]
+        vms = []
+        for order, (spec, handle) in zip(orders, handles, strict=True):
+            if order.start:
+                self._boot(handle, spec, order.auto_virt)
+            log.info("created domain %s with %s", spec.name, ", ".join(f"{n.mac}={n.ip}" for n in spec.nics))
+            vms.append(VM(self._live, handle))
+            if done is not None:
+                done()
+        return vms
 
-        An address libvm allocated must be a fresh entry: finding it reserved
-        already means another caller allocated the same one (same derived MAC).
-        """
-        for nic, fresh in zip(nics, allocated, strict=True):
-            net = self._network(nic.network)
-            assert nic.mac is not None and nic.ip is not None  # resolved
-            existing = net.reservation_for(nic.mac)
-            if existing is not None and fresh:
-                raise IpReserved(f"{nic.ip} was allocated by another caller meanwhile", other=str(nic.mac))
-            if existing is not None:
-                net.reserve(nic.mac, nic.ip, nic.hostname, allow_dynamic=allow_dynamic)
-                continue
-            # Recorded before the call: a Ctrl-C or a lost connection right after
-            # libvirt added the entry must still roll it back. Only a definite
-            # refusal (a conflict) means the entry, if any, is somebody else's.
-            entry = (net, Reservation(nic.mac, nic.ip, nic.hostname))
-            added.append(entry)
+    # -- snapshot ----------------------------------------------------------------
+
+    def _snapshot(self, orders: Sequence[Order]) -> tuple[Snapshot, list[list[_VolumeStep]]]:
+        """Read what the plan needs, once: the names, the involved networks, the MACs, the volumes."""
+        names: set[str] = set()
+        for order in orders:
+            name = order.spec.name
+            if name in names:
+                raise AlreadyExists(f"{order.request.where}name: {name!r} is given to two VMs of this call")
+            names.add(name)
             try:
-                net.reserve(nic.mac, nic.ip, nic.hostname, allow_dynamic=allow_dynamic)
-            except (AddressConflict, InvalidSpec):
-                added.remove(entry)  # a definite refusal: the entry, if any, is somebody else's
-                raise
-
-    def _boot(self, dom: libvirt.virDomain, spec: DomainSpec, auto: bool) -> None:
-        try:
-            with self._live.attaching(nic.network for nic in spec.nics), \
-                    translate(f"starting domain {spec.name!r}"):
-                dom.create()
-        except LibvirtFailure as exc:
-            if not (auto and spec.virt_type == "kvm"):
-                raise
-            log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
-            with translate(f"redefining domain {spec.name!r} for qemu"):
-                # Same UUID, or libvirt refuses: "domain ... already exists with uuid".
-                qemu = dataclasses.replace(spec, virt_type="qemu", uuid=dom.UUIDString())
-                redefined = self._live.conn.defineXML(qemu.to_xml())
-            with self._live.attaching(nic.network for nic in spec.nics), \
-                    translate(f"starting domain {spec.name!r}"):
-                redefined.create()
+                self._live.domain(name)
+                raise AlreadyExists(f"a domain named {name!r} already exists")
+            except NotFound:
+                pass
+        networks = {}
+        for order in orders:
+            for nic in order.request.nics:
+                if nic.network not in networks:
+                    networks[nic.network] = Network.named(self._live, nic.network).state(leases=True)
+        running: list[tuple[str, netaddr.IPNetwork]] = []
+        for handle in self._live.networks(active=True):
+            name = handle.name()
+            state = networks.get(name)
+            spec = state.spec if state is not None else Network(self._live, handle).spec()
+            if state is None or state.active:
+                running.extend((name, ip.subnet) for ip in spec.ips)
+        volumes = [self._plan_volumes(order.spec, order.seed is not None) for order in orders]
+        snapshot = Snapshot(networks, tuple(running), self._live.mac_owners() if orders else {})
+        return snapshot, volumes
 
     def _plan_volumes(self, spec: DomainSpec, with_seed: bool) -> list[_VolumeStep]:
         """Check every volume this VM needs, before anything is created.
@@ -194,27 +228,56 @@ class Provisioner:
                 raise AlreadyExists(f"pool {step.pool.name!r} already has a volume named {step.name!r}")
         return steps
 
-    def _make_volumes(self, spec: DomainSpec, steps: list[_VolumeStep], made: list[tuple[str, str]],
+    # -- apply -------------------------------------------------------------------
+
+    def _apply(self, order: Order, plan: VmPlan, snapshot: Snapshot, volumes: list[_VolumeStep],
+               journal: Journal) -> tuple[DomainSpec, _live.DomainHandle]:
+        """Make one planned VM's changes, each recorded in ``journal`` before it runs."""
+        for nic in plan.nics:
+            net = Network.named(self._live, nic.nic.network)
+            state = snapshot.networks[nic.nic.network]
+            if nic.reservation is not None:
+                for lease in nic.reclaim:
+                    net.reclaim(lease, nic.reservation)
+                host = nic.reservation
+                try:
+                    journal.run(f"reservation {host} on network {net.name!r}",
+                                functools.partial(net.update_host, state, _live.ADD, host, "reserving"),
+                                functools.partial(_release, self._live, net.name, host),
+                                refused=(AddressConflict, InvalidSpec))
+                except AddressConflict as exc:
+                    if nic.allocated:
+                        raise _LostRace(exc) from exc
+                    raise
+            if nic.dns is not None:
+                journal.run(f"DNS entry {nic.dns.ip} on network {net.name!r}",
+                            functools.partial(net.update_dns, _live.ADD, nic.dns, state.flags),
+                            functools.partial(_remove_dns, self._live, net.name, nic.dns.ip),
+                            refused=(InvalidState,))
+        spec = dataclasses.replace(order.spec, nics=plan.resolved)
+        seed = None
+        if order.seed is not None:
+            seed = order.seed([SeedNic(n.nic.mac, n.nic.ip, n.subnet.prefixlen, n.subnet.ip)
+                               for n in plan.nics if n.nic.mac is not None and n.nic.ip is not None])
+        spec = self._make_volumes(spec, volumes, journal, seed)
+        name = spec.name
+        handle = journal.run(f"domain {name!r}", lambda: _live.define(self._live, "domain", spec.to_xml(), name),
+                             lambda: VM(self._live, self._live.domain(name)).delete(release=False),
+                             refused=(AlreadyExists,))
+        if spec.autostart:
+            _live.call(handle, "setAutostart", f"setting autostart of domain {name!r}", 1)
+        return spec, handle
+
+    def _make_volumes(self, spec: DomainSpec, steps: list[_VolumeStep], journal: Journal,
                       seed: bytes | None) -> DomainSpec:
         """Create the planned volumes; the spec then names their paths."""
         disks = list(spec.disks)
         cdroms: list[str] = []
         owned: list[str] = []
         for step in steps:
-            # Journal before the call (a lost reply still gets rolled back); a definite
-            # refusal means the name is somebody else's, so it leaves the journal again.
-            made.append((step.pool.name, step.name))
-            try:
-                if step.base is None:
-                    assert seed is not None
-                    vol = step.pool.upload_bytes(step.name, seed, "raw")
-                elif step.clone:
-                    vol = step.pool.clone(step.name, step.base, step.size)
-                else:
-                    vol = step.pool.create(step.name, step.size, "qcow2", backing=step.base)
-            except (AlreadyExists, InvalidState):
-                made.remove((step.pool.name, step.name))
-                raise
+            vol = journal.run(f"volume {step.pool.name}/{step.name}", functools.partial(step.make, seed),
+                              functools.partial(_delete_volume, self._live, step.pool.name, step.name),
+                              refused=(AlreadyExists, InvalidState))
             path = vol.path
             owned.append(path)
             if step.base is None:
@@ -225,117 +288,32 @@ class Provisioner:
         return dataclasses.replace(spec, disks=tuple(disks), cdroms=(*spec.cdroms, *map(Path, cdroms)),
                                    volumes=(*spec.volumes, *owned))
 
-    def _rollback(self, name: str, added: list[tuple[Network, Reservation]],
-                  made: list[tuple[str, str]], dns: list[tuple[str, str]]) -> None:
-        """Undo a half-made ``create_vm``: the domain ``name`` and the reservations in ``added``.
-
-        The domain is looked up by name (``create_vm`` checked under its lock
-        that none existed), so a define whose reply was lost still gets undone.
-        If libvirtd went away mid-way, reconnect once and finish. A Ctrl-C
-        during the rollback is held back until it is done. Never masks the
-        original error.
-        """
-        with sigint_deferred():
-            for attempt in (1, 2):
-                try:
-                    with contextlib.suppress(NotFound):
-                        VM(self._live, self._live.domain(name)).delete(release=False)
-                    for net, res in added:
-                        with contextlib.suppress(NotFound):
-                            self._network(net.name).release(res.mac, ip=res.ip)
-                    for network, ip in dns:
-                        with contextlib.suppress(NotFound):
-                            self._network(network).remove_dns_host(ip)
-                    for pool, volume in reversed(made):
-                        with contextlib.suppress(NotFound):
-                            Pool(self._live, self._live.pool(pool)).volume(volume).delete(force=True)
-                    return
-                except LibvmError as exc:
-                    if attempt == 2 or self._live.alive():
-                        log.error("rollback of %s incomplete: %s", name, exc)
-                        return
-                    log.warning("libvirtd connection lost (%s); reconnecting to roll back %s", exc, name)
-                    try:
-                        self._live.reconnect()
-                    except LibvmError as lost:
-                        log.error("rollback of %s incomplete: %s", name, lost)
-                        return
-
-    @staticmethod
-    def _check_dns(net: Network, index: int, nic: Nic, default: str | None) -> None:
-        """Refuse a DNS name the network already gives another address (before anything changes)."""
-        name = nic.hostname or default
-        if name is None:
-            raise InvalidSpec(f"nics[{index}].dns", True, "needs a hostname: give Nic(hostname=...) "
-                                                          "or a VM name that is a DNS name")
-        assert nic.ip is not None  # resolved
+    def _boot(self, handle: _live.DomainHandle, spec: DomainSpec, auto: bool) -> None:
         try:
-            net.check_dns_host(nic.ip, name)
-        except AddressConflict as exc:
-            raise type(exc)(f"nics[{index}]: {exc}", other=exc.other) from exc
-
-    def _add_dns(self, vm: str, nics: Sequence[Nic], dns: list[tuple[str, str]]) -> None:
-        """Add every ``dns=True`` NIC's name to its network's DNS; ``dns`` journals the new ones."""
-        for nic in nics:
-            if not nic.dns:
-                continue
-            name = nic.hostname or self._label(vm)
-            assert name is not None and nic.ip is not None  # checked in _check_dns
-            net = self._network(nic.network)
-            fresh = not any(h.ip == str(nic.ip) for h in net.dns_hosts())
-            if fresh:
-                dns.append((nic.network, str(nic.ip)))
-            try:
-                net.add_dns_host(nic.ip, name)
-            except AddressConflict:
-                if fresh:
-                    dns.remove((nic.network, str(nic.ip)))
+            with self._live.attaching(nic.network for nic in spec.nics):
+                _live.call(handle, "create", f"starting domain {spec.name!r}")
+        except LibvirtFailure as exc:
+            if not (auto and spec.virt_type == "kvm"):
                 raise
-
-    def _resolve_nics(self, name: str, nics: Sequence[Nic], allow_dynamic: bool,
-                      pool: tuple[str, str] | None = None) -> list[Nic]:
-        """Give every NIC an IP and a MAC and check both against the whole hypervisor."""
-        owners = self._live.mac_owners()
-        networks = [Network(self._live, handle) for handle in self._live.networks()]
-        running = [(other.name, ip.subnet) for other in networks if other.active for ip in other.spec().ips]
-        resolved: list[Nic] = []
-        for index, nic in enumerate(nics):
-            if not isinstance(nic, Nic):
-                raise InvalidSpec(f"nics[{index}]", nic, "a libvm.Nic")
-            if nic.ip is not None and nic.ip.version == 6:
-                raise InvalidSpec(f"nics[{index}].ip", str(nic.ip),
-                                  "libvirt cannot bind an IPv6 address to a MAC; give the NIC's IPv4 address "
-                                  "and reserve IPv6 with Network.reserve(None, ip, hostname=...)")
-            net = self._network(nic.network)
-            ip = nic.ip
-            if ip is None:
-                taken = frozenset(n.ip for n in resolved if n.ip is not None and n.network == nic.network)
-                ip = net.free_ip(pool=pool, avoid=taken, allow_dynamic=allow_dynamic)
-            full = Nic(nic.network, ip=ip, mac=nic.mac, model=nic.model, hostname=nic.hostname, dns=nic.dns)
-            mac = str(full.mac)
-            first_on_network = all(n.network != nic.network for n in resolved)
-            if nic.hostname is None and first_on_network and net.reservation_for(mac) is None:
-                full = dataclasses.replace(full, hostname=self._label(name))
-            if mac in owners:
-                raise MacInUse(f"nics[{index}].mac {mac} is already on an interface of domain "
-                               f"{owners[mac]!r}", other=owners[mac])
-            for other in resolved:
-                if other.network == full.network and other.ip == full.ip:
-                    raise IpReserved(f"nics[{index}].ip {full.ip} is given to two NICs", other=str(other.mac))
-            _refuse_ambiguous(running, index, nic.network, full.ip)
-            try:
-                net.check(mac, str(full.ip), full.hostname, allow_dynamic=allow_dynamic)
-            except InvalidSpec as exc:
-                raise InvalidSpec(f"nics[{index}].{exc.field}", exc.value, exc.reason) from exc
-            if full.dns:
-                self._check_dns(net, index, full, self._label(name))
-            resolved.append(full)
-        return resolved
+            log.warning("domain %s did not start under kvm (%s); falling back to qemu (TCG)", spec.name, exc)
+            # Same UUID, or libvirt refuses: "domain ... already exists with uuid".
+            uuid = str(_live.call(handle, "UUIDString", f"domain {spec.name!r}"))
+            qemu = dataclasses.replace(spec, virt_type="qemu", uuid=uuid)
+            redefined = _live.define(self._live, "domain", qemu.to_xml(), spec.name)
+            with self._live.attaching(nic.network for nic in spec.nics):
+                _live.call(redefined, "create", f"starting domain {spec.name!r}")
 
 
-_ALLOCATION_ATTEMPTS = 32
+def _release(live: Live, network: str, host: Reservation) -> None:
+    Network.named(live, network).release(host.mac, ip=host.ip)
 
-Seed = Callable[[Sequence[Nic]], bytes]
+
+def _remove_dns(live: Live, network: str, ip: str) -> None:
+    Network.named(live, network).remove_dns_host(ip)
+
+
+def _delete_volume(live: Live, pool: str, volume: str) -> None:
+    Pool(live, live.pool(pool)).volume(volume).delete(force=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,28 +327,19 @@ class _VolumeStep:
     size: int
     clone: bool
 
+    def make(self, seed: bytes | None) -> Volume:
+        if self.base is None:
+            assert seed is not None
+            return self.pool.upload_bytes(self.name, seed, "raw")
+        if self.clone:
+            return self.pool.clone(self.name, self.base, self.size)
+        return self.pool.create(self.name, self.size, "qcow2", backing=self.base)
+
 
 def _volume_stem(name: str) -> str:
     """The VM name as the start of a volume file name (other characters become '_')."""
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "vm"
     return stem[:120]
-
-
-def _refuse_ambiguous(running: list[tuple[str, netaddr.IPNetwork]], index: int, network: str,
-                      ip: netaddr.IPAddress | None) -> None:
-    """Refuse an IP that also lies in another running network's subnet."""
-    for other, subnet in running:
-        if other != network and ip is not None and ip.version == subnet.version and ip in subnet:
-            raise SubnetOverlap(
-                f"nics[{index}].ip {ip} of network {network!r} is also inside {subnet.cidr} "
-                f"of running network {other!r}; the address would be ambiguous",
-                other=other,
-            )
-
-
-def _lost_race(exc: AddressConflict) -> bool:
-    """Whether ``exc`` means an address was taken between our check and libvirt's add."""
-    return type(exc) in (IpReserved, MacReserved, HostnameReserved, MacInUse, AddressConflict)
 
 
 def dns_label(name: str) -> str | None:
@@ -379,5 +348,3 @@ def dns_label(name: str) -> str | None:
         return check_hostname(name)
     except InvalidSpec:
         return None
-
-

@@ -117,7 +117,7 @@ def test_reserve_many_rolls_back_when_libvirt_refuses_half_way(hv: libvm.Hypervi
     """Another caller takes the third host's IP after libvm checked the list: libvirt's atomic
     add refuses it, and the two hosts already added are removed again."""
     hosts = [*LAB_HOSTS, ("52:54:00:10:00:03", "192.168.150.103")]
-    real_update = Network._update
+    real_update = Network.update_host
     calls = []
 
     def update(self: Network, *args: object, **kwargs: object) -> None:
@@ -128,7 +128,7 @@ def test_reserve_many_rolls_back_when_libvirt_refuses_half_way(hv: libvm.Hypervi
                                libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
         real_update(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Network, "_update", update)
+    monkeypatch.setattr(Network, "update_host", update)
     with pytest.raises(libvm.IpReserved, match=r"^hosts\[2\]: .*rival"):
         lab.reserve_many(hosts)
     left = {str(r.ip) for r in lab.reservations()}
@@ -138,7 +138,7 @@ def test_reserve_many_rolls_back_when_libvirt_refuses_half_way(hv: libvm.Hypervi
 def test_ctrl_c_right_after_libvirt_answered_is_rolled_back(hv: libvm.Hypervisor, lab: libvm.Network,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(hv)
-    real_update = Network._update
+    real_update = Network.update_host
     calls = []
 
     def update(self: Network, *args: object, **kwargs: object) -> None:
@@ -147,7 +147,7 @@ def test_ctrl_c_right_after_libvirt_answered_is_rolled_back(hv: libvm.Hypervisor
         if len(calls) == 2:
             raise KeyboardInterrupt  # the second host is in libvirt, libvm has not noted it yet
 
-    monkeypatch.setattr(Network, "_update", update)
+    monkeypatch.setattr(Network, "update_host", update)
     with pytest.raises(KeyboardInterrupt):
         lab.reserve_many([*LAB_HOSTS, ("52:54:00:10:00:03", "192.168.150.103")])
     assert snapshot(hv) == before
@@ -157,14 +157,14 @@ def test_a_failure_on_a_stopped_network_leaves_it_stopped(hv: libvm.Hypervisor, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     lab.stop()
     before = snapshot(hv)
-    real_update = Network._update
+    real_update = Network.update_host
 
     def update(self: Network, *args: object, **kwargs: object) -> None:
         if str(args[2].ip) == "192.168.150.102":  # type: ignore[attr-defined]
             raise libvm.LibvirtFailure("refused")
         real_update(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Network, "_update", update)
+    monkeypatch.setattr(Network, "update_host", update)
     with pytest.raises(libvm.LibvirtFailure):
         lab.reserve_many(LAB_HOSTS)
     assert not lab.active

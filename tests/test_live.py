@@ -45,13 +45,13 @@ def test_a_race_lost_inside_libvirt_is_an_address_conflict(hv: libvm.Hypervisor,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Another caller adds the same IP between libvm's read and libvirt's atomic add."""
     lab = hv.network("lab")
-    stale = lab._xml_views()
+    stale = lab.state()
     other = "<host mac='02:00:00:00:00:99' name='rival' ip='192.168.150.88'/>"
     lab.handle.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
                       -1, other, libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
-    views = iter([stale])
-    real_views = Network._xml_views
-    monkeypatch.setattr(Network, "_xml_views", lambda self: next(views, None) or real_views(self))
+    states = iter([stale])
+    real_state = Network.state
+    monkeypatch.setattr(Network, "state", lambda self, **kw: next(states, None) or real_state(self, **kw))
     with pytest.raises(libvm.IpReserved, match="rival") as info:
         lab.reserve("66:66:66:66:66:0b", "192.168.150.88")
     assert isinstance(info.value.__cause__, libvm.LibvirtFailure)  # libvirt's refusal, kept as the cause

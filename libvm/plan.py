@@ -1,0 +1,222 @@
+"""``create_vm``'s decisions, as a pure function of one snapshot of the host.
+
+:func:`plan_vms` takes what the caller asked (:class:`VmRequest`, one per VM)
+and what the host holds (:class:`Snapshot`: each involved network read once,
+the MACs in use, the subnets of the running networks) and returns, for every
+NIC, its address, MAC and names and the entries to add to the network. No
+libvirt call happens here; every conflict is found before anything changes.
+The VMs of one ``create_vms`` are planned together, so an address one of them
+asks for explicitly is never allocated to another, whatever their order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import netaddr
+
+from .addressing import IpLike, format_mac, generate_mac
+from .errors import AddressConflict, InvalidSpec, IpReserved, MacInUse, SubnetOverlap
+from .networkxml import DnsHost, HostEntry
+from .reservations import (
+    HostIndex,
+    NetworkState,
+    check_dhcp_name,
+    check_dns,
+    check_host,
+    entry_for,
+    free_address,
+    ip_ints,
+    leases_in_way,
+    parse_pool,
+    refuse_lease,
+)
+from .values import Lease, Nic, Reservation
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """One VM's NICs as the caller gave them, and how to choose what they leave open.
+
+    ``label`` is the default DHCP and DNS name of the VM's NICs (its hostname,
+    else its name if that is a DNS name); ``where`` prefixes positions in
+    errors (``"specs[2]."`` in ``create_vms``).
+    """
+
+    name: str
+    nics: tuple[Nic, ...]
+    label: str | None = None
+    allow_dynamic: bool = True
+    pool: tuple[IpLike, IpLike] | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the host holds, read once for a plan.
+
+    ``networks``: every network a NIC names, read with its leases;
+    ``running``: ``(network, subnet)`` of every running network (for ambiguous
+    addresses); ``mac_owners``: ``{mac: domain}`` of every interface on the host.
+    """
+
+    networks: Mapping[str, NetworkState]
+    running: tuple[tuple[str, netaddr.IPNetwork], ...]
+    mac_owners: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    """One NIC decided: ``nic`` has its address, MAC and hostname.
+
+    ``reservation`` is the ``<host>`` to add (``None``: it exists already),
+    ``dns`` the ``<dns><host>`` to add, ``reclaim`` the stale leases to release
+    first, ``allocated`` whether libvm chose the address (then a clash libvirt
+    reports means another caller took it meanwhile: plan again).
+    """
+
+    nic: Nic
+    subnet: netaddr.IPNetwork
+    allocated: bool
+    reservation: Reservation | None
+    dns: DnsHost | None
+    reclaim: tuple[Lease, ...]
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    request: VmRequest
+    nics: tuple[NicPlan, ...]
+
+    @property
+    def resolved(self) -> tuple[Nic, ...]:
+        return tuple(plan.nic for plan in self.nics)
+
+
+class _Network:
+    """One network while the VMs are planned: what it holds plus what the plan adds."""
+
+    def __init__(self, state: NetworkState, wanted: set[int]) -> None:
+        self.state = state
+        self.index = HostIndex(state.spec)
+        for entry in state.hosts:
+            self.index.add(entry)
+        self.dns: list[DnsHost] = list(state.dns)
+        primary = state.spec.ips.index(state.spec.primary)
+        family = state.spec.primary.subnet.version
+        self.used = ip_ints((e.ip for e in state.hosts if e.ip_index == primary), family)
+        self.used |= {int(x.ip) for x in state.leases or () if x.ip.version == family}
+        self.used |= wanted  # addresses some NIC of the plan asks for by name
+        self.planned: dict[str, str] = {}  # ip -> the NIC it is planned for ("specs[0].nics[1]")
+
+    def reservation_for(self, mac: str) -> Reservation | None:
+        return next((e.reservation() for e in self.index.by_mac(mac) if e in self.state.hosts), None)
+
+
+def plan_vms(requests: Sequence[VmRequest], snapshot: Snapshot) -> list[VmPlan]:
+    """Decide every NIC of every VM of ``requests`` against ``snapshot``, in order.
+
+    Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass naming
+    the NIC (``nics[1]``, ``specs[2].nics[0]``), or :class:`NoFreeAddress`.
+    """
+    wanted: dict[str, set[int]] = {}
+    for request in requests:
+        for nic in request.nics:
+            if nic.ip is not None:
+                wanted.setdefault(nic.network, set()).add(int(nic.ip))
+    networks = {name: _Network(state, wanted.get(name, set())) for name, state in snapshot.networks.items()}
+    macs: dict[str, str] = {}  # MAC -> the NIC of this plan that has it
+    plans = []
+    for request in requests:
+        decided: list[NicPlan] = []
+        for index, nic in enumerate(request.nics):
+            where = f"{request.where}nics[{index}]"
+            try:
+                decided.append(_plan_nic(request, index, nic, networks[nic.network], snapshot, decided, macs))
+            except (InvalidSpec, AddressConflict) as exc:
+                raise exc.at(where) from None
+        plans.append(VmPlan(request, tuple(decided)))
+    return plans
+
+
+def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot: Snapshot,
+              earlier: list[NicPlan], macs: dict[str, str]) -> NicPlan:
+    state, spec = net.state, net.state.spec
+    where = f"{request.where}nics[{index}]"
+    ip, hostname, allocated = nic.ip, nic.hostname, False
+    if ip is not None and ip.version == 6:
+        raise InvalidSpec("ip", str(ip), "libvirt cannot bind an IPv6 address to a MAC; give the NIC's IPv4 "
+                                         "address and reserve IPv6 with Network.reserve(None, ip, hostname=...)")
+    held = None if nic.mac is None else net.reservation_for(format_mac(nic.mac))
+    if ip is None and held is not None:
+        ip = held.ip  # the MAC's reservation is this NIC's address
+    elif ip is None:
+        if spec.primary.subnet.version != 4:
+            raise InvalidSpec("network", nic.network, "has no IPv4 subnet, and libvirt binds a MAC to an IPv4 "
+                                                      "address only; reserve IPv6 addresses with "
+                                                      "Network.reserve(None, ip, hostname=...)")
+        bounds = parse_pool(request.pool, spec)
+        ip = free_address(state.name, spec, net.used, pool=bounds, allow_dynamic=request.allow_dynamic)
+        allocated = True
+    mac = nic.mac if nic.mac is not None else generate_mac(nic.network, ip)
+    mac_s = format_mac(mac)
+    first_on_network = all(other.nic.network != nic.network for other in earlier)
+    if hostname is None and first_on_network and held is None:
+        hostname = request.label
+    # The address first: two NICs given one address also get one derived MAC.
+    if str(ip) in net.planned:
+        raise IpReserved(f"{ip} on network {nic.network!r} is also given to {net.planned[str(ip)]}",
+                         other=net.planned[str(ip)])
+    if mac_s in snapshot.mac_owners:
+        owner = snapshot.mac_owners[mac_s]
+        raise MacInUse(f"MAC {mac_s} is already on an interface of domain {owner!r}", other=owner)
+    if mac_s in macs:
+        raise MacInUse(f"MAC {mac_s} is also given to {macs[mac_s]}", other=macs[mac_s])
+    for other, subnet in snapshot.running:
+        if other != nic.network and ip.version == subnet.version and ip in subnet:
+            raise SubnetOverlap(f"{ip} of network {nic.network!r} is also inside {subnet.cidr} of running network "
+                                f"{other!r}; the address would be ambiguous", other=other)
+    full = Nic(nic.network, ip=ip, mac=mac, model=nic.model, hostname=hostname, dns=nic.dns)
+    found = spec.ip_for(ip)
+    probe = HostEntry(-1 if found is None else found[0], mac_s, str(ip), hostname, None)
+    reservation, exists = check_host(state.name, spec, net.index.near(probe), mac, ip, hostname, None,
+                                     request.allow_dynamic)
+    if not exists:
+        check_dhcp_name(state.name, net.dns, ip, hostname)
+    reclaim: list[Lease] = []
+    for lease in leases_in_way(state.leases or (), reservation):
+        holder = None if lease.mac is None else snapshot.mac_owners.get(format_mac(lease.mac))
+        refuse_lease(state.name, lease, reservation, holder, reclaim_stale=True)
+        reclaim.append(lease)
+    dns = None
+    if nic.dns:
+        dns = _plan_dns(request, index, full, net, earlier)
+    assert found is not None  # check_host refuses an address outside the subnets
+    # What the next NICs must not take.
+    if not exists:
+        net.index.add(entry_for(spec, reservation))
+    net.used.add(int(ip))
+    net.planned[str(ip)] = f"{where} of VM {request.name!r}"
+    macs[mac_s] = f"{where} of VM {request.name!r}"
+    if dns is not None:
+        net.dns.append(dns)
+    return NicPlan(dataclasses.replace(full, hostname=hostname or (held.hostname if held else None)),
+                   found[1].subnet, allocated, None if exists else reservation, dns, tuple(reclaim))
+
+
+def _plan_dns(request: VmRequest, index: int, nic: Nic, net: _Network, earlier: list[NicPlan]) -> DnsHost | None:
+    """The ``<dns><host>`` a ``dns=True`` NIC adds (``None``: the network has it already)."""
+    name = nic.hostname or request.label
+    if name is None:
+        raise InvalidSpec("dns", True, "needs a hostname: give Nic(hostname=...) or a VM name that is a DNS name")
+    for other_index, other in enumerate(earlier):
+        if other.nic.network == nic.network and other.dns is not None and name.lower() in (
+                n.lower() for n in other.dns.hostnames):
+            raise InvalidSpec("hostname", nic.hostname,
+                              f"nics[{other_index}] of this VM already has the DNS name {name!r} on network "
+                              f"{nic.network!r}; give this NIC a hostname of its own")
+    assert nic.ip is not None
+    existing = check_dns(net.state.name, net.state.spec, net.dns, nic.ip, name)
+    return None if existing is not None else DnsHost(str(nic.ip), (name,))
