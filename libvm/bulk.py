@@ -29,7 +29,8 @@ def reserve_many(net: Network, hosts: Iterable[HostLike], *, allow_dynamic: bool
                         ("restart_idle", restart_idle)):
         check_bool(value, flag)
     state = net.state()
-    everything, new = plan_hosts(net.name, state.spec, state.hosts, parse_hosts(hosts, "hosts"), allow_dynamic)
+    everything, new = plan_hosts(net.name, state.spec, state.hosts, parse_hosts(hosts, "hosts"), allow_dynamic,
+                                 state.dns)
     if not new:
         return ReservationList(everything)
     check_size(net.name, state.views, [wanted for _, wanted in new])

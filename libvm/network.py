@@ -31,6 +31,7 @@ from .networkxml import DnsHost, HostEntry, NetworkDocument, NetworkSpec, dns_ho
 from .reservations import (
     HostLike,
     NetworkState,
+    check_dhcp_name,
     check_dns,
     check_host,
     check_size,
@@ -206,6 +207,8 @@ class Network(Rendered):
         check_bool(allow_dynamic, "allow_dynamic")
         state = self.state()
         wanted, exists = check_host(self.name, state.spec, state.hosts, mac, ip, hostname, client_id, allow_dynamic)
+        if not exists:
+            check_dhcp_name(self.name, state.dns, wanted.ip, wanted.hostname)
         if not exists and wanted.mac is not None:
             self.blocking_leases(wanted, reclaim_stale)
         return wanted, exists
@@ -245,6 +248,7 @@ class Network(Rendered):
         wanted, exists = check_host(self.name, state.spec, state.hosts, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
             return wanted
+        check_dhcp_name(self.name, state.dns, wanted.ip, wanted.hostname)
         check_size(self.name, state.views, [wanted])
         if wanted.mac is not None:
             for lease in self.blocking_leases(wanted, reclaim_stale):
@@ -365,7 +369,7 @@ class Network(Rendered):
         case-insensitively, as dnsmasq's do).
         """
         state = self.state()
-        existing = check_dns(self.name, state.spec, state.dns, ip, hostname)
+        existing = check_dns(self.name, state.spec, state.dns, ip, hostname, state.hosts)
         if existing is not None:
             return existing
         entry = DnsHost(str(parse_ip(ip, "ip")), (hostname,))
@@ -380,7 +384,7 @@ class Network(Rendered):
         :class:`InvalidSpec`, :class:`HostnameReserved` or :class:`IpReserved`.
         """
         state = self.state()
-        return check_dns(self.name, state.spec, state.dns, ip, hostname)
+        return check_dns(self.name, state.spec, state.dns, ip, hostname, state.hosts)
 
     def remove_dns_host(self, ip: IpLike) -> list[DnsHost]:
         """Remove the DNS entries of ``ip`` (idempotent); returns what was removed."""

@@ -101,7 +101,8 @@ class _Network:
     def __init__(self, state: NetworkState, wanted: set[int]) -> None:
         self.state = state
         self.index = HostIndex(state.spec)
-        for entry in state.hosts:
+        self.entries: list[HostEntry] = list(state.hosts)  # and the plan's new ones
+        for entry in self.entries:
             self.index.add(entry)
         self.dns: list[DnsHost] = list(state.dns)
         primary = state.spec.ips.index(state.spec.primary)
@@ -197,6 +198,7 @@ def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot:
     # What the next NICs must not take.
     if not exists:
         net.index.add(entry_for(spec, reservation))
+        net.entries.append(entry_for(spec, reservation))
     net.used.add(int(ip))
     net.planned[str(ip)] = f"{where} of VM {request.name!r}"
     macs[mac_s] = f"{where} of VM {request.name!r}"
@@ -218,5 +220,5 @@ def _plan_dns(request: VmRequest, index: int, nic: Nic, net: _Network, earlier: 
                               f"nics[{other_index}] of this VM already has the DNS name {name!r} on network "
                               f"{nic.network!r}; give this NIC a hostname of its own")
     assert nic.ip is not None
-    existing = check_dns(net.state.name, net.state.spec, net.dns, nic.ip, name)
+    existing = check_dns(net.state.name, net.state.spec, net.dns, nic.ip, name, net.entries)
     return None if existing is not None else DnsHost(str(nic.ip), (name,))

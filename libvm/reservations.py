@@ -182,11 +182,12 @@ def check_host(
 
 
 def check_dns(network: str, spec: NetworkSpec, dns: Iterable[DnsHost], ip: object,
-              hostname: object) -> DnsHost | None:
+              hostname: object, hosts: Iterable[HostEntry] = ()) -> DnsHost | None:
     """Validate a ``<dns><host>`` entry: the identical entry if it exists, else ``None``.
 
     Raises :class:`InvalidSpec`, :class:`HostnameReserved` (the name resolves to
-    another address) or :class:`IpReserved` (the address has other names).
+    another address, in the DNS or as a DHCP reservation's name in ``hosts``)
+    or :class:`IpReserved` (the address has other names).
     """
     parsed = parse_ip(ip, "ip")
     if spec.ip_for(parsed) is None:
@@ -203,6 +204,11 @@ def check_dns(network: str, spec: NetworkSpec, dns: Iterable[DnsHost], ip: objec
         if host.ip == address:
             raise IpReserved(f"{address} already has the DNS names {', '.join(host.hostnames)} in network "
                              f"{network!r}", other=",".join(host.hostnames))
+    for entry in hosts:
+        if entry.name is not None and entry.name.lower() == name.lower() and entry.ip != address:
+            raise HostnameReserved(f"{name!r} is the DHCP name of {entry.ip} on network {network!r} "
+                                   f"(reserved for {entry.mac or entry.id}); dnsmasq would resolve it to both",
+                                   other=entry.ip)
     return None
 
 
@@ -307,8 +313,10 @@ class HostIndex:
                 for e in entries]
 
 
-def plan_hosts(network: str, spec: NetworkSpec, entries: Iterable[HostEntry], hosts: list[Reservation],
-               allow_dynamic: bool) -> tuple[list[Reservation], list[tuple[int, Reservation]]]:
+def plan_hosts(
+    network: str, spec: NetworkSpec, entries: Iterable[HostEntry], hosts: list[Reservation], allow_dynamic: bool,
+    dns: Iterable[DnsHost] = (),
+) -> tuple[list[Reservation], list[tuple[int, Reservation]]]:
     """Check ``hosts`` against ``entries`` and each other.
 
     Returns all of them normalised, and the new ones with their position in
@@ -327,6 +335,8 @@ def plan_hosts(network: str, spec: NetworkSpec, entries: Iterable[HostEntry], ho
         try:
             wanted, exists = check_host(network, spec, near, host.mac, host.ip, host.hostname,
                                         host.client_id, allow_dynamic)
+            if not exists:
+                check_dhcp_name(network, dns, wanted.ip, wanted.hostname)
         except InvalidSpec as exc:
             raise exc.at(f"hosts[{position}]") from None
         except AddressConflict as exc:

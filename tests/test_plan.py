@@ -1,0 +1,143 @@
+"""The planner (libvm.plan): pure decisions on a hand-made snapshot, then the same rules
+through create_vm / create_vms on the test driver (each case was a wrong or confusing
+result before the planner saw every NIC of a call at once)."""
+
+from __future__ import annotations
+
+import netaddr
+import pytest
+
+import libvm
+from libvm import Nic
+from libvm.networkxml import DnsHost, HostEntry, NetworkSpec
+from libvm.plan import Snapshot, VmRequest, plan_vms
+from libvm.reservations import CONFIG, LIVE, NetworkState
+
+LAB = NetworkSpec.build("lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"))
+
+
+def state(hosts: list[HostEntry] = (), dns: list[DnsHost] = (), spec: NetworkSpec = LAB) -> NetworkState:  # type: ignore[assignment]
+    return NetworkState(spec.name, True, True, ((LIVE | CONFIG, spec.to_xml()),), spec,
+                        {h: LIVE | CONFIG for h in hosts}, {d: LIVE | CONFIG for d in dns}, ())
+
+
+def snap(net: NetworkState, owners: dict[str, str] | None = None) -> Snapshot:
+    return Snapshot({net.name: net}, ((net.name, net.spec.primary.subnet),), owners or {})
+
+
+def ips(plans: list, vm: int = 0) -> list[str]:  # type: ignore[type-arg]
+    return [str(nic.nic.ip) for nic in plans[vm].nics]
+
+
+# -- pure ----------------------------------------------------------------------
+
+
+def test_allocation_skips_an_address_a_later_nic_asks_for() -> None:
+    plans = plan_vms([VmRequest("a", (Nic("lab"), Nic("lab", ip="192.168.150.2")))], snap(state()))
+    assert ips(plans) == ["192.168.150.3", "192.168.150.2"]
+
+
+def test_allocation_skips_an_address_a_later_vm_asks_for() -> None:
+    plans = plan_vms([VmRequest("a", (Nic("lab"),)), VmRequest("b", (Nic("lab", ip="192.168.150.2"),))],
+                     snap(state()))
+    assert ips(plans, 0) == ["192.168.150.3"]
+    assert ips(plans, 1) == ["192.168.150.2"]
+
+
+def test_a_mac_with_a_reservation_gets_its_address() -> None:
+    held = HostEntry(0, "52:54:00:00:00:77", "192.168.150.77", "old", None)
+    plans = plan_vms([VmRequest("a", (Nic("lab", mac="52:54:00:00:00:77"),), label="a")], snap(state([held])))
+    nic = plans[0].nics[0]
+    assert str(nic.nic.ip) == "192.168.150.77"
+    assert nic.reservation is None  # nothing to add: it is there
+    assert nic.nic.hostname == "old"
+
+
+def test_two_vms_given_one_address_name_the_address() -> None:
+    with pytest.raises(libvm.IpReserved, match=r"^specs\[1\]\.nics\[0\]: 192\.168\.150\.9 .*specs\[0\]\.nics\[0\]"):
+        plan_vms([VmRequest("a", (Nic("lab", ip="192.168.150.9"),), where="specs[0]."),
+                  VmRequest("b", (Nic("lab", ip="192.168.150.9"),), where="specs[1].")], snap(state()))
+
+
+def test_a_dhcp_name_the_dns_resolves_elsewhere_is_refused() -> None:
+    dns = [DnsHost("192.168.150.5", ("dnsonly",))]
+    with pytest.raises(libvm.HostnameReserved, match=r"^nics\[0\]: .*'dnsonly'.*192\.168\.150\.5"):
+        plan_vms([VmRequest("dnsonly", (Nic("lab"),), label="dnsonly")], snap(state(dns=dns)))
+
+
+def test_a_second_dns_nic_on_one_network_needs_its_own_name() -> None:
+    request = VmRequest("web", (Nic("lab", dns=True), Nic("lab", dns=True)), label="web")
+    with pytest.raises(libvm.InvalidSpec) as info:
+        plan_vms([request], snap(state()))
+    assert info.value.field == "nics[1].hostname"
+    assert "nics[0]" in info.value.reason
+    named = VmRequest("web", (Nic("lab", dns=True), Nic("lab", dns=True, hostname="web-b")), label="web")
+    plans = plan_vms([named], snap(state()))
+    assert [n.dns.hostnames for n in plans[0].nics if n.dns] == [("web",), ("web-b",)]
+
+
+def test_a_mac_on_another_domain_is_refused_with_its_owner() -> None:
+    with pytest.raises(libvm.MacInUse, match="legacy"):
+        plan_vms([VmRequest("a", (Nic("lab", mac="52:54:00:00:00:01"),))],
+                 snap(state(), {"52:54:00:00:00:01": "legacy"}))
+
+
+def test_an_ipv6_only_network_says_why_it_cannot_allocate() -> None:
+    v6 = NetworkSpec.build("six", "fd00:6::/64", dhcp_range=("fd00:6::100", "fd00:6::1ff"))
+    with pytest.raises(libvm.InvalidSpec) as info:
+        plan_vms([VmRequest("a", (Nic("six"),))], snap(state(spec=v6)))
+    assert info.value.field == "nics[0].network"
+    assert "IPv4" in info.value.reason
+    assert "mac" not in info.value.field
+
+
+def test_an_address_inside_another_running_subnet_is_ambiguous() -> None:
+    other = Snapshot({"lab": state()}, (("lab", LAB.primary.subnet), ("wide", netaddr.IPNetwork("192.168.0.0/16"))),
+                     {})
+    with pytest.raises(libvm.SubnetOverlap, match="wide"):
+        plan_vms([VmRequest("a", (Nic("lab"),))], other)
+
+
+# -- through the public API (test driver) ----------------------------------------
+
+
+def test_create_vm_takes_the_reservation_its_mac_has(hv: libvm.Hypervisor, lab: libvm.Network) -> None:
+    lab.reserve("52:54:00:00:00:77", "192.168.150.77", "pc77")
+    vm = hv.create_vm("pc77", nics=[Nic("lab", mac="52:54:00:00:00:77")], virt_type="qemu", start=False)
+    assert [str(n.ip) for n in vm.nics] == ["192.168.150.77"]
+
+
+def test_create_vm_refuses_a_name_the_dns_gives_another_address(hv: libvm.Hypervisor, lab: libvm.Network) -> None:
+    lab.add_dns_host("192.168.150.5", "dnsonly")
+    before = lab.reservations()
+    with pytest.raises(libvm.HostnameReserved, match="dnsonly"):
+        hv.create_vm("dnsonly", nics=[Nic("lab")], virt_type="qemu", start=False)
+    assert lab.reservations() == before
+    with pytest.raises(libvm.HostnameReserved, match="dnsonly"):
+        lab.reserve("52:54:00:00:00:78", "192.168.150.78", "dnsonly")
+
+
+def test_a_dns_name_that_is_another_address_dhcp_name_is_refused(lab: libvm.Network) -> None:
+    lab.reserve("52:54:00:00:00:79", "192.168.150.79", "pc79")
+    with pytest.raises(libvm.HostnameReserved, match="DHCP name"):
+        lab.add_dns_host("192.168.150.80", "pc79")
+    assert lab.add_dns_host("192.168.150.79", "pc79").ip == "192.168.150.79"  # the same address: fine
+
+
+def test_order_of_nics_no_longer_matters(hv: libvm.Hypervisor) -> None:
+    vm = hv.create_vm("two", nics=[Nic("lab"), Nic("lab", ip="192.168.150.2")], virt_type="qemu", start=False)
+    assert sorted(str(n.ip) for n in vm.nics) == ["192.168.150.2", "192.168.150.3"]
+
+
+def test_create_vms_plans_every_vm_before_it_makes_one(hv: libvm.Hypervisor, lab: libvm.Network) -> None:
+    before = lab.reservations()
+    with pytest.raises(libvm.IpReserved) as info:
+        hv.create_vms([{"name": "a", "nics": [Nic("lab", ip="192.168.150.9")], "virt_type": "qemu"},
+                       {"name": "b", "nics": [Nic("lab", ip="192.168.150.9")], "virt_type": "qemu"}])
+    assert "192.168.150.9" in str(info.value) and "specs[1]" in str(info.value)
+    assert [vm.name for vm in hv.vms()] == ["legacy"]
+    assert lab.reservations() == before
+    made = hv.create_vms([{"name": "a", "nics": [Nic("lab")], "virt_type": "qemu", "start": False},
+                          {"name": "b", "nics": [Nic("lab", ip="192.168.150.2")], "virt_type": "qemu",
+                           "start": False}])
+    assert [str(vm.nics[0].ip) for vm in made] == ["192.168.150.3", "192.168.150.2"]
