@@ -24,6 +24,7 @@ ROOT = Path(__file__).parents[2]
     ("bench_reserve.py", ["--sizes", "3,5", "--grow", "0,200", "--samples", "2"], "target: a lab of 5"),
     ("bench_time_to_ip.py", ["1"], "ratio libvm/plain"),
     ("bench_create.py", ["2"], "vs raw"),
+    ("bench_rpc.py", ["--small"], "top procedures"),
     ("bench_many.py", ["2"], "vs one VM"),
 ])
 def test_benchmark_runs_small(stack: Stack, uri: str, script: str, args: list[str], table: str) -> None:
