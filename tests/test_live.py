@@ -403,3 +403,53 @@ def test_the_same_domain_or_network_compares_equal(hv: libvm.Hypervisor) -> None
     assert len({hv.vm("legacy"), hv.vm("legacy")}) == 1
     with libvm.connect(hv.uri) as other:
         assert other.vm("legacy") != hv.vm("legacy")  # another connection (here: another test-driver state)
+
+
+def _domain_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spy on libvirt: the names of the domains whose XML is read from now on."""
+    reads: list[str] = []
+    real = libvirt.virDomain.XMLDesc
+
+    def xml_desc(dom: libvirt.virDomain, flags: int = 0) -> str:
+        reads.append(dom.name())
+        return str(real(dom, flags))
+
+    monkeypatch.setattr(libvirt.virDomain, "XMLDesc", xml_desc)
+    return reads
+
+
+def _settle(check: Callable[[], bool]) -> None:
+    """Wait (up to 5 s) for libvirt's event about a change to reach the index."""
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, "libvirt's event never reached the domain index"
+        time.sleep(0.01)
+
+
+def test_the_macs_on_the_host_cost_no_read_per_domain(hv: libvm.Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_vm needs every MAC on the host: the index reads a domain once, then only
+    after libvirt says it changed (the cost of a call does not grow with the host)."""
+    for index in range(20):
+        hv.create_vm(f"other{index}", nics=[Nic("lab")], virt_type="qemu", start=False)
+    time.sleep(0.2)  # the events of those defines arrive; each marks its domain for one more read
+    hv.mac_owners()
+    reads = _domain_reads(monkeypatch)
+    vm = hv.create_vm("new", nics=[Nic("lab")], virt_type="qemu", start=False)
+    assert [name for name in reads if name.startswith("other")] == []
+    assert hv.mac_owners()[vm.macs[0]] == "new"  # defined meanwhile: read
+    time.sleep(0.2)
+    hv.mac_owners()  # its define's event may come after that read: one more read, once
+    reads.clear()
+    hv.mac_owners()
+    assert reads == []
+
+
+def test_a_domain_changed_behind_libvm_is_read_again(hv: libvm.Hypervisor) -> None:
+    vm = hv.create_vm("web", nics=[Nic("lab", ip="192.168.150.20")], virt_type="qemu", start=False)
+    old = vm.macs[0]
+    assert hv.mac_owners()[old] == "web"
+    hv.handle.defineXML(vm.xml(inactive=True).replace(old, "52:54:00:ab:cd:ef"))  # virsh edit, say
+    _settle(lambda: "52:54:00:ab:cd:ef" in hv.mac_owners())
+    assert old not in hv.mac_owners()
+    vm.undefine()
+    assert "52:54:00:ab:cd:ef" not in hv.mac_owners()  # the list call sees it gone at once
