@@ -73,6 +73,7 @@ class Journal:
 
     def __init__(self, live: Live) -> None:
         self._live = live
+        self._networks: dict[str, Network] = {}  # looked up by the snapshot, used by apply
         self._undo: list[tuple[str, Callable[[], None]]] = []
 
     def run(self, what: str, do: Callable[[], T], undo: Callable[[], None],
@@ -126,6 +127,7 @@ class Provisioner:
 
     def __init__(self, live: Live) -> None:
         self._live = live
+        self._networks: dict[str, Network] = {}  # looked up by the snapshot, used by apply
 
     def create(self, orders: Sequence[Order], done: Callable[[], None] | None = None) -> list[VM]:
         """Create every VM of ``orders``, all or nothing; ``done()`` after each one is created and started."""
@@ -180,7 +182,8 @@ class Provisioner:
         for order in orders:
             for nic in order.request.nics:
                 if nic.network not in networks:
-                    networks[nic.network] = Network.named(self._live, nic.network).state(leases=True)
+                    self._networks[nic.network] = Network.named(self._live, nic.network)
+                    networks[nic.network] = self._networks[nic.network].state(leases=True)
         running: list[tuple[str, netaddr.IPNetwork]] = []
         for handle in self._live.networks(active=True):
             name = handle.name()
@@ -234,7 +237,7 @@ class Provisioner:
                journal: Journal) -> tuple[DomainSpec, _live.DomainHandle]:
         """Make one planned VM's changes, each recorded in ``journal`` before it runs."""
         for nic in plan.nics:
-            net = Network.named(self._live, nic.nic.network)
+            net = self._networks[nic.nic.network]
             state = snapshot.networks[nic.nic.network]
             if nic.reservation is not None:
                 for lease in nic.reclaim:
