@@ -13,15 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -389,6 +386,8 @@ class Live:
     @property
     def is_local(self) -> bool:
         """Whether the daemon runs on this machine (no host in the URI)."""
+        import urllib.parse
+
         return not urllib.parse.urlsplit(self.canonical_uri).hostname
 
     @functools.cached_property
@@ -450,7 +449,7 @@ class Live:
         exclusive, so no libvm guest attaches to the bridge while it is
         recreated. Same file rules as :meth:`create_lock`.
         """
-        digest = hashlib.sha256(network.encode()).hexdigest()[:16]
+        digest = _digest(network)
         with self._flock(f"-net-{digest}", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
             yield
 
@@ -469,9 +468,9 @@ class Live:
         Each call opens the file anew, so threads of one process exclude each
         other as processes do.
         """
-        digest = hashlib.sha256(self.canonical_uri.encode()).hexdigest()[:16]
+        digest = _digest(self.canonical_uri)
         base = Path(os.environ.get("LIBVM_LOCK_DIR") or
-                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
+                    ("/run/lock" if os.access("/run/lock", os.W_OK) else _tempdir()))
         path = base / f"libvm-{digest}{suffix}.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -578,6 +577,19 @@ def domain_capabilities(live: Live, arch: str, virt_type: str) -> str:
     """libvirt's domain capabilities for ``arch`` and ``virt_type`` (firmware, devices)."""
     with translate("reading domain capabilities"):
         return str(live.conn.getDomainCapabilities(None, arch, None, virt_type, 0))
+
+
+def _digest(text: str) -> str:
+    """A short, stable file-name-safe digest of ``text`` (lock file names)."""
+    import hashlib  # here, like tempfile below: import libvm stays cheap
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tempdir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ value raises :class:`libvm.InvalidSpec` naming the field.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from typing import TypeAlias
@@ -128,6 +127,14 @@ def check_hostname(value: str, field: str = "hostname") -> str:
     return value
 
 
+def dns_label(name: str) -> str | None:
+    """``name`` as a DHCP and DNS host name, if it is a valid one (a VM's default hostname)."""
+    try:
+        return check_hostname(name)
+    except InvalidSpec:
+        return None
+
+
 def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
     """A locally administered MAC derived from ``(network, ip)``.
 
@@ -141,6 +148,8 @@ def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
     check_name(network, "network")
     ip = parse_ip(ip, "ip")
     key = network if ip.version == 4 else f"{network}\0{ip}"
+    import hashlib  # here: import libvm stays cheap (see bench/bench_import.py)
+
     digest = hashlib.sha256(key.encode()).digest()
     head = bytes([(digest[0] & 0xFC) | 0x02, digest[1]])
     tail = ip.packed if ip.version == 4 else digest[2:6]

@@ -7,18 +7,16 @@ import dataclasses
 import inspect
 import logging
 import os
-import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import netaddr
 
-from . import _live, provision
+from . import _live
 from ._live import Live, Unsupported, open_connection
 from ._xml import parse as parse_xml
-from .addressing import check_name, format_mac
-from .cloudinit import CloudInit, SeedNic, effective_hostname, render_seed
+from .addressing import check_name, dns_label, format_mac
 from .domain import VM, wait_for_leases
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
@@ -31,13 +29,16 @@ from .errors import (
 )
 from .network import Network
 from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
-from .plan import VmRequest
 from .progress import Progress, ProgressArg
 from .reservations import HostLike, parse_hosts, plan_hosts
-from .storage import Pool
 from .storagexml import pool_xml, read_pool
 from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
 from .views import NetworkList, Rendered, Table, VMList
+
+if TYPE_CHECKING:  # loaded on first use: most programs never build a seed or a pool
+    from . import provision
+    from .cloudinit import CloudInit, SeedNic
+    from .storage import Pool
 
 log = logging.getLogger("libvm")
 
@@ -181,10 +182,14 @@ class Hypervisor(Rendered):
 
     def pool(self, name: str) -> Pool:
         """The existing storage pool ``name``; :class:`NotFound` if there is none."""
+        from .storage import Pool
+
         return Pool(self._live, self._live.pool(_name(name)))
 
     def pools(self) -> list[Pool]:
         """Every storage pool, active or not, sorted by name."""
+        from .storage import Pool
+
         return sorted((Pool(self._live, p) for p in self._live.pools()), key=lambda p: p.name)
 
     def ensure_pool(self, name: str, path: str | os.PathLike[str]) -> Pool:
@@ -222,6 +227,8 @@ class Hypervisor(Rendered):
                 _live.call(handle, "undefine", f"undefining storage pool {name!r}")
             raise
         log.info("defined and started storage pool %s at %s", name, path)
+        from .storage import Pool
+
         return Pool(self._live, handle)
 
     # -- domains ---------------------------------------------------------------
@@ -343,6 +350,8 @@ class Hypervisor(Rendered):
                             serial_log=serial_log, graphics=graphics, virt_type=virt_type, uuid=uuid, start=start,
                             autostart=autostart, allow_dynamic=allow_dynamic, pool=pool, cloud_init=cloud_init,
                             firmware=firmware)
+        from . import provision
+
         return provision.Provisioner(self._live).create([order])[0]
 
     def _order(self, name: str, memory: int | str = 512, vcpus: int = 1, nics: Iterable[Nic] = (), *,
@@ -353,6 +362,12 @@ class Hypervisor(Rendered):
                firmware: str = "bios", where: str = "") -> provision.Order:
         """:meth:`create_vm`'s arguments validated into an order (nothing read from libvirt but
         the capabilities)."""
+        import uuid as uuidlib
+
+        from . import provision
+        from .cloudinit import CloudInit, effective_hostname
+        from .plan import VmRequest
+
         items = as_items(nics, "nics", Nic)
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
@@ -374,12 +389,12 @@ class Hypervisor(Rendered):
         hostname = None
         if cloud_init is not None:
             # The name the guest gives itself is the name DHCP and DNS should give it too.
-            hostname = effective_hostname(cloud_init, provision.dns_label(spec.name) or "localhost")
+            hostname = effective_hostname(cloud_init, dns_label(spec.name) or "localhost")
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
             spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
             seed = _seed_builder(cloud_init, spec)
-        request = VmRequest(spec.name, tuple(items), hostname or provision.dns_label(spec.name), allow_dynamic,
+        request = VmRequest(spec.name, tuple(items), hostname or dns_label(spec.name), allow_dynamic,
                             pool, where)
         return provision.Order(request, spec, start, virt_type is None, seed)
 
@@ -425,6 +440,8 @@ class Hypervisor(Rendered):
             except InvalidSpec as exc:
                 raise exc.at(f"specs[{index}]") from exc
         with report.run(len(items), "creating VMs", "VM") as step:
+            from . import provision
+
             return VMList(provision.Provisioner(self._live).create(orders, step))
 
     def wait_for_ips(self, vms: Iterable[VM | str], timeout: float = 120.0, *, poll: float = 0.5,
@@ -483,9 +500,11 @@ class Hypervisor(Rendered):
 
 def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
     """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
+    from .cloudinit import render_seed
+
     def seed(nics: Sequence[SeedNic]) -> bytes:
         assert spec.uuid is not None
-        return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", nics)
+        return render_seed(ci, spec.uuid, dns_label(spec.name) or "localhost", nics)
     return seed
 
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import netaddr
 
-from . import _live, dnsmasq
+from . import _live
 from ._live import DHCP_HOST, DNS_HOST, InvalidState, Live, NetworkHandle, translate
 from .addressing import IpLike, MacLike, format_mac, parse_ip, parse_mac
 from .errors import AddressConflict, InvalidSpec, IpLeased, LibvirtFailure, LibvmError, NotFound, WaitTimeout
@@ -424,6 +424,8 @@ class Network(Rendered):
         if self._status is None:
             try:
                 local = self._live.is_local
+                from . import dnsmasq  # here: only a local daemon's waiters need it
+
                 self._status = dnsmasq.STATUS_DIR / f"{self.bridge}.status" if local else False
             except LibvmError:
                 return None
@@ -443,6 +445,8 @@ class Network(Rendered):
             raise InvalidSpec("lease.mac", None, "only IPv4 leases with a MAC can be released")
         if not self._live.is_local:
             raise LibvirtFailure(f"cannot release a lease on {self._live.uri!r}: dnsmasq runs on another host")
+        from . import dnsmasq
+
         dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip),
                         str(lease.mac), lease.client_id)
         _wait(lambda: lease.ip not in {x.ip for x in self.leases() if x.mac == lease.mac}, 5.0)

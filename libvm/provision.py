@@ -32,7 +32,6 @@ import netaddr
 
 from . import _live
 from ._live import InvalidState, Live, sigint_deferred
-from .addressing import check_hostname
 from .cloudinit import SeedNic
 from .domain import VM
 from .domainxml import DomainSpec
@@ -343,11 +342,3 @@ def _volume_stem(name: str) -> str:
     """The VM name as the start of a volume file name (other characters become '_')."""
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "vm"
     return stem[:120]
-
-
-def dns_label(name: str) -> str | None:
-    """The VM name as its DHCP hostname, if it is a valid DNS name."""
-    try:
-        return check_hostname(name)
-    except InvalidSpec:
-        return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import libvm
@@ -10,8 +12,20 @@ import libvm
 
 def test_all_lists_every_public_name() -> None:
     public = {name for name, obj in vars(libvm).items()
-              if not name.startswith("_") and not inspect.ismodule(obj)}
+              if not name.startswith("_") and not inspect.ismodule(obj)} | set(libvm._LAZY)
     assert public - {"annotations"} == set(libvm.__all__) - {"__version__"}
+    assert all(getattr(libvm, name) is not None for name in libvm.__all__)
+    assert set(libvm.__all__) <= set(dir(libvm))
+
+
+def test_import_libvm_leaves_the_heavy_parts_for_their_first_use() -> None:
+    """``import libvm`` loads its dependencies and the core; seeds, storage and the
+    provisioning machinery load when first used (bench/bench_import.py measures the cost)."""
+    probe = ("import sys, libvm; lazy = ['pycdlib', 'yaml', 'libvm.cloudinit', 'libvm.storage', 'libvm.provision', "
+             "'libvm.plan', 'libvm.cli']; print([m for m in lazy if m in sys.modules]); "
+             "libvm.CloudInit; print('libvm.cloudinit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "True"]
 
 
 def test_every_error_is_a_libvm_error() -> None:
