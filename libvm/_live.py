@@ -261,15 +261,55 @@ class Live:
         self.thread_lock = threading.RLock()
         self._client_ids: dict[tuple[str, str], str] = {}
         self.index = DomainIndex()
-        self.index.watch(conn)
+        #: Why libvirt closed the connection under us (link lost, keepalive timeout), if it did.
+        self.lost: str | None = None
+        self._watch(conn)
 
     # -- the connection --------------------------------------------------------
 
+    #: Keepalive over a network link: a probe every 5 s, the link declared dead after 3 unanswered
+    #: (15 s), so a call never waits on a dead TCP connection for the kernel's minutes-long timeout.
+    KEEPALIVE = (5, 3)
+
+    def _watch(self, conn: libvirt.virConnect) -> None:
+        """Follow ``conn``'s health: domain events for the index, keepalive and a close callback.
+
+        Both need libvirt's event loop (see :func:`_start_event_loop`); without
+        it a lost link shows as the next call's failure, and :meth:`alive` tells.
+        """
+        self.lost = None
+        self.index.watch(conn)
+        if not _events.get("running"):
+            return
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without a close callback (test:///)
+            conn.registerCloseCallback(self._closed, None)
+        if self.remote_link:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(*self.KEEPALIVE)
+
+    _REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write error",
+                libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the daemon closed it",
+                libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no answer to keepalive"}
+
+    def _closed(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+        # On the event loop's thread: only note it; the next use reconnects.
+        if reason != libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+            self.lost = self._REASONS.get(reason, f"reason {reason}")
+            log.warning("the connection to %s was lost (%s); reconnecting at the next call", self.uri, self.lost)
+
     @property
     def conn(self) -> libvirt.virConnect:
-        """The open ``virConnect``; :class:`ConnectionClosed` after :meth:`close`."""
+        """The open ``virConnect``; :class:`ConnectionClosed` after :meth:`close`.
+
+        After libvirt reported the link lost (the close callback), the
+        connection is opened again first, and handles are looked up again
+        (:attr:`generation`); :class:`LibvirtFailure` if the daemon does not
+        come back within 30 s.
+        """
         if self._conn is None:
             raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
+        if self.lost is not None:
+            self.reconnect()
         return self._conn
 
     @property
@@ -292,27 +332,31 @@ class Live:
             return False
 
     def reconnect(self, timeout: float = 30.0) -> None:
-        """Replace a dead connection (libvirtd restarted), waiting up to ``timeout`` s for the daemon.
+        """Replace a dead connection (libvirtd restarted, link lost), waiting up to ``timeout`` s
+        for the daemon.
 
         Raises :class:`LibvirtFailure` if the daemon does not come back.
         """
-        old = self.conn
+        if self._conn is None:
+            raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
+        old = self._conn
         deadline = time.monotonic() + timeout
         while True:
             try:
-                conn = libvirt.open(self.uri)
+                conn = open_connection(self.uri)
                 break
-            except libvirt.libvirtError as exc:
+            except LibvirtFailure as exc:
                 if time.monotonic() > deadline:
-                    raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: "
-                                         f"{exc.get_error_message()}", exc.get_error_code()) from exc
+                    raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: {exc}",
+                                         exc.code) from exc
                 time.sleep(0.5)
         self.index.unwatch()
         with contextlib.suppress(libvirt.libvirtError):
             old.close()
         self._conn = conn
         self.generation += 1
-        self.index.watch(conn)
+        self._watch(conn)
+        log.info("reconnected to %s", self.uri)
 
     # -- lookups ---------------------------------------------------------------
 
