@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import LibvirtFailure
+from .ssh import SshTarget
 
 log = logging.getLogger("libvm")
 
@@ -69,3 +70,31 @@ def release(network: str, bridge: str, ip: str, mac: str, client_id: str | None)
         subprocess.run(argv, check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
         raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} failed: {exc}") from exc
+
+
+def release_over_ssh(target: SshTarget, network: str, bridge: str, ip: str, mac: str, client_id: str | None,
+                     timeout: float = 30.0) -> None:
+    """:func:`release` on the hypervisor ``target`` names, through its SSH (the ``qemu+ssh`` URI's
+    user, host, port and key), in the network namespace of the network's dnsmasq there.
+
+    Needs root there (``dhcp_release`` sends from the DHCP client port) and dnsmasq-utils.
+    Raises :class:`LibvirtFailure` saying what failed.
+    """
+    import shlex
+
+    args = [bridge, ip, mac, *([client_id] if client_id else [])]
+    pidfile = shlex.quote(str(PID_DIR / f"{network}.pid"))
+    script = (f"pid=$(cat {pidfile}) || exit 3; command -v dhcp_release >/dev/null || exit 4; "
+              f"exec nsenter --net=/proc/$pid/ns/net dhcp_release {shlex.join(args)}")
+    argv = target.argv(["sh", "-c", script])
+    log.info("releasing lease %s of %s on %s through ssh %s", ip, mac, network, target.destination)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: "
+                             f"{exc}") from exc
+    if done.returncode != 0:
+        why = {3: f"no dnsmasq pidfile {PID_DIR}/{network}.pid there (network not running?)",
+               4: "dhcp_release is not installed there (install dnsmasq-utils)",
+               255: f"ssh failed: {done.stderr.strip()[-300:]}"}.get(done.returncode, done.stderr.strip()[-300:])
+        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: {why}")

@@ -451,12 +451,20 @@ class Network(Rendered):
             raise InvalidSpec("lease", lease, "a libvm.Lease from Network.leases()")
         if lease.mac is None:
             raise InvalidSpec("lease.mac", None, "only IPv4 leases with a MAC can be released")
-        if not self._live.is_local:
-            raise LibvirtFailure(f"cannot release a lease on {self._live.uri!r}: dnsmasq runs on another host")
         from . import dnsmasq
+        from .ssh import hypervisor_target
 
-        dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip),
-                        str(lease.mac), lease.client_id)
+        if self._live.is_local:
+            dnsmasq.release(self.name, lease.interface or self.bridge, str(lease.ip), str(lease.mac), lease.client_id)
+        else:
+            target = hypervisor_target(self._live.uri)
+            if target is None:
+                raise LibvirtFailure(
+                    f"cannot release {lease.ip}'s lease on {self._live.uri!r}: dnsmasq runs on another host and "
+                    f"libvirt has no call for it. Connect with qemu+ssh:// (libvm then runs dhcp_release there), "
+                    f"or run 'dhcp_release {lease.interface or self.bridge} {lease.ip} {lease.mac}' on that host")
+            dnsmasq.release_over_ssh(target, self.name, lease.interface or self.bridge, str(lease.ip),
+                                     str(lease.mac), lease.client_id)
         _wait(lambda: lease.ip not in {x.ip for x in self.leases() if x.mac == lease.mac}, 5.0)
 
     def blocking_leases(self, wanted: Reservation, reclaim_stale: bool,
