@@ -171,6 +171,11 @@ def _lookup(kind: str, name: str, find: Callable[[str], T], missing: int) -> T:
             raise
 
 
+_CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write error",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the daemon closed it",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no answer to keepalive"}
+
+
 class DomainIndex:
     """Every domain's persistent definition, read once and kept fresh by libvirt's events.
 
@@ -287,14 +292,10 @@ class Live:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.setKeepAlive(*self.KEEPALIVE)
 
-    _REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write error",
-                libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the daemon closed it",
-                libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no answer to keepalive"}
-
     def _closed(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
         # On the event loop's thread: only note it; the next use reconnects.
         if reason != libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
-            self.lost = self._REASONS.get(reason, f"reason {reason}")
+            self.lost = _CLOSE_REASONS.get(reason, f"reason {reason}")
             log.warning("the connection to %s was lost (%s); reconnecting at the next call", self.uri, self.lost)
 
     @property

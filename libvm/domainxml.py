@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import netaddr
 from lxml import etree
 
 from . import _xml
@@ -162,7 +163,8 @@ class DomainSpec:
         _xml.sub(dom, "name", self.name)
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
-        if self.volumes or self.static_network:
+        dual = [nic for nic in self.nics if isinstance(nic.ip6, netaddr.IPAddress)]
+        if self.volumes or self.static_network or dual:
             # libvirt keeps one <metadata> element per namespace: everything libvm records is in <libvm:vm>.
             mine = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}vm", nsmap={"libvm": METADATA_NS})
             for path in self.volumes:
@@ -171,6 +173,10 @@ class DomainSpec:
             if self.static_network:
                 # The guest sets its addresses itself (cloud-init network-config): no DHCP lease to wait for.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}static-network")
+            for nic in dual:
+                # libvirt keys an IPv6 reservation by hostname, not MAC: this is how delete() finds it.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}nic", mac=format_mac(nic.mac) if nic.mac else "",
+                                 ip6=str(nic.ip6))
         _xml.sub(dom, "memory", str(self.memory), unit="MiB")
         _xml.sub(dom, "vcpu", str(self.vcpus))
         os_el = _xml.sub(dom, "os", firmware="efi") if self.firmware == "efi" else _xml.sub(dom, "os")
@@ -264,6 +270,8 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
     interfaces: list[Interface] = []
     nics: list[Nic] = []
+    ip6s = {el.get("mac", "").lower(): el.get("ip6", "")
+            for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/{{{METADATA_NS}}}nic") if el.get("ip6")}
     for iface in dom.iterfind("devices/interface"):
         address = _attr(iface, "mac", "address", "")
         if not address:
@@ -276,7 +284,7 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         interfaces.append(interface)
         if iface.get("type") == "network" and interface.network:
             # No <model>: keep libvm's default rather than guess qemu's per machine type.
-            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio"))
+            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio", ip6=ip6s.get(mac)))
     disks = [
         Disk.trusted(
             path=_attr(disk, "source", "file", ""),

@@ -35,7 +35,7 @@ from .domain import VM
 from .domainxml import DomainSpec
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvirtFailure, LibvmError, NotFound
 from .network import Network
-from .plan import Snapshot, VmPlan, VmRequest, plan_vms
+from .plan import Snapshot, Stale, VmPlan, VmRequest, plan_vms
 from .reservations import NetworkState
 from .storage import Pool, Volume
 from .values import Disk, Reservation
@@ -133,7 +133,7 @@ class Provisioner:
             journal = Journal(self._live)
             try:
                 return self._create(orders, journal, done)
-            except _LostRace as lost:
+            except (_LostRace, Stale) as lost:
                 journal.rollback()
                 if attempt == _ALLOCATION_ATTEMPTS:
                     raise lost.conflict from None
@@ -263,6 +263,12 @@ class Provisioner:
                     if nic.allocated:
                         raise _LostRace(exc) from exc
                     raise
+            if nic.reservation6 is not None:
+                host6 = nic.reservation6
+                journal.run(f"reservation {host6} on network {net.name!r}",
+                            functools.partial(net.update_host, state, _live.ADD, host6, "reserving"),
+                            functools.partial(_release, self._live, net.name, host6),
+                            refused=(AddressConflict, InvalidSpec))
             if nic.dns is not None:
                 journal.run(f"DNS entry {nic.dns.ip} on network {net.name!r}",
                             functools.partial(net.update_dns, _live.ADD, nic.dns, state.flags),

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import netaddr
 
@@ -129,6 +129,13 @@ class Nic:
     same address always gets the same MAC. ``dns=True`` also puts the hostname
     (``hostname``, else the VM's name) in the network's DNS, so the network's
     dnsmasq resolves it to ``ip``.
+
+    ``ip6`` gives the NIC an IPv6 address too (dual stack), on a network with
+    an IPv6 subnet: an address, ``"auto"`` (the next free one), or ``None``
+    (none). libvirt binds an IPv6 address to a DHCPv6 client's hostname, not to
+    a MAC, so the reservation carries the NIC's hostname (``hostname``, else
+    the VM's name); a guest created with ``CloudInit(static_network=True)``
+    gets the address pinned in its network-config instead of asking DHCPv6.
     """
 
     network: str
@@ -137,6 +144,7 @@ class Nic:
     model: str = "virtio"
     hostname: str | None = None
     dns: bool = False
+    ip6: netaddr.IPAddress | Literal["auto"] | None = None
 
     def __init__(
         self,
@@ -146,6 +154,7 @@ class Nic:
         model: str = "virtio",
         hostname: str | None = None,
         dns: bool = False,
+        ip6: IpLike | Literal["auto"] | None = None,
     ) -> None:
         check_name(network, "nic.network")
         if not isinstance(model, str) or model not in NIC_MODELS:
@@ -160,9 +169,20 @@ class Nic:
         _set(self, "model", model)
         _set(self, "hostname", None if hostname is None else check_hostname(hostname, "nic.hostname"))
         _set(self, "dns", check_bool(dns, "nic.dns"))
+        if addr is not None and addr.version != 4:
+            raise InvalidSpec("nic.ip", str(addr), "an IPv4 address (libvirt binds a MAC to IPv4 only); "
+                                                    "give the IPv6 address as ip6=")
+        if ip6 is None or ip6 == "auto":
+            _set(self, "ip6", ip6)
+        else:
+            six = parse_ip(ip6, "nic.ip6")
+            if six.version != 6:
+                raise InvalidSpec("nic.ip6", str(six), "an IPv6 address, \"auto\" or None")
+            _set(self, "ip6", six)
 
     @classmethod
-    def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None) -> Nic:
+    def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None,
+                ip6: str | None = None) -> Nic:
         """Build from values libvirt already validated (its own XML), skipping the checks.
 
         Any ``model`` libvirt knows is kept (``ne2k_pci``...), not only :data:`NIC_MODELS`.
@@ -170,6 +190,7 @@ class Nic:
         return _trusted(
             cls, network=network, ip=None if ip is None else netaddr.IPAddress(ip),
             mac=netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded), model=model, hostname=hostname, dns=False,
+            ip6=None if ip6 is None else netaddr.IPAddress(ip6),
         )
 
 

@@ -90,10 +90,12 @@ def test_ensure_network_compares_ipv6_part(hv: libvm.Hypervisor, dual: libvm.Net
     assert info.value.field == "subnet6"
 
 
-def test_create_vm_refuses_ipv6_nic(hv: libvm.Hypervisor, dual: libvm.Network) -> None:
+def test_an_ipv6_address_as_the_nics_ip_is_refused_pointing_at_ip6(hv: libvm.Hypervisor,
+                                                                   dual: libvm.Network) -> None:
     before = canonical(dual.xml())
     with pytest.raises(InvalidSpec) as info:
         hv.create_vm("v6vm", nics=[libvm.Nic("dual", ip="fd00:160::9")], virt_type="qemu")
-    assert info.value.field == "nics[0].ip"
+    assert info.value.field == "nic.ip"
+    assert "ip6=" in info.value.reason
     assert canonical(dual.xml()) == before
     assert "v6vm" not in [vm.name for vm in hv.vms()]
