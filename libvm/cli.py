@@ -30,7 +30,8 @@ from .domain import VM
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .hypervisor import Hypervisor, connect
 from .network import Network
-from .values import Disk, Lease, Nic, Reservation
+from .values import Disk, Lease, Nic, Reservation, lease_of
+from .views import Table, cell
 
 __all__ = ["EXIT_CODES", "JsonEncoder", "build_parser", "exit_code", "main", "print_table"]
 
@@ -79,27 +80,12 @@ class JsonEncoder(json.JSONEncoder):
         return super().default(o)
 
 
-def _cell(value: object) -> str:
-    if value is None or value == []:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(_cell(item) for item in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, netaddr.EUI):
-        return format_mac(value)
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
 def print_table(columns: Sequence[Column], records: Sequence[Record]) -> None:
-    """Print ``records`` as aligned columns under upper-case headers; ``-`` for nothing."""
-    rows = [[header.upper() for header, _ in columns]]
-    rows += [[_cell(get(record)) for _, get in columns] for record in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    for row in rows:
-        print("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
+    """Print ``records`` as aligned columns under upper-case headers (``-`` for nothing), as
+    :class:`libvm.Table` renders them; only the headers when there is none."""
+    table = Table(tuple(header.upper() for header, _ in columns),
+                  tuple(tuple(cell(get(record)) for _, get in columns) for record in records))
+    print(table.text(empty=""))
 
 
 def _show(args: argparse.Namespace, data: Record | list[Record], columns: Sequence[Column]) -> None:
@@ -181,9 +167,7 @@ class _Leases:
                 self._by_network[nic.network] = self._hv.network(nic.network).leases()
             except NotFound:
                 self._by_network[nic.network] = []
-        mine = [lease for lease in self._by_network[nic.network] if lease.mac == nic.mac]
-        preferred = [lease for lease in mine if lease.ip == nic.ip] or mine
-        return preferred[0] if preferred else None
+        return lease_of(nic.mac, nic.ip, self._by_network[nic.network])
 
 
 def _vm_record(vm: VM, leases: _Leases) -> Record:
@@ -231,10 +215,8 @@ def net_reserve_many(hv: Hypervisor, args: argparse.Namespace) -> None:
     lines, hosts = _host_lines(args.file)
     try:
         done = hv.network(args.network).reserve_many(hosts, restart_idle=not args.no_restart)
-    except InvalidSpec as exc:  # hosts[i] is line lines[i] of the file: say so
-        raise InvalidSpec(_at_line(exc.field or "", args.file, lines), exc.value, exc.reason) from None
-    except AddressConflict as exc:
-        raise type(exc)(_at_line(str(exc), args.file, lines), other=exc.other) from None
+    except (InvalidSpec, AddressConflict) as exc:  # hosts[i] is line lines[i] of the file: say so
+        raise exc.relocated(lambda text: _at_line(text, args.file, lines)) from exc
     _show(args, [_reservation_record(args.network, res) for res in done], RESERVATION_COLUMNS)
 
 

@@ -159,7 +159,7 @@ def test_subnet_must_be_a_string_or_ipnetwork(value: object) -> None:
 @pytest.mark.parametrize("value", ["", " ", "a/b", "tab\there", 5, None])
 def test_check_name(value: object) -> None:
     with pytest.raises(InvalidSpec):
-        check_name(value, "nic.network")  # type: ignore[arg-type]
+        check_name(value, "nic.network")
 
 
 def test_next_free_steps_over_a_run_of_used_addresses_into_and_out_of_the_range() -> None:
