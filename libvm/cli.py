@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import operator
 import os
 import re
 import sys
@@ -114,15 +115,16 @@ def _network_record(net: Network) -> Record:
     }
 
 
+def _columns(*keys: str) -> list[Column]:
+    """A column per record key, headed by the key (``client_id`` as ``client id``)."""
+    return [(key.replace("_", " "), operator.itemgetter(key)) for key in keys]
+
+
 NETWORK_COLUMNS: list[Column] = [
-    ("name", lambda r: r["name"]),
-    ("active", lambda r: r["active"]),
-    ("persistent", lambda r: r["persistent"]),
-    ("forward", lambda r: r["forward"]),
-    ("bridge", lambda r: r["bridge"]),
-    ("subnet", lambda r: r["subnets"]),
+    *_columns("name", "active", "persistent", "forward", "bridge"),
+    ("subnet", operator.itemgetter("subnets")),
     ("dhcp range", lambda r: [f"{start}-{end}" for start, end in r["dhcp_ranges"]]),
-    ("reservations", lambda r: r["reservations"]),
+    *_columns("reservations"),
 ]
 
 
@@ -131,10 +133,9 @@ def _reservation_record(network: str, res: Reservation) -> Record:
 
 
 RESERVATION_COLUMNS: list[Column] = [
-    ("network", lambda r: r["network"]),
+    *_columns("network"),
     ("mac", lambda r: r["mac"] if r["mac"] is not None else r["client_id"]),
-    ("ip", lambda r: r["ip"]),
-    ("hostname", lambda r: r["hostname"]),
+    *_columns("ip", "hostname"),
 ]
 
 
@@ -144,12 +145,9 @@ def _lease_record(network: str, lease: Lease) -> Record:
 
 
 LEASE_COLUMNS: list[Column] = [
-    ("network", lambda r: r["network"]),
-    ("mac", lambda r: r["mac"]),
-    ("ip", lambda r: r["ip"]),
-    ("hostname", lambda r: r["hostname"]),
-    ("expires (utc)", lambda r: r["expires"]),
-    ("client id", lambda r: r["client_id"]),
+    *_columns("network", "mac", "ip", "hostname"),
+    ("expires (utc)", operator.itemgetter("expires")),
+    *_columns("client_id"),
 ]
 
 
@@ -179,14 +177,17 @@ def _vm_record(vm: VM, leases: _Leases) -> Record:
     return {"name": vm.name, "state": str(vm.state), "macs": vm.macs, "nics": nics}
 
 
+def _of_nics(key: str) -> Callable[[Record], object]:
+    """Every NIC's ``key`` that is set."""
+    return lambda r: [nic[key] for nic in r["nics"] if nic[key] is not None]
+
+
 VM_COLUMNS: list[Column] = [
-    ("name", lambda r: r["name"]),
-    ("state", lambda r: r["state"]),
-    ("macs", lambda r: r["macs"]),
-    ("networks", lambda r: [nic["network"] for nic in r["nics"]]),
-    ("reserved ip", lambda r: [nic["ip"] for nic in r["nics"] if nic["ip"] is not None]),
-    ("leased ip", lambda r: [nic["leased_ip"] for nic in r["nics"] if nic["leased_ip"] is not None]),
-    ("hostname", lambda r: [nic["hostname"] for nic in r["nics"] if nic["hostname"] is not None]),
+    *_columns("name", "state", "macs"),
+    ("networks", _of_nics("network")),
+    ("reserved ip", _of_nics("ip")),
+    ("leased ip", _of_nics("leased_ip")),
+    ("hostname", _of_nics("hostname")),
 ]
 
 
