@@ -15,6 +15,7 @@ from lxml import etree
 from . import _xml
 from .errors import InvalidSpec
 from .units import parse_size as parse_size  # kept importable from here
+from .units import unit_bytes
 
 VOLUME_FORMATS = ("qcow2", "raw", "iso")
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
@@ -91,7 +92,4 @@ def _bytes(root: etree._Element, tag: str) -> int:
     element = root.find(tag)
     if element is None or not (element.text or "").strip().isdigit():
         return 0
-    unit = element.get("unit", "bytes").lower()
-    factor = {"b": 1, "bytes": 1, "kib": 2**10, "k": 2**10, "mib": 2**20, "m": 2**20,
-              "gib": 2**30, "g": 2**30, "tib": 2**40, "t": 2**40}.get(unit, 1)
-    return int((element.text or "0").strip()) * factor
+    return int((element.text or "0").strip()) * unit_bytes(element.get("unit", "bytes"), 1)

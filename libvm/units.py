@@ -1,8 +1,10 @@
-"""Sizes with binary units: memory in MiB (``"256MiB"``, ``"1G"``) and disk sizes in bytes (``"10GiB"``).
+"""Sizes with units: memory in MiB (``"256MiB"``, ``"1G"``), disk sizes in bytes (``"10GiB"``),
+and the ``unit`` attributes of libvirt's XML.
 
-Pure code: one parser, :func:`parse_amount`, behind both. A string is ASCII digits
-with an optional unit ``K``, ``M``, ``G`` or ``T`` (powers of 1024, as libvirt
-and qemu count; ``i`` and ``B`` are optional, case and spaces around it are
+Pure code: one table of units, :data:`UNIT_BYTES`, and one parser,
+:func:`parse_amount`, behind both kinds of size. A string is ASCII digits with
+an optional unit ``K``, ``M``, ``G`` or ``T`` (powers of 1024, as libvirt and
+qemu count; ``i`` and ``B`` are optional, case and spaces around it are
 ignored); a bare number counts the caller's unit. A bad value raises
 :class:`libvm.InvalidSpec` naming the field.
 """
@@ -14,7 +16,13 @@ import re
 from .errors import InvalidSpec
 
 _AMOUNT = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
-_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+#: Bytes per unit, by libvirt's names for them in lower case (``<memory unit='KiB'>``,
+#: ``<capacity unit='bytes'>``): ``k``, ``KiB`` are powers of 1024, ``KB`` of 1000.
+UNIT_BYTES: dict[str, int] = {"b": 1, "bytes": 1} | {
+    name: size
+    for power, letter in enumerate("kmgtpe", 1)
+    for name, size in ((letter, 1024**power), (f"{letter}ib", 1024**power), (f"{letter}b", 1000**power))
+}
 MIB = 2**20
 #: 16 TiB: more than any qemu guest here can have; a bigger number is a typo.
 MAX_MEMORY_MIB = 16 * 1024 * 1024
@@ -43,7 +51,7 @@ def parse_amount(value: object, field: str, unit: int, unit_name: str, example: 
         if suffix == "B" and unit != 1:
             raise InvalidSpec(field, value, f"bytes: say {example} (or give {unit_name} as an int)")
         return number
-    amount, rest = divmod(number << _SHIFTS[prefix], unit)
+    amount, rest = divmod(number * UNIT_BYTES[prefix.lower()], unit)
     if rest:
         raise InvalidSpec(field, value, f"not a whole number of {unit_name}")
     return amount
@@ -63,3 +71,8 @@ def parse_size(value: object, field: str) -> int:
     if not 1 <= size <= MAX_SIZE_BYTES:
         raise InvalidSpec(field, value, "from 1 byte to 1 PiB")
     return size
+
+
+def unit_bytes(unit: str, default: int) -> int:
+    """Bytes per ``unit`` as libvirt's XML names it (any case); ``default`` for a unit libvirt does not have."""
+    return UNIT_BYTES.get(unit.lower(), default)

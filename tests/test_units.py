@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from libvm import InvalidSpec, addressing, storagexml
-from libvm.units import MAX_SIZE_BYTES, parse_amount, parse_memory, parse_size
+from libvm.units import MAX_SIZE_BYTES, parse_amount, parse_memory, parse_size, unit_bytes
 
 
 @pytest.mark.parametrize(("value", "mib"), [(256, 256), ("256MiB", 256), ("256M", 256), ("1G", 1024),
@@ -39,3 +39,21 @@ def test_one_parser_behind_both() -> None:
         parse_amount("1K", "f", 1 << 20, "MiB", "'1G'")
     # The old homes of both parsers name the same functions, not copies.
     assert addressing.parse_memory is parse_memory and storagexml.parse_size is parse_size
+
+
+@pytest.mark.parametrize(("unit", "size"), [("bytes", 1), ("B", 1), ("KiB", 1024), ("k", 1024), ("KB", 1000),
+                                            ("MiB", 1 << 20), ("MB", 10**6), ("G", 1 << 30), ("TiB", 1 << 40),
+                                            ("PB", 10**15), ("EiB", 1 << 60)])
+def test_libvirt_units(unit: str, size: int) -> None:
+    assert unit_bytes(unit, 0) == size
+
+
+def test_an_unknown_unit_gets_the_callers_default() -> None:
+    assert unit_bytes("furlongs", 7) == 7
+
+
+def test_volume_sizes_are_read_with_the_same_units() -> None:
+    xml = ("<volume><name>v</name><capacity unit='KB'>3</capacity><allocation unit='KiB'>2</allocation>"
+           "<target><path>/p/v</path></target></volume>")
+    info = storagexml.read_volume(xml)
+    assert (info.capacity, info.allocation) == (3000, 2048)
