@@ -151,6 +151,11 @@ def _join_cells(res: Reservation | None, lease: Lease | None) -> tuple[str, str,
             cell(lease.ip if lease is not None else None), cell(lease.expires if lease is not None else None))
 
 
+def count(number: int, noun: str) -> str:
+    """``1 VM``, ``3 VMs``: a table's caption."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def cell(value: object) -> str:
     """How a table shows a value: :data:`MISSING` for nothing (``None``, ``""``, an empty list),
     a list comma-joined, ``yes``/``no``, a MAC as libvirt writes it, a time in UTC."""
@@ -225,7 +230,7 @@ class RenderedList(list[R], Rendered):
 
     def table(self) -> Table:
         rows = type(self[0]).rows_of(self) if self else []
-        return Table(self.columns, tuple(rows), f"{len(self)} {self.noun}{'' if len(self) == 1 else 's'}")
+        return Table(self.columns, tuple(rows), count(len(self), self.noun))
 
 
 class VMList(RenderedList["VM"]):
@@ -248,11 +253,11 @@ class ReservationList(list[Reservation], Rendered):
     """The reservations of :meth:`Network.reservations`: a list that renders as a table."""
 
     def table(self) -> Table:
-        return reservation_table(self, f"{len(self)} reservation{'' if len(self) == 1 else 's'}")
+        return reservation_table(self, count(len(self), "reservation"))
 
 
 class LeaseList(list[Lease], Rendered):
     """The leases of :meth:`Network.leases`: a list that renders as a table."""
 
     def table(self) -> Table:
-        return lease_table(self, f"{len(self)} lease{'' if len(self) == 1 else 's'}")
+        return lease_table(self, count(len(self), "lease"))
