@@ -604,6 +604,10 @@ def sigint_deferred() -> Iterator[None]:
 # What libvm.domain asks of a libvirt domain, each call wrapped once here so
 # that no other module needs libvirt's names.
 
+#: The storage handles, for storage.py's annotations (the others are with the network verbs above).
+PoolHandle: TypeAlias = libvirt.virStoragePool
+VolumeHandle: TypeAlias = libvirt.virStorageVol
+
 #: libvirt's domain state codes (``virDomainState``) by the name ``libvm.VMState`` gives each.
 DOMAIN_STATES = {
     "NOSTATE": libvirt.VIR_DOMAIN_NOSTATE,
