@@ -21,6 +21,32 @@ FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFE
 SECTION = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
 ADD = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
 
+#: The tiny test guest as raw libvirt-python defines it: the devices libvm's XML has, one NIC.
+DOMAIN_XML = """<domain type="qemu">
+  <name>{name}</name>
+  <memory unit="MiB">256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch="x86_64">hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <interface type="network">
+      <mac address="{mac}"/>
+      <source network="{network}"/>
+      <model type="virtio"/>
+    </interface>
+    <serial type="pty"><target port="0"/></serial>
+    <memballoon model="virtio"/>
+  </devices>
+</domain>"""
+
 
 @contextlib.contextmanager
 def daemon() -> Iterator[str]:

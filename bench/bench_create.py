@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 import libvirt
-from _common import FLAGS, SECTION, cleanup, daemon, size, wants_help
+from _common import DOMAIN_XML, FLAGS, SECTION, cleanup, daemon, size, wants_help
 
 import libvm
 from libvm.testing import GuestImage, build_guest
@@ -41,30 +41,6 @@ NETWORK = "libvmtest-bench-create"
 PREFIX = "libvmtest-bc-"
 ROUNDS = 3
 
-DOMAIN_XML = """<domain type="qemu">
-  <name>{name}</name>
-  <memory unit="MiB">256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch="x86_64">hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <interface type="network">
-      <mac address="{mac}"/>
-      <source network="{network}"/>
-      <model type="virtio"/>
-    </interface>
-    <serial type="pty"><target port="0"/></serial>
-    <memballoon model="virtio"/>
-  </devices>
-</domain>"""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import libvm
-from tests.conftest import runtime_imports
 
 
 def test_all_lists_every_public_name() -> None:
@@ -58,18 +56,3 @@ def test_state_and_support_errors_are_public_and_the_boundary_raises_those() -> 
 
     assert _live.InvalidState is libvm.InvalidState and _live.Unsupported is libvm.Unsupported
     assert "InvalidState" in libvm.__all__ and "Unsupported" in libvm.__all__
-
-
-#: Modules that still import libvirt themselves, owned elsewhere and moving behind libvm/_live.py
-#: (issue 14); the list may only shrink.
-NOT_YET_BEHIND_THE_BOUNDARY = {"hypervisor.py", "network.py", "provision.py", "storage.py"}
-
-
-def test_libvirt_is_imported_only_at_the_boundary() -> None:
-    package = Path(libvm.__file__).parent
-    importers = set()
-    for path in package.glob("*.py"):
-        if "libvirt" in runtime_imports(ast.parse(path.read_text())):
-            importers.add(path.name)
-    assert "_live.py" in importers
-    assert importers - {"_live.py"} <= NOT_YET_BEHIND_THE_BOUNDARY
