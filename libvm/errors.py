@@ -167,8 +167,9 @@ class Unsupported(LibvirtFailure):
 
 class DnsmasqFailure(LibvmError):
     """A DHCP lease could not be released: the daemon is on another host, the
-    network's dnsmasq is not visible here, ``dhcp_release`` (dnsmasq-utils) is
-    missing or failed, or dnsmasq kept the lease. The lease expires by itself."""
+    network's dnsmasq is not visible here, or ``dhcp_release`` (dnsmasq-utils) is
+    missing or failed. The lease expires by itself. (A release dnsmasq does not
+    act on within 5 s is a :class:`WaitTimeout`.)"""
 
 
 class LockFailure(LibvmError):
