@@ -27,11 +27,11 @@ from typing import Any, NoReturn
 import netaddr
 
 from .addressing import format_mac
-from .domain import VM
+from .domain import VM, NicFacts
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .hypervisor import Hypervisor, connect
 from .network import Network
-from .values import Disk, Lease, Nic, Reservation, lease_of
+from .values import Disk, Lease, Nic, Reservation
 from .views import Table, cell
 
 __all__ = ["EXIT_CODES", "JsonEncoder", "build_parser", "exit_code", "main", "print_table"]
@@ -151,30 +151,19 @@ LEASE_COLUMNS: list[Column] = [
 ]
 
 
-class _Leases:
-    """Each network's leases, read once per command."""
-
-    def __init__(self, hv: Hypervisor) -> None:
-        self._hv = hv
-        self._by_network: dict[str, list[Lease]] = {}
-
-    def of(self, nic: Nic) -> Lease | None:
-        """``nic``'s lease, the one on its reserved address if it holds several."""
-        if nic.network not in self._by_network:
-            try:
-                self._by_network[nic.network] = self._hv.network(nic.network).leases()
-            except NotFound:
-                self._by_network[nic.network] = []
-        return lease_of(nic.mac, nic.ip, self._by_network[nic.network])
-
-
-def _vm_record(vm: VM, leases: _Leases) -> Record:
+def _vm_record(vm: VM, facts: NicFacts) -> Record:
+    """The VM and its NICs on libvirt networks, from one reading of its definition."""
+    state, interfaces = vm.state, vm.document().interfaces
     nics = []
-    for nic in vm.nics:
-        lease = leases.of(nic)
-        nics.append({"network": nic.network, "mac": nic.mac, "model": nic.model, "ip": nic.ip,
-                     "hostname": nic.hostname, "leased_ip": lease.ip if lease else None})
-    return {"name": vm.name, "state": str(vm.state), "macs": vm.macs, "nics": nics}
+    for interface in interfaces:
+        if interface.network is None:
+            continue
+        reservation, lease = facts.of(vm, interface)
+        nics.append({"network": interface.network, "mac": interface.mac, "model": interface.model or "virtio",
+                     "ip": reservation.ip if reservation else None,
+                     "hostname": reservation.hostname if reservation else None,
+                     "leased_ip": lease.ip if lease else None})
+    return {"name": vm.name, "state": str(state), "macs": [interface.mac for interface in interfaces], "nics": nics}
 
 
 def _of_nics(key: str) -> Callable[[Record], object]:
@@ -270,8 +259,8 @@ def net_leases(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm vm list"""
-    leases = _Leases(hv)
-    _show(args, [_vm_record(vm, leases) for vm in hv.vms()], VM_COLUMNS)
+    facts = NicFacts()
+    _show(args, [_vm_record(vm, facts) for vm in hv.vms()], VM_COLUMNS)
 
 
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -288,7 +277,7 @@ def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
         virt_type=args.virt_type,
         start=args.start,
     )
-    _show(args, _vm_record(vm, _Leases(hv)), VM_COLUMNS)
+    _show(args, _vm_record(vm, NicFacts()), VM_COLUMNS)
 
 
 def vm_wait_ip(hv: Hypervisor, args: argparse.Namespace) -> None:

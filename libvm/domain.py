@@ -15,7 +15,7 @@ import netaddr
 
 from . import _live
 from ._live import DomainHandle, InvalidState, Live
-from .domainxml import DomainDoc, DomainSpec, read_domain
+from .domainxml import DomainDoc, DomainSpec, Interface, read_domain
 from .errors import AddressMismatch, DomainStopped, InvalidSpec, NotFound, NothingToWaitFor, WaitTimeout
 from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, reservation_of
 from .views import NicRow, Rendered, Table, vm_table
@@ -385,20 +385,34 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
                          min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
+class NicFacts:
+    """What tables and listings show of many VMs' NICs: each network's reservations and
+    leases, read once however many VMs and NICs are on it."""
+
+    def __init__(self) -> None:
+        self._networks: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
+
+    def of(self, vm: VM, interface: Interface) -> tuple[Reservation | None, Lease | None]:
+        """``interface``'s reservation and lease (the one on its reserved address if it holds several)."""
+        if interface.network is None:
+            return None, None
+        key = (id(vm._live), interface.network)
+        if key not in self._networks:
+            try:
+                net = _network(vm._live, interface.network)
+                self._networks[key] = (net.reservations(), net.leases())
+            except NotFound:
+                self._networks[key] = None
+        known = self._networks[key]
+        if known is None:
+            return None, None
+        reservation = reservation_of(interface.mac, known[0])
+        return reservation, lease_of(interface.mac, reservation.ip if reservation else None, known[1])
+
+
 def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
     """A table row per NIC of each VM, reading each network's reservations and leases once."""
-    cache: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
-
-    def facts(vm: VM, network: str) -> tuple[list[Reservation], list[Lease]] | None:
-        key = (id(vm._live), network)
-        if key not in cache:
-            try:
-                net = _network(vm._live, network)
-                cache[key] = (net.reservations(), net.leases())
-            except NotFound:
-                cache[key] = None
-        return cache[key]
-
+    facts = NicFacts()
     rows = []
     for vm in vms:
         state = vm.state
@@ -409,11 +423,8 @@ def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
         if not interfaces:
             rows.append(NicRow(vm.name, str(state), None, None, None, None))
         for index, interface in enumerate(interfaces):
-            known = facts(vm, interface.network) if interface.network is not None else None
-            reservation = reservation_of(interface.mac, known[0]) if known else None
-            lease = lease_of(interface.mac, reservation.ip if reservation else None, known[1]) if known else None
             rows.append(NicRow(vm.name if index == 0 else "", str(state) if index == 0 else "",
-                               interface.network, interface.mac, reservation, lease))
+                               interface.network, interface.mac, *facts.of(vm, interface)))
     return rows
 
 
