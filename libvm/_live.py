@@ -36,6 +36,8 @@ from .errors import (
     LibvmError,
     NotFound,
 )
+from .errors import InvalidState as InvalidState  # defined there, raised here: kept importable from here
+from .errors import Unsupported as Unsupported
 from .values import Lease
 
 log = logging.getLogger("libvm")
@@ -48,16 +50,6 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_STORAGE_POOL,
 }
 _EXISTS = {libvirt.VIR_ERR_DOM_EXIST, getattr(libvirt, "VIR_ERR_NETWORK_EXIST", -1)}
-
-
-class InvalidState(LibvirtFailure):
-    """libvirt refused because of the object's state (``VIR_ERR_OPERATION_INVALID``):
-    a domain that is not running, a ``<host>`` entry that is already there."""
-
-
-class Unsupported(LibvirtFailure):
-    """The driver does not support the call or a flag of it (``VIR_ERR_NO_SUPPORT``,
-    ``VIR_ERR_INVALID_ARG`` for flags such as ``VIR_DOMAIN_UNDEFINE_NVRAM`` on ``test:///``)."""
 
 
 def convert(exc: libvirt.libvirtError, what: str) -> LibvmError:
@@ -676,3 +668,77 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
         if caught:
             raise KeyboardInterrupt
+
+
+# -- domain verbs (h-dups) -----------------------------------------------------
+# What libvm.domain asks of a libvirt domain, each call wrapped once here so
+# that no other module needs libvirt's names.
+
+#: The storage handles, for storage.py's annotations (the others are with the network verbs above).
+PoolHandle: TypeAlias = libvirt.virStoragePool
+VolumeHandle: TypeAlias = libvirt.virStorageVol
+
+#: libvirt's domain state codes (``virDomainState``) by the name ``libvm.VMState`` gives each.
+DOMAIN_STATES = {
+    "NOSTATE": libvirt.VIR_DOMAIN_NOSTATE,
+    "RUNNING": libvirt.VIR_DOMAIN_RUNNING,
+    "BLOCKED": libvirt.VIR_DOMAIN_BLOCKED,
+    "PAUSED": libvirt.VIR_DOMAIN_PAUSED,
+    "SHUTDOWN": libvirt.VIR_DOMAIN_SHUTDOWN,
+    "SHUTOFF": libvirt.VIR_DOMAIN_SHUTOFF,
+    "CRASHED": libvirt.VIR_DOMAIN_CRASHED,
+    "PMSUSPENDED": libvirt.VIR_DOMAIN_PMSUSPENDED,
+}
+
+
+def domain_xml(dom: DomainHandle, *, inactive: bool = False) -> str:
+    """The domain's XML (``inactive``: the persistent config)."""
+    with translate(f"domain {dom.name()!r}"):
+        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+
+
+def domain_state(dom: DomainHandle) -> int:
+    """The domain's state code (see :data:`DOMAIN_STATES`); :class:`NotFound` once it is gone."""
+    with translate(f"state of domain {dom.name()!r}"):
+        return int(dom.state()[0])
+
+
+def start_domain(dom: DomainHandle) -> None:
+    """Boot the defined domain."""
+    with translate(f"starting domain {dom.name()!r}"):
+        dom.create()
+
+
+def shutdown_domain(dom: DomainHandle) -> None:
+    """Ask the guest to power off (ACPI power button); :class:`InvalidState` if it does not run."""
+    with translate(f"shutting down domain {dom.name()!r}"):
+        dom.shutdown()
+
+
+def destroy_domain(dom: DomainHandle) -> None:
+    """Power the domain off at once; :class:`InvalidState` if it does not run."""
+    with translate(f"destroying domain {dom.name()!r}"):
+        dom.destroy()
+
+
+def undefine_domain(dom: DomainHandle) -> None:
+    """Remove the domain's definition, its NVRAM and managed save included.
+
+    A UEFI guest made by virt-install cannot be undefined without its NVRAM;
+    drivers without NVRAM support (``test:///``) refuse the flag, so they are
+    asked again without it.
+    """
+    what = f"undefining domain {dom.name()!r}"
+    try:
+        with translate(what):
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    except Unsupported:
+        with translate(what):
+            dom.undefineFlags(0)
+
+
+def delete_volume(live: Live, path: str) -> None:
+    """Delete the storage volume whose file is ``path``; :class:`NotFound` if no pool has it."""
+    volume = live.volume_at(path)
+    with translate(f"deleting volume {path}"):
+        volume.delete(0)

@@ -14,6 +14,8 @@ from typing import TypeAlias
 import netaddr
 
 from .errors import InvalidSpec, NoFreeAddress
+from .units import MAX_MEMORY_MIB as MAX_MEMORY_MIB  # kept importable from here
+from .units import parse_memory as parse_memory
 
 MacLike: TypeAlias = "str | netaddr.EUI"
 IpLike: TypeAlias = "str | netaddr.IPAddress"
@@ -21,10 +23,6 @@ IpLike: TypeAlias = "str | netaddr.IPAddress"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_MEMORY = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
-#: 16 TiB: more than any qemu guest here can have; a bigger number is a typo.
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-_MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
 def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
@@ -102,19 +100,27 @@ def check_host_ip(ip: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str =
 MAX_NAME_BYTES = 200
 
 
-def check_name(name: str, field: str = "name") -> str:
+def check_name(name: object, field: str = "name", *, lookup: bool = False) -> str:
     """libvirt accepts any name but '/' and control characters; so does libvm.
 
     The name must also be valid UTF-8 (no lone surrogates) and at most
     :data:`MAX_NAME_BYTES` bytes, since libvirt stores the definition in a
-    file named after it.
+    file named after it. ``lookup=True`` checks a name to look up: only what
+    cannot be sent to libvirt (not a string, empty, control characters, not
+    UTF-8) is refused; a name no object can have ('/', too long) is left to
+    libvirt's "not found".
     """
-    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
-        raise InvalidSpec(field, name, "a non-empty name without '/' or control characters")
+    wanted = "the name of a libvirt object" if lookup else "a non-empty name without '/' or control characters"
+    if not isinstance(name, str) or not name or _CONTROL.search(name):
+        raise InvalidSpec(field, name, wanted)
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidSpec(field, name, "not valid Unicode text (a lone surrogate)") from exc
+    if lookup:
+        return name
+    if not name.strip() or "/" in name:
+        raise InvalidSpec(field, name, wanted)
     if size > MAX_NAME_BYTES:
         raise InvalidSpec(field, name, f"longer than {MAX_NAME_BYTES} bytes")
     return name
@@ -154,28 +160,6 @@ def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
     head = bytes([(digest[0] & 0xFC) | 0x02, digest[1]])
     tail = ip.packed if ip.version == 4 else digest[2:6]
     return netaddr.EUI(int.from_bytes(head + tail, "big"), dialect=netaddr.mac_unix_expanded)
-
-
-def parse_memory(value: int | str, field: str = "memory") -> int:
-    """Memory in MiB from an int (MiB) or a string such as ``"256MiB"``, ``"1G"``."""
-    if isinstance(value, bool):
-        raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB'")
-    if isinstance(value, int):
-        mib = value
-    else:
-        match = _MEMORY.match(value) if isinstance(value, str) else None
-        if not match:
-            raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB', '2GiB'")
-        unit = match.group(2).upper()
-        if not unit and match.group(3).upper() == "B":
-            raise InvalidSpec(field, value, "bytes: say '256MiB' (or give MiB as an int)")
-        amount = int(match.group(1)) * _MEMORY_MIB_PER_UNIT[unit]
-        if amount != int(amount):
-            raise InvalidSpec(field, value, "not a whole number of MiB")
-        mib = int(amount)
-    if not 16 <= mib <= MAX_MEMORY_MIB:
-        raise InvalidSpec(field, value, f"from 16 MiB to {MAX_MEMORY_MIB} MiB (16 TiB)")
-    return mib
 
 
 def in_range(ip: netaddr.IPAddress, start: netaddr.IPAddress, end: netaddr.IPAddress) -> bool:

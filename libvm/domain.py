@@ -9,17 +9,19 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import libvirt
 import netaddr
 
-from ._live import InvalidState, Live, Unsupported, translate
-from .addressing import format_mac
-from .domainxml import DomainDoc, DomainSpec, read_domain
-from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
-from .network import Network
-from .values import Lease, Nic, Reservation, check_int
-from .views import NicRow, Rendered, Table, lease_of, reservation_of, vm_table
+from . import _live
+from ._live import DomainHandle, InvalidState, Live
+from .domainxml import DomainDoc, DomainSpec, Interface, read_domain
+from .errors import AddressMismatch, DomainStopped, InvalidSpec, NotFound, NothingToWaitFor, WaitTimeout
+from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, reservation_of
+from .views import NicRow, Rendered, Table, vm_table
+
+if TYPE_CHECKING:
+    from .network import Network
 
 log = logging.getLogger("libvm")
 
@@ -41,16 +43,20 @@ class VMState(str, enum.Enum):
         return self.value
 
 
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: VMState.NOSTATE,
-    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: VMState.BLOCKED,
-    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PMSUSPENDED,
-}
+_STATES = {code: VMState[name] for name, code in _live.DOMAIN_STATES.items()}
+#: The states in which qemu runs for the domain.
+_ALIVE = (VMState.RUNNING, VMState.BLOCKED, VMState.PAUSED, VMState.SHUTDOWN)
+
+
+def _network(live: Live, name: str) -> Network:
+    """The network ``name`` on ``live`` (:class:`NotFound` if there is none).
+
+    The one place this module reaches for :mod:`libvm.network`, imported here:
+    the network module needs nothing from this one, and should never have to.
+    """
+    from .network import Network
+
+    return Network(live, live.network(name))
 
 
 class VM(Rendered):
@@ -59,7 +65,7 @@ class VM(Rendered):
     In Jupyter or IPython it shows as a table: one row per NIC (see :mod:`libvm.views`).
     """
 
-    def __init__(self, live: Live, handle: libvirt.virDomain) -> None:
+    def __init__(self, live: Live, handle: DomainHandle) -> None:
         self._live = live
         self._dom = handle
         self._generation = live.generation
@@ -79,8 +85,13 @@ class VM(Rendered):
         """The VM's NICs: state, MAC, reserved IP, hostname, leased IP and its expiry."""
         return vm_table(nic_rows([self]))
 
+    @classmethod
+    def rows_of(cls, items: Sequence[VM]) -> list[tuple[str, ...]]:
+        """The rows of many VMs' tables, reading each network's reservations and leases once."""
+        return [row.cells() for row in nic_rows(items)]
+
     @property
-    def handle(self) -> libvirt.virDomain:
+    def handle(self) -> DomainHandle:
         """The underlying ``libvirt.virDomain``, for what libvm does not cover.
 
         Looked up again after the connection was re-established (libvirtd restart).
@@ -92,11 +103,7 @@ class VM(Rendered):
 
     def xml(self, inactive: bool = False) -> str:
         """The domain XML as libvirt has it (``inactive``: the persistent config)."""
-        if not isinstance(inactive, bool):
-            raise InvalidSpec("inactive", inactive, "True or False")
-        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        with translate(f"domain {self.name!r}"):
-            return str(self.handle.XMLDesc(flags))
+        return _live.domain_xml(self.handle, inactive=check_bool(inactive, "inactive"))
 
     def document(self) -> DomainDoc:
         """The persistent config read once: its :class:`DomainSpec` and every interface.
@@ -113,8 +120,7 @@ class VM(Rendered):
     def state(self) -> VMState:
         """The current state; ``UNDEFINED`` once the domain is gone."""
         try:
-            with translate(f"state of domain {self.name!r}"):
-                code = self.handle.state()[0]
+            code = _live.domain_state(self.handle)
         except NotFound:
             return VMState.UNDEFINED
         return _STATES.get(code, VMState.NOSTATE)
@@ -122,7 +128,7 @@ class VM(Rendered):
     @property
     def running(self) -> bool:
         """Whether qemu is running for this domain."""
-        return self.state in (VMState.RUNNING, VMState.BLOCKED, VMState.PAUSED, VMState.SHUTDOWN)
+        return self.state in _ALIVE
 
     @property
     def macs(self) -> list[str]:
@@ -136,7 +142,7 @@ class VM(Rendered):
         result = []
         for nic in self.spec().nics:
             try:
-                reservation = Network(self._live, self._live.network(nic.network)).reservation_for(nic.mac)
+                reservation = _network(self._live, nic.network).reservation_for(nic.mac)
             except NotFound:
                 reservation = None
             if reservation is not None:
@@ -160,11 +166,9 @@ class VM(Rendered):
     def _lease(self, nic: Nic) -> Lease | None:
         """``nic``'s lease (the one on its reserved address if it has several)."""
         try:
-            leases = [x for x in Network(self._live, self._live.network(nic.network)).leases() if x.mac == nic.mac]
+            return lease_of(nic.mac, nic.ip, _network(self._live, nic.network).leases())
         except NotFound:
             return None
-        preferred = [x for x in leases if x.ip == nic.ip] or leases
-        return preferred[0] if preferred else None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -172,9 +176,8 @@ class VM(Rendered):
         """Boot the domain (no-op if it runs)."""
         if not self.running:
             # A network that reserve_many is restarting must not lose this guest's port.
-            with self._live.attaching(nic.network for nic in self.spec().nics), \
-                    translate(f"starting domain {self.name!r}"):
-                self.handle.create()
+            with self._live.attaching(nic.network for nic in self.spec().nics):
+                _live.start_domain(self.handle)
 
     def shutdown(self, timeout: float | None = 60.0, *, poll: float = 0.25) -> bool:
         """Ask the guest to power off (ACPI power button) and wait up to ``timeout``
@@ -190,8 +193,8 @@ class VM(Rendered):
         _check_seconds("poll", poll)
         if not self.running:
             return True
-        with contextlib.suppress(InvalidState), translate(f"shutting down domain {self.name!r}"):
-            self.handle.shutdown()  # InvalidState: it stopped meanwhile
+        with contextlib.suppress(InvalidState):  # it stopped meanwhile
+            _live.shutdown_domain(self.handle)
         if timeout is None:
             return True
         deadline = time.monotonic() + timeout
@@ -207,8 +210,7 @@ class VM(Rendered):
         """Power off at once (idempotent)."""
         with contextlib.suppress(NotFound, InvalidState):  # gone, or stopped since the check
             if self.running:
-                with translate(f"destroying domain {self.name!r}"):
-                    self.handle.destroy()
+                _live.destroy_domain(self.handle)
 
     def undefine(self) -> None:
         """Remove the domain's definition (idempotent).
@@ -216,18 +218,8 @@ class VM(Rendered):
         A running domain keeps running, transient (libvirt's rule), and is gone
         once it stops; :meth:`delete` powers it off first.
         """
-        # NVRAM: a UEFI guest made by virt-install cannot be undefined without it.
-        flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-        for attempt in (flags, 0):
-            try:
-                with translate(f"undefining domain {self.name!r}"):
-                    self.handle.undefineFlags(attempt)
-                return
-            except NotFound:
-                return
-            except Unsupported:
-                if not attempt:  # drivers without NVRAM support (test:///) refuse the flag
-                    raise
+        with contextlib.suppress(NotFound):
+            _live.undefine_domain(self.handle)
 
     def delete(self, *, release: bool = True, storage: bool = False) -> None:
         """Destroy, undefine and (``release``) drop its reservations and leases.
@@ -239,9 +231,8 @@ class VM(Rendered):
         image, never a disk given by path. Raises :class:`InvalidSpec` for
         non-bool flags, :class:`LibvirtFailure` if libvirt fails.
         """
-        for flag, value in (("release", release), ("storage", storage)):
-            if not isinstance(value, bool):
-                raise InvalidSpec(flag, value, "True or False")
+        check_bool(release, "release")
+        check_bool(storage, "storage")
         exists = self.state is not VMState.UNDEFINED
         nics = self.nics if exists else []
         owned = self.spec().volumes if exists and storage else ()
@@ -249,8 +240,7 @@ class VM(Rendered):
         self.undefine()
         for path in owned:
             try:
-                with translate(f"deleting volume {path}"):
-                    self._live.volume_at(path).delete(0)
+                _live.delete_volume(self._live, path)
                 log.info("deleted volume %s of domain %s", path, self.name)
             except NotFound:
                 log.warning("volume %s of domain %s is in no storage pool any more (pool deleted?); "
@@ -258,7 +248,7 @@ class VM(Rendered):
         if release:
             for nic in nics:
                 with contextlib.suppress(NotFound):  # the network went first
-                    Network(self._live, self._live.network(nic.network)).forget(nic.mac)
+                    _network(self._live, nic.network).forget(nic.mac)
         log.info("deleted domain %s", self.name)
 
     # -- addresses ---------------------------------------------------------------
@@ -271,7 +261,9 @@ class VM(Rendered):
         DHCP client-id already seen from another running VM's MAC raises
         :class:`ClientIdShared` (cloned images share one lease).
         Raises :class:`WaitTimeout` if the guest has not obtained all its
-        addresses in ``timeout`` seconds, or :class:`LibvmError` if it stops.
+        addresses in ``timeout`` seconds, :class:`DomainStopped` if it stops,
+        :class:`NothingToWaitFor` if it has no interface on a libvirt network or
+        takes no lease (``CloudInit(static_network=True)``).
         """
         return wait_for_leases([self], timeout, poll)[self.name]
 
@@ -294,8 +286,9 @@ class VM(Rendered):
 
         Raises :class:`WaitTimeout` naming the stage that did not finish and what
         was seen (no lease; connection refused; no banner; another banner),
-        :class:`AddressMismatch` as :meth:`wait_for_ip` does, :class:`InvalidSpec`
-        for bad arguments.
+        :class:`AddressMismatch` as :meth:`wait_for_ip` does, :class:`DomainStopped`
+        if the guest stops, :class:`NothingToWaitFor` for a static guest without
+        a reserved address, :class:`InvalidSpec` for bad arguments.
         """
         _check_seconds("timeout", timeout)
         _check_seconds("poll", poll)
@@ -304,7 +297,8 @@ class VM(Rendered):
         if self.spec().static_network:  # no lease to wait for: probe the reserved address
             reserved = next((nic.ip for nic in self.nics if nic.ip is not None), None)
             if reserved is None:
-                raise LibvmError(f"domain {self.name!r} has no reserved address to probe")
+                raise NothingToWaitFor(f"domain {self.name!r} sets its addresses itself (cloud-init "
+                                       f"static_network) and has no reserved address to probe", domain=self.name)
             ip = reserved
         else:
             try:
@@ -320,8 +314,10 @@ class VM(Rendered):
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}): no 'SSH-' banner "
                                   f"after {timeout:g} s; last attempt: {seen}")
-            if not self.running:
-                raise LibvmError(f"domain {self.name!r} is {self.state} while waiting for SSH on {ip}:{port}")
+            state = self.state
+            if state not in _ALIVE:
+                raise DomainStopped(f"domain {self.name!r} is {state} while waiting for SSH on {ip}:{port}",
+                                    domain=self.name, state=str(state))
             time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
@@ -339,16 +335,16 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
     networks: dict[tuple[int, str], Network] = {}
     for vm in vms:
         if vm.document().spec.static_network:
-            raise LibvmError(f"domain {vm.name!r} sets its addresses itself (cloud-init static_network): "
-                             f"there is no DHCP lease to wait for; use wait_for_ssh()")
+            raise NothingToWaitFor(f"domain {vm.name!r} sets its addresses itself (cloud-init static_network): "
+                                   f"there is no DHCP lease to wait for; use wait_for_ssh()", domain=vm.name)
         nics = vm.nics
         if not nics:
-            raise LibvmError(f"domain {vm.name!r} has no interface on a libvirt network")
+            raise NothingToWaitFor(f"domain {vm.name!r} has no interface on a libvirt network", domain=vm.name)
         pending[vm.name] = (vm, nics)
         for nic in nics:
             key = (id(vm._live), nic.network)
             if key not in networks:
-                networks[key] = Network(vm._live, vm._live.network(nic.network))
+                networks[key] = _network(vm._live, nic.network)
     deadline = time.monotonic() + timeout
     found: dict[str, dict[str, netaddr.IPAddress]] = {name: {} for name in pending}
     while True:
@@ -361,7 +357,7 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
                 mac = str(nic.mac)
                 if mac in found[name]:
                     continue
-                lease = lease_of(format_mac(nic.mac), nic.ip, leases[(id(vm._live), nic.network)])
+                lease = lease_of(nic.mac, nic.ip, leases[(id(vm._live), nic.network)])
                 if lease is None:
                     continue
                 if nic.ip is not None and lease.ip != nic.ip:
@@ -375,8 +371,10 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
         if not pending:
             return found
         for vm, _ in pending.values():
-            if not vm.running:
-                raise LibvmError(f"domain {vm.name!r} is {vm.state} before all NICs got an address")
+            state = vm.state
+            if state not in _ALIVE:
+                raise DomainStopped(f"domain {vm.name!r} is {state} before all NICs got an address",
+                                    domain=vm.name, state=str(state))
         if time.monotonic() > deadline:
             missing = "; ".join(
                 f"domain {name!r}: no lease for " + ", ".join(str(n.mac) for n in nics if str(n.mac) not in found[name])
@@ -387,20 +385,34 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
                          min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
+class NicFacts:
+    """What tables and listings show of many VMs' NICs: each network's reservations and
+    leases, read once however many VMs and NICs are on it."""
+
+    def __init__(self) -> None:
+        self._networks: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
+
+    def of(self, vm: VM, interface: Interface) -> tuple[Reservation | None, Lease | None]:
+        """``interface``'s reservation and lease (the one on its reserved address if it holds several)."""
+        if interface.network is None:
+            return None, None
+        key = (id(vm._live), interface.network)
+        if key not in self._networks:
+            try:
+                net = _network(vm._live, interface.network)
+                self._networks[key] = (net.reservations(), net.leases())
+            except NotFound:
+                self._networks[key] = None
+        known = self._networks[key]
+        if known is None:
+            return None, None
+        reservation = reservation_of(interface.mac, known[0])
+        return reservation, lease_of(interface.mac, reservation.ip if reservation else None, known[1])
+
+
 def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
     """A table row per NIC of each VM, reading each network's reservations and leases once."""
-    cache: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
-
-    def facts(vm: VM, network: str) -> tuple[list[Reservation], list[Lease]] | None:
-        key = (id(vm._live), network)
-        if key not in cache:
-            try:
-                net = Network(vm._live, vm._live.network(network))
-                cache[key] = (net.reservations(), net.leases())
-            except NotFound:
-                cache[key] = None
-        return cache[key]
-
+    facts = NicFacts()
     rows = []
     for vm in vms:
         state = vm.state
@@ -411,11 +423,8 @@ def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
         if not interfaces:
             rows.append(NicRow(vm.name, str(state), None, None, None, None))
         for index, interface in enumerate(interfaces):
-            known = facts(vm, interface.network) if interface.network is not None else None
-            reservation = reservation_of(interface.mac, known[0]) if known else None
-            lease = lease_of(interface.mac, reservation.ip if reservation else None, known[1]) if known else None
             rows.append(NicRow(vm.name if index == 0 else "", str(state) if index == 0 else "",
-                               interface.network, interface.mac, reservation, lease))
+                               interface.network, interface.mac, *facts.of(vm, interface)))
     return rows
 
 

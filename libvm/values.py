@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import re
 import socket
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -19,7 +19,7 @@ import netaddr
 
 from .addressing import IpLike, MacLike, check_hostname, check_name, generate_mac, parse_ip, parse_mac
 from .errors import InvalidSpec
-from .storagexml import parse_size
+from .units import parse_size
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -342,3 +342,21 @@ class Lease:
     expires: dt.datetime | None = None
     client_id: str | None = None
     interface: str = field(default="", compare=False)
+
+
+def lease_of(mac: MacLike | None, reserved: netaddr.IPAddress | None, leases: Iterable[Lease]) -> Lease | None:
+    """``mac``'s lease among ``leases``: the one on its ``reserved`` address if it holds several
+    (a guest that had another address before its reservation), else its first."""
+    if mac is None:
+        return None
+    wanted = mac if isinstance(mac, netaddr.EUI) else _trusted_mac(mac)
+    mine = [lease for lease in leases if lease.mac is not None and lease.mac == wanted]
+    return next((lease for lease in mine if lease.ip == reserved), mine[0] if mine else None)
+
+
+def reservation_of(mac: MacLike | None, reservations: Iterable[Reservation]) -> Reservation | None:
+    """``mac``'s reservation among ``reservations`` (the first), or ``None``."""
+    if mac is None:
+        return None
+    wanted = mac if isinstance(mac, netaddr.EUI) else _trusted_mac(mac)
+    return next((r for r in reservations if r.mac is not None and r.mac == wanted), None)

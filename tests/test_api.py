@@ -49,3 +49,10 @@ def test_public_callables_have_docstrings() -> None:
         obj = getattr(libvm, name)
         if callable(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_state_and_support_errors_are_public_and_the_boundary_raises_those() -> None:
+    from libvm import _live
+
+    assert _live.InvalidState is libvm.InvalidState and _live.Unsupported is libvm.Unsupported
+    assert "InvalidState" in libvm.__all__ and "Unsupported" in libvm.__all__

@@ -20,14 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from libvm.testing.guest import (
-    DEFAULT_CACHE_DIR,
-    DEFAULT_CMDLINE,
-    GuestBuildError,
-    _locked,
-    _run,
-    build_guest,
-)
+from libvm.testing.build import GuestBuildError, build_once, run
+from libvm.testing.guest import DEFAULT_CACHE_DIR, DEFAULT_CMDLINE, build_guest
 
 log = logging.getLogger("libvm.testing")
 
@@ -70,16 +64,8 @@ def build_disk_image(cache_dir: Path | None = None) -> Path:
     if disk.is_file():
         return disk
     tools = _find_tools()
-    with _locked(base / ".lock"):
-        if disk.is_file():
-            return disk
-        staging = Path(tempfile.mkdtemp(prefix=".build-disk-", dir=base))
-        try:
-            _build_disk(tools, guest.kernel, guest.initrd, staging / DISK_NAME)
-            staging.chmod(0o755)
-            os.rename(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    build_once(final, disk.is_file, lambda staging: _build_disk(tools, guest.kernel, guest.initrd, staging / DISK_NAME),
+               ".build-disk-")
     log.info("built test guest disk image %s", disk)
     return disk
 
@@ -112,10 +98,10 @@ def _build_disk(tools: dict[str, str], kernel: Path, initrd: Path, out: Path) ->
         cfg.write_text(SYSLINUX_CFG)
         with open(raw, "wb") as fh:
             fh.truncate(DISK_SIZE_MIB * 1024 * 1024)
-        _run([tools["mkfs.fat"], "-F", "16", "-n", DISK_LABEL, str(raw)])
+        run([tools["mkfs.fat"], "-F", "16", "-n", DISK_LABEL, str(raw)])
         for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.img"), (cfg, "syslinux.cfg")):
-            _run([tools["mcopy"], "-i", str(raw), str(src), f"::/{name}"])
+            run([tools["mcopy"], "-i", str(raw), str(src), f"::/{name}"])
         # syslinux (the mtools flavour) writes ldlinux.sys/.c32 and the boot sector.
-        _run([tools["syslinux"], "--install", str(raw)])
-        _run([tools["qemu-img"], "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)])
+        run([tools["syslinux"], "--install", str(raw)])
+        run([tools["qemu-img"], "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)])
     out.chmod(0o644)
