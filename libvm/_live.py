@@ -34,6 +34,7 @@ from .errors import (
     ConnectionClosed,
     LibvirtFailure,
     LibvmError,
+    LockFailure,
     NotFound,
 )
 from .errors import InvalidState as InvalidState  # defined there, raised here: kept importable from here
@@ -537,7 +538,7 @@ class Live:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise LibvirtFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
+            raise LockFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
                                  f"set LIBVM_LOCK_DIR to a writable directory") from exc
         try:
             with contextlib.suppress(OSError):  # only the creator may chmod; others find it 0666

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import LibvirtFailure
+from .errors import DnsmasqFailure
 from .ssh import SshTarget
 
 log = logging.getLogger("libvm")
@@ -39,26 +39,26 @@ def _netns_prefix(pid: int) -> list[str]:
     try:
         same = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
     except OSError as exc:
-        raise LibvirtFailure(f"cannot see dnsmasq pid {pid}'s network namespace: {exc}") from exc
+        raise DnsmasqFailure(f"cannot see dnsmasq pid {pid}'s network namespace: {exc}") from exc
     return [] if same else ["nsenter", f"--net=/proc/{pid}/ns/net"]
 
 
 def release(network: str, bridge: str, ip: str, mac: str, client_id: str | None) -> None:
     """Drop dnsmasq's lease of ``ip`` for ``mac`` on ``network`` now.
 
-    Raises :class:`LibvirtFailure` when it cannot (remote daemon, not root,
+    Raises :class:`DnsmasqFailure` when it cannot (remote daemon, not root,
     dnsmasq-utils missing): the caller then refuses rather than hand out an
     address dnsmasq will not honour.
     """
     pid = dnsmasq_pid(network)
     if pid is None:
-        raise LibvirtFailure(
+        raise DnsmasqFailure(
             f"cannot release {ip}'s lease on network {network!r}: no local dnsmasq pidfile "
             f"under {PID_DIR} (remote daemon or network not running)"
         )
     tool = shutil.which("dhcp_release")
     if tool is None:
-        raise LibvirtFailure(
+        raise DnsmasqFailure(
             f"cannot release {ip}'s lease on network {network!r}: dhcp_release not found "
             f"(install dnsmasq-utils)"
         )
@@ -69,7 +69,7 @@ def release(network: str, bridge: str, ip: str, mac: str, client_id: str | None)
     try:
         subprocess.run(argv, check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} failed: {exc}") from exc
+        raise DnsmasqFailure(f"dhcp_release of {ip} on {network!r} failed: {exc}") from exc
 
 
 def release_over_ssh(target: SshTarget, network: str, bridge: str, ip: str, mac: str, client_id: str | None,
@@ -78,7 +78,7 @@ def release_over_ssh(target: SshTarget, network: str, bridge: str, ip: str, mac:
     user, host, port and key), in the network namespace of the network's dnsmasq there.
 
     Needs root there (``dhcp_release`` sends from the DHCP client port) and dnsmasq-utils.
-    Raises :class:`LibvirtFailure` saying what failed.
+    Raises :class:`DnsmasqFailure` saying what failed.
     """
     import shlex
 
@@ -91,10 +91,10 @@ def release_over_ssh(target: SshTarget, network: str, bridge: str, ip: str, mac:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: "
+        raise DnsmasqFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: "
                              f"{exc}") from exc
     if done.returncode != 0:
         why = {3: f"no dnsmasq pidfile {PID_DIR}/{network}.pid there (network not running?)",
                4: "dhcp_release is not installed there (install dnsmasq-utils)",
                255: f"ssh failed: {done.stderr.strip()[-300:]}"}.get(done.returncode, done.stderr.strip()[-300:])
-        raise LibvirtFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: {why}")
+        raise DnsmasqFailure(f"dhcp_release of {ip} on {network!r} through ssh {target.destination} failed: {why}")

@@ -104,7 +104,7 @@ class Hypervisor(Rendered):
 
     def network(self, name: str) -> Network:
         """The existing network ``name``; :class:`NotFound` if there is none."""
-        return Network(self._live, self._live.network(_name(name)))
+        return Network(self._live, self._live.network(check_name(name, lookup=True)))
 
     def networks(self) -> NetworkList:
         """Every network, active or not, sorted by name (a list that renders as a table)."""
@@ -184,7 +184,7 @@ class Hypervisor(Rendered):
         """The existing storage pool ``name``; :class:`NotFound` if there is none."""
         from .storage import Pool
 
-        return Pool(self._live, self._live.pool(_name(name)))
+        return Pool(self._live, self._live.pool(check_name(name, lookup=True)))
 
     def pools(self) -> list[Pool]:
         """Every storage pool, active or not, sorted by name."""
@@ -201,7 +201,7 @@ class Hypervisor(Rendered):
         Raises :class:`InvalidSpec` for a bad name or path, :class:`LibvirtFailure`
         if libvirt cannot build or start it.
         """
-        name = check_name(_name(name))
+        name = check_name(name)
         target = str(check_path(path, "path"))
         if not os.path.isabs(target):
             raise InvalidSpec("path", target, "an absolute directory path on the daemon's host")
@@ -235,7 +235,7 @@ class Hypervisor(Rendered):
 
     def vm(self, name: str) -> VM:
         """The existing domain ``name``; :class:`NotFound` if there is none."""
-        return VM(self._live, self._live.domain(_name(name)))
+        return VM(self._live, self._live.domain(check_name(name, lookup=True)))
 
     def vms(self) -> VMList:
         """Every domain, running or not, sorted by name (a list that renders as a table)."""
@@ -247,7 +247,7 @@ class Hypervisor(Rendered):
 
     def domain_active(self, name: str) -> bool:
         """Whether domain ``name`` exists and runs."""
-        return self._live.domain_running(_name(name))
+        return self._live.domain_running(check_name(name, lookup=True))
 
     @property
     def kvm_usable(self) -> bool:
@@ -506,17 +506,6 @@ def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
         assert spec.uuid is not None
         return render_seed(ci, spec.uuid, dns_label(spec.name) or "localhost", nics)
     return seed
-
-
-def _name(name: object) -> str:
-    """A name to look up: libvirt's rules, and UTF-8 (libvirt-python encodes it)."""
-    if not isinstance(name, str) or not name or any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise InvalidSpec("name", name, "the name of a libvirt object")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidSpec("name", name, "not valid Unicode text (a lone surrogate)") from exc
-    return name
 
 
 def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:

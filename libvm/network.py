@@ -26,7 +26,7 @@ import netaddr
 from . import _live
 from ._live import DHCP_HOST, DNS_HOST, InvalidState, Live, NetworkHandle, translate
 from .addressing import IpLike, MacLike, format_mac, parse_ip, parse_mac
-from .errors import AddressConflict, InvalidSpec, IpLeased, LibvirtFailure, LibvmError, NotFound, WaitTimeout
+from .errors import AddressConflict, DnsmasqFailure, InvalidSpec, IpLeased, LibvmError, NotFound, WaitTimeout
 from .networkxml import DnsHost, HostEntry, NetworkDocument, NetworkSpec, dns_host_xml, host_xml, read_dns_hosts
 from .reservations import (
     HostLike,
@@ -47,7 +47,7 @@ from .views import LeaseList, NetworkRow, Rendered, ReservationList, Table, host
 
 log = logging.getLogger("libvm")
 
-__all__ = ["HostLike", "Network", "network_rows"]
+__all__ = ["HostLike", "Network"]
 
 
 class Network(Rendered):
@@ -459,7 +459,7 @@ class Network(Rendered):
         else:
             target = hypervisor_target(self._live.uri)
             if target is None:
-                raise LibvirtFailure(
+                raise DnsmasqFailure(
                     f"cannot release {lease.ip}'s lease on {self._live.uri!r}: dnsmasq runs on another host and "
                     f"libvirt has no call for it. Connect with qemu+ssh:// (libvm then runs dhcp_release there), "
                     f"or run 'dhcp_release {lease.interface or self.bridge} {lease.ip} {lease.mac}' on that host")
@@ -492,7 +492,7 @@ class Network(Rendered):
         or an old lease of its MAC); :class:`IpLeased` if the address stays taken."""
         try:
             self.release_lease(lease)
-        except (LibvirtFailure, WaitTimeout) as exc:
+        except (DnsmasqFailure, WaitTimeout) as exc:
             if lease.ip != wanted.ip:  # our own MAC's old address: dnsmasq will NAK it
                 log.warning("could not release old lease %s of %s: %s", lease.ip, lease.mac, exc)
                 return
@@ -546,11 +546,6 @@ class Network(Rendered):
 
 
 _LIVE, _CONFIG = 1, 2  # reservations.LIVE, reservations.CONFIG
-
-
-def network_rows(networks: Iterable[Network]) -> list[NetworkRow]:
-    """A table row per network: its definitions read once and one ``leases()`` each."""
-    return [_row(net)[0] for net in networks]
 
 
 def _row(net: Network) -> tuple[NetworkRow, ReservationList, LeaseList]:
