@@ -19,10 +19,12 @@ from .errors import InvalidSpec, NoFreeAddress
 MacLike: TypeAlias = "str | netaddr.EUI"
 IpLike: TypeAlias = "str | netaddr.IPAddress"
 
+# Every pattern is used with fullmatch(): '$' also matches before a final newline,
+# so "pc001\n" passed a '^...$' check and libvirt stored it as "pc001 ".
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_MEMORY = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+_MEMORY = re.compile(r"\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*", re.IGNORECASE | re.ASCII)
 #: 16 TiB: more than any qemu guest here can have; a bigger number is a typo.
 MAX_MEMORY_MIB = 16 * 1024 * 1024
 _MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -123,9 +125,20 @@ def check_name(name: str, field: str = "name") -> str:
 
 def check_hostname(value: str, field: str = "hostname") -> str:
     """A DNS name: dot-separated labels of letters, digits and '-'."""
-    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise InvalidSpec(field, value, "not a DNS name (labels of letters, digits, '-', at most 63)")
     return value
+
+
+_DUID = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}")
+
+
+def check_duid(value: object, field: str = "client_id") -> str:
+    """A DHCPv6 DUID in colon-separated hex (``00:01:00:01:...``), returned in lower case
+    (libvirt keeps ``<host id=>`` as given; libvm compares ids in lower case)."""
+    if not isinstance(value, str) or not _DUID.fullmatch(value):
+        raise InvalidSpec(field, value, "a DHCPv6 DUID in colon-separated hex")
+    return value.lower()
 
 
 def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
@@ -154,7 +167,7 @@ def parse_memory(value: int | str, field: str = "memory") -> int:
     if isinstance(value, int):
         mib = value
     else:
-        match = _MEMORY.match(value) if isinstance(value, str) else None
+        match = _MEMORY.fullmatch(value) if isinstance(value, str) else None
         if not match:
             raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB', '2GiB'")
         unit = match.group(2).upper()

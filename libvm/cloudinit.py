@@ -194,7 +194,8 @@ def meta_data(instance_id: str, hostname: str) -> str:
     cloud-init runs its once-per-instance modules again whenever the instance
     id changes, so give one that is stable for the life of the VM (its UUID).
     """
-    if not isinstance(instance_id, str) or not instance_id.strip() or len(instance_id.splitlines()) != 1:
+    # Not splitlines(): "id\n" is one line to it, and the newline would end up in the seed.
+    if not isinstance(instance_id, str) or not instance_id.strip() or not instance_id.isprintable():
         raise InvalidSpec("instance_id", instance_id, "a non-empty single-line string (the domain's UUID)")
     check_hostname(hostname, "hostname")
     return _dump({"instance-id": instance_id, "local-hostname": hostname})

@@ -23,7 +23,7 @@ from .values import Reservation, as_items
 
 FORWARD_MODES = ("nat", "route", "open", "none")
 # Linux's dev_valid_name(): at most IFNAMSIZ-1 characters, no '/', ':' or white space.
-_BRIDGE = re.compile(r"^[^/:\s\x00-\x1f\x7f]{1,15}$")
+_BRIDGE = re.compile(r"[^/:\s\x00-\x1f\x7f]{1,15}")
 
 IpRange = tuple[netaddr.IPAddress, netaddr.IPAddress]
 
@@ -92,7 +92,8 @@ class NetworkSpec:
         check_name(name)
         if not isinstance(forward, str) or forward not in FORWARD_MODES:
             raise InvalidSpec("forward", forward, f"one of {', '.join(FORWARD_MODES)}")
-        if bridge is not None and (not isinstance(bridge, str) or not _BRIDGE.match(bridge) or bridge in (".", "..")):
+        if bridge is not None and (not isinstance(bridge, str) or not _BRIDGE.fullmatch(bridge)
+                                   or bridge in (".", "..")):
             raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters without '/', ':' or spaces")
         if domain is not None:
             # libvirt does not check the name: a domain such as "corp&lab" is

@@ -16,9 +16,9 @@ from . import _xml
 from .errors import InvalidSpec
 
 VOLUME_FORMATS = ("qcow2", "raw", "iso")
-_SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
+_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*", re.IGNORECASE | re.ASCII)
 _FACTORS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 
 
 class PoolInfo(NamedTuple):
@@ -47,7 +47,7 @@ def parse_size(value: object, field: str) -> int:
     if isinstance(value, int):
         size = value
     else:
-        match = _SIZE.match(value) if isinstance(value, str) else None
+        match = _SIZE.fullmatch(value) if isinstance(value, str) else None
         if not match:
             raise InvalidSpec(field, value, "give bytes as an int or a string like '10GiB'")
         size = int(match.group(1)) * _FACTORS[match.group(2).upper()]
@@ -58,7 +58,7 @@ def parse_size(value: object, field: str) -> int:
 
 def check_volume_name(name: object, field: str = "name") -> str:
     """A volume file name: letters, digits, '.', '_', '+', '-' (no '/', no leading '.')."""
-    if not isinstance(name, str) or not _VOLUME_NAME.match(name) or name.startswith("."):
+    if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name) or name.startswith("."):
         raise InvalidSpec(field, name, "a file name of letters, digits, '.', '_', '+', '-'")
     return name
 
