@@ -17,9 +17,18 @@ import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_host_ip, check_hostname, check_name, format_mac, in_range, parse_ip, parse_subnet
+from .addressing import (
+    check_host_ip,
+    check_hostname,
+    check_name,
+    check_usable_subnet,
+    format_mac,
+    in_range,
+    parse_ip,
+    parse_subnet,
+)
 from .errors import InvalidSpec
-from .values import Reservation, as_items
+from .values import Reservation, _trusted, as_items, check_bool
 
 FORWARD_MODES = ("nat", "route", "open", "none")
 # Linux's dev_valid_name(): at most IFNAMSIZ-1 characters, no '/', ':' or white space.
@@ -47,6 +56,20 @@ class IpSpec:
     dhcp_ranges: tuple[IpRange, ...] = ()
     hosts: tuple[Reservation, ...] = ()
     dhcp: bool = False
+
+    def __post_init__(self) -> None:
+        # What NetworkSpec.build makes passes; a spec written by hand is checked as
+        # strictly. Specs read from libvirt are built with _trusted_ip (no checks).
+        if not isinstance(self.subnet, netaddr.IPNetwork):
+            raise InvalidSpec("subnet", self.subnet, "a netaddr.IPNetwork (NetworkSpec.build takes strings)")
+        check_usable_subnet(self.subnet)
+        if not isinstance(self.dhcp_ranges, tuple) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(a, netaddr.IPAddress) for a in pair)
+                for pair in self.dhcp_ranges):
+            raise InvalidSpec("dhcp_ranges", self.dhcp_ranges, "a tuple of (start, end) netaddr.IPAddress pairs")
+        if not isinstance(self.hosts, tuple) or not all(isinstance(h, Reservation) for h in self.hosts):
+            raise InvalidSpec("hosts", self.hosts, "a tuple of libvm.Reservation")
+        check_bool(self.dhcp, "dhcp")
 
     @property
     def gateway(self) -> netaddr.IPAddress:
@@ -145,7 +168,7 @@ class NetworkSpec:
             if found is None:
                 raise InvalidSpec("hosts", str(host.ip), f"outside network {self.name!r}'s subnets")
             added.setdefault(found[0], []).append(host)
-        ips = tuple(dataclasses.replace(ip, hosts=ip.hosts + tuple(added[i]), dhcp=True) if i in added else ip
+        ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, ip.hosts + tuple(added[i]), True) if i in added else ip
                     for i, ip in enumerate(self.ips))
         return dataclasses.replace(self, ips=ips)
 
@@ -183,7 +206,8 @@ class NetworkSpec:
         hosts: dict[int, list[Reservation]] = {}
         for entry in entries:
             hosts.setdefault(entry.ip_index, []).append(entry.reservation())
-        ips = tuple(dataclasses.replace(ip, hosts=tuple(hosts.get(i, ()))) for i, ip in enumerate(spec.ips))
+        ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, tuple(hosts.get(i, ())), ip.dhcp)
+                    for i, ip in enumerate(spec.ips))
         return dataclasses.replace(spec, ips=ips)
 
 
@@ -200,6 +224,12 @@ def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: Sequence[str | netaddr
         check_host_ip(end, net, f"{range_field}[1]")
         if int(start) > int(end):
             raise InvalidSpec(range_field, dhcp_range, "start is after end")
+        if int(start) >> 16 != int(end) >> 16:
+            # libvirt 9.0's virSocketAddrGetRange (virsocketaddr.c) refuses a range whose
+            # ends differ above the last 16 bits ("is too large (> 65535)"), measured on
+            # the test driver: 10.0.0.2-10.0.255.255 is taken, 10.0.255.250-10.1.0.5 is not.
+            raise InvalidSpec(range_field, dhcp_range, "libvirt takes a range only within one /16 (IPv4) or /112 "
+                              "(IPv6) block: its ends may differ only in the last 16 bits (65,536 addresses)")
         ranges = ((start, end),)
     for index, host in enumerate(hosts):
         check_host_ip(host.ip, net, f"hosts[{index}].ip")
@@ -299,7 +329,14 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
         raise
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
-    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=ip_el.find("dhcp") is not None)
+    return _trusted_ip(subnet, ranges, (), ip_el.find("dhcp") is not None)
+
+
+def _trusted_ip(subnet: netaddr.IPNetwork, ranges: tuple[IpRange, ...], hosts: tuple[Reservation, ...],
+                dhcp: bool) -> IpSpec:
+    """An ``IpSpec`` of a network libvirt holds, unchecked: libvirt may hold one libvm would not
+    define (a link-local subnet), and reading it must not fail."""
+    return _trusted(IpSpec, subnet=subnet, dhcp_ranges=ranges, hosts=hosts, dhcp=dhcp)
 
 
 def _natural_prefix(address: netaddr.IPAddress) -> int:
