@@ -398,6 +398,11 @@ def pool_active(pool: PoolHandle, what: str) -> bool:
         return bool(pool.isActive())
 
 
+def pool_start(pool: PoolHandle, what: str) -> None:
+    with translate(what):
+        pool.create(0)
+
+
 def pool_refresh(pool: PoolHandle, what: str) -> None:
     with translate(what):
         pool.refresh(0)

@@ -23,6 +23,7 @@ from ._live import (
     pool_create_volume,
     pool_name,
     pool_refresh,
+    pool_start,
     pool_teardown,
     pool_volume,
     pool_volumes,
@@ -182,7 +183,7 @@ class Pool:
         """
         check_bool(volumes, "volumes")
         try:
-            listed = self.volumes()
+            listed = self._volumes_to_delete()
         except NotFound:
             return  # the pool is gone already
         held: dict[Volume, VolumeInfo] = {}
@@ -207,6 +208,18 @@ class Pool:
         except NotFound:
             return  # removed by someone else meanwhile
         log.info("deleted storage pool %s", self.name)
+
+    def _volumes_to_delete(self) -> list[Volume]:
+        """The volumes, of a stopped pool too: libvirt lists only an active pool's
+        volumes, so a stopped one is started first; one that cannot start (its
+        directory is gone) has none."""
+        if not self.active:
+            try:
+                pool_start(self.handle, f"starting pool {self.name!r} to list its volumes")
+            except LibvirtFailure as exc:
+                log.warning("pool %s cannot start (%s): deleting it without listing volumes", self.name, exc)
+                return []
+        return self.volumes()
 
     def refresh(self) -> None:
         """Re-read the pool's directory (files added or removed behind libvirt's back)."""

@@ -286,3 +286,16 @@ def test_storage_makes_every_libvirt_call_through_the_live_boundary() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module and not node.level}
     assert "libvirt" not in imported
+
+
+def test_a_stopped_pool_is_deleted_too(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    pool.handle.destroy()
+    with pytest.raises(libvm.InUse, match=r"base\.qcow2"):
+        pool.delete()  # libvirt lists only a running pool's volumes: started to look
+    pool.handle.destroy()
+    pool.delete(volumes=True)
+    assert hv.pools() == []
+    empty = hv.ensure_pool("empty", "/var/lib/libvirt/images/empty")
+    empty.handle.destroy()
+    empty.delete()
+    assert hv.pools() == []
