@@ -58,8 +58,8 @@ class IpSpec:
     dhcp: bool = False
 
     def __post_init__(self) -> None:
-        # What NetworkSpec.build makes passes; a spec written by hand is checked as
-        # strictly. Specs read from libvirt are built with _trusted_ip (no checks).
+        # A spec written by hand is checked as NetworkSpec.build checks its values;
+        # build's own specs and those read from libvirt are made by _trusted_ip.
         if not isinstance(self.subnet, netaddr.IPNetwork):
             raise InvalidSpec("subnet", self.subnet, "a netaddr.IPNetwork (NetworkSpec.build takes strings)")
         check_usable_subnet(self.subnet)
@@ -70,6 +70,9 @@ class IpSpec:
         if not isinstance(self.hosts, tuple) or not all(isinstance(h, Reservation) for h in self.hosts):
             raise InvalidSpec("hosts", self.hosts, "a tuple of libvm.Reservation")
         check_bool(self.dhcp, "dhcp")
+        for index, (start, end) in enumerate(self.dhcp_ranges):
+            _check_range(start, end, self.subnet, f"dhcp_ranges[{index}]", (str(start), str(end)))
+        _check_hosts(self.hosts, self.subnet)
 
     @property
     def gateway(self) -> netaddr.IPAddress:
@@ -220,20 +223,30 @@ def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: Sequence[str | netaddr
             raise InvalidSpec(range_field, dhcp_range, "a (start, end) pair of IP addresses")
         start = parse_ip(dhcp_range[0], f"{range_field}[0]")
         end = parse_ip(dhcp_range[1], f"{range_field}[1]")
-        check_host_ip(start, net, f"{range_field}[0]")
-        check_host_ip(end, net, f"{range_field}[1]")
-        if int(start) > int(end):
-            raise InvalidSpec(range_field, dhcp_range, "start is after end")
-        if int(start) >> 16 != int(end) >> 16:
-            # libvirt 9.0's virSocketAddrGetRange (virsocketaddr.c) refuses a range whose
-            # ends differ above the last 16 bits ("is too large (> 65535)"), measured on
-            # the test driver: 10.0.0.2-10.0.255.255 is taken, 10.0.255.250-10.1.0.5 is not.
-            raise InvalidSpec(range_field, dhcp_range, "libvirt takes a range only within one /16 (IPv4) or /112 "
-                              "(IPv6) block: its ends may differ only in the last 16 bits (65,536 addresses)")
+        _check_range(start, end, net, range_field, dhcp_range)
         ranges = ((start, end),)
+    _check_hosts(hosts, net)
+    return _trusted_ip(net, ranges, hosts, bool(ranges or hosts))  # checked above, with the caller's names
+
+
+def _check_range(start: netaddr.IPAddress, end: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str,
+                 value: object) -> None:
+    """Refuse a DHCP range libvirt would refuse (outside the subnet, reversed, too large)."""
+    check_host_ip(start, subnet, f"{field}[0]")
+    check_host_ip(end, subnet, f"{field}[1]")
+    if int(start) > int(end):
+        raise InvalidSpec(field, value, "start is after end")
+    if int(start) >> 16 != int(end) >> 16:
+        # libvirt 9.0's virSocketAddrGetRange (virsocketaddr.c) refuses a range whose
+        # ends differ above the last 16 bits ("is too large (> 65535)"), measured on
+        # the test driver: 10.0.0.2-10.0.255.255 is taken, 10.0.255.250-10.1.0.5 is not.
+        raise InvalidSpec(field, value, "libvirt takes a range only within one /16 (IPv4) or /112 "
+                          "(IPv6) block: its ends may differ only in the last 16 bits (65,536 addresses)")
+
+
+def _check_hosts(hosts: tuple[Reservation, ...], subnet: netaddr.IPNetwork) -> None:
     for index, host in enumerate(hosts):
-        check_host_ip(host.ip, net, f"hosts[{index}].ip")
-    return IpSpec(subnet=net, dhcp_ranges=ranges, hosts=hosts, dhcp=bool(ranges or hosts))
+        check_host_ip(host.ip, subnet, f"hosts[{index}].ip")
 
 
 class HostEntry(NamedTuple):

@@ -93,3 +93,18 @@ def test_a_dhcp_range_libvirt_refuses_is_refused_first(
 def test_the_largest_dhcp_ranges_libvirt_takes_are_taken(
         hv: libvm.Hypervisor, subnet: str, dhcp_range: tuple[str, str]) -> None:
     assert _ensure_with_range(hv, subnet, dhcp_range).active
+
+
+@pytest.mark.parametrize(("ranges", "hosts", "field"), [
+    ((("10.0.0.5", "10.0.0.2"),), (), "dhcp_ranges[0]"),
+    ((("10.0.0.2", "10.1.0.5"),), (), "dhcp_ranges[0]"),          # too large for libvirt
+    ((("10.0.0.0", "10.0.0.5"),), (), "dhcp_ranges[0][0]"),       # the network address
+    ((("10.0.0.2", "11.0.0.5"),), (), "dhcp_ranges[0][1]"),       # outside the subnet
+    ((), (("52:54:00:00:00:01", "11.0.0.5"),), "hosts[0].ip"),
+])
+def test_ip_spec_written_by_hand_checks_ranges_and_hosts_as_build_does(
+        ranges: tuple[tuple[str, str], ...], hosts: tuple[tuple[str, str], ...], field: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        IpSpec(netaddr.IPNetwork("10.0.0.1/8"), tuple((netaddr.IPAddress(a), netaddr.IPAddress(b)) for a, b in ranges),
+               tuple(libvm.Reservation(mac, ip) for mac, ip in hosts), True)
+    assert info.value.field == field

@@ -172,3 +172,11 @@ def test_check_duid_lowercases() -> None:
     assert check_duid(DUID.upper()) == DUID
     assert Reservation(None, "fd00::5", client_id=DUID.upper()).client_id == DUID
     assert netaddr.IPAddress("fd00::5") == Reservation(None, "fd00::5", client_id=DUID).ip
+
+
+@pytest.mark.xfail(strict=True, raises=libvm.LibvirtFailure,
+                   reason="hypervisor.py (another helper's): connect() should refuse control characters in uri")
+def test_connect_refuses_a_uri_ending_in_a_newline() -> None:
+    with pytest.raises(InvalidSpec) as info:
+        libvm.connect("test:///default\n")
+    assert info.value.field == "uri"
