@@ -347,8 +347,9 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
 
 def _trusted_ip(subnet: netaddr.IPNetwork, ranges: tuple[IpRange, ...], hosts: tuple[Reservation, ...],
                 dhcp: bool) -> IpSpec:
-    """An ``IpSpec`` of a network libvirt holds, unchecked: libvirt may hold one libvm would not
-    define (a link-local subnet), and reading it must not fail."""
+    """An ``IpSpec`` made without :meth:`IpSpec.__post_init__`'s checks: one read from libvirt,
+    which may hold what libvm would not define (a link-local subnet) and must still be read, or
+    one whose values were checked already (by ``build``, naming the caller's parameters)."""
     return _trusted(IpSpec, subnet=subnet, dhcp_ranges=ranges, hosts=hosts, dhcp=dhcp)
 
 
