@@ -675,10 +675,6 @@ def sigint_deferred() -> Iterator[None]:
 # What libvm.domain asks of a libvirt domain, each call wrapped once here so
 # that no other module needs libvirt's names.
 
-#: The storage handles, for storage.py's annotations (the others are with the network verbs above).
-PoolHandle: TypeAlias = libvirt.virStoragePool
-VolumeHandle: TypeAlias = libvirt.virStorageVol
-
 #: libvirt's domain state codes (``virDomainState``) by the name ``libvm.VMState`` gives each.
 DOMAIN_STATES = {
     "NOSTATE": libvirt.VIR_DOMAIN_NOSTATE,
@@ -743,3 +739,123 @@ def delete_volume(live: Live, path: str) -> None:
     volume = live.volume_at(path)
     with translate(f"deleting volume {path}"):
         volume.delete(0)
+
+
+# -- storage verbs (h-edges) ------------------------------------------------------
+# Every libvirt call of storage.py, which imports no libvirt: handles in, plain
+# values out, libvirt's errors mapped by code with the libvirtError as __cause__.
+
+PoolHandle: TypeAlias = libvirt.virStoragePool
+VolumeHandle: TypeAlias = libvirt.virStorageVol
+
+
+def pool_xml_desc(pool: PoolHandle, what: str) -> str:
+    with translate(what):
+        return str(pool.XMLDesc(0))
+
+
+def pool_active(pool: PoolHandle, what: str) -> bool:
+    with translate(what):
+        return bool(pool.isActive())
+
+
+def pool_start(pool: PoolHandle, what: str) -> None:
+    with translate(what):
+        pool.create(0)
+
+
+def pool_refresh(pool: PoolHandle, what: str) -> None:
+    with translate(what):
+        pool.refresh(0)
+
+
+def pool_volumes(pool: PoolHandle, what: str) -> list[VolumeHandle]:
+    with translate(what):
+        return list(pool.listAllVolumes(0))
+
+
+def pool_volume(pool: PoolHandle, pool_name: str, name: str) -> VolumeHandle:
+    """The volume ``name`` of ``pool``, or :class:`NotFound` (with libvirt's error as cause)."""
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise NotFound(f"no volume named {name!r} in pool {pool_name!r}") from exc
+        raise convert(exc, f"looking up volume {pool_name}/{name}") from exc
+
+
+def pool_create_volume(pool: PoolHandle, xml: str, what: str, source: VolumeHandle | None = None) -> VolumeHandle:
+    """A new volume from ``xml`` (a copy of ``source`` if given); a taken name is :class:`AlreadyExists`."""
+    with translate(what):
+        try:
+            return pool.createXML(xml, 0) if source is None else pool.createXMLFrom(xml, source, 0)
+        except libvirt.libvirtError as exc:
+            # A file libvirt had not seen yet (the pool was not refreshed): VIR_ERR_STORAGE_VOL_EXIST.
+            if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                raise AlreadyExists(f"{what}: {exc.get_error_message()}") from exc
+            raise
+
+
+def pool_teardown(pool: PoolHandle, name: str) -> None:
+    """Stop ``pool``, remove its directory if empty, undefine it; each step skipped when done already."""
+    with translate(f"stopping pool {name!r}"):
+        if pool.isActive():
+            pool.destroy()
+    # An inactive dir pool's delete is an rmdir: it fails if something else is in it, which is fine.
+    with contextlib.suppress(LibvirtFailure), translate(f"removing the directory of pool {name!r}"):
+        pool.delete(0)
+    with translate(f"undefining pool {name!r}"):
+        if pool.isPersistent():
+            pool.undefine()
+
+
+def pool_name(pool: PoolHandle) -> str:
+    with translate("reading a storage pool's name"):
+        return str(pool.name())
+
+
+def volume_name(vol: VolumeHandle) -> str:
+    with translate("reading a volume's name"):
+        return str(vol.name())
+
+
+def volume_xml_desc(vol: VolumeHandle, what: str) -> str:
+    with translate(what):
+        return str(vol.XMLDesc(0))
+
+
+def volume_delete(vol: VolumeHandle, what: str) -> None:
+    with translate(what):
+        vol.delete(0)
+
+
+def volume_resize(vol: VolumeHandle, size: int, what: str) -> None:
+    with translate(what):
+        vol.resize(size, 0)
+
+
+def volume_pool(vol: VolumeHandle, what: str) -> PoolHandle:
+    with translate(what):
+        return vol.storagePoolLookupByVolume()
+
+
+def volume_upload(vol: VolumeHandle, size: int, chunks: Iterable[bytes], what: str) -> int:
+    """Stream ``chunks`` (``size`` bytes in all) into ``vol``; returns the bytes sent.
+
+    The stream is aborted when anything fails, a ``KeyboardInterrupt`` or an
+    error raised by ``chunks`` (a progress callback) included.
+    """
+    sent = 0
+    with translate(what):
+        stream = vol.connect().newStream(0)
+        vol.upload(stream, 0, size, 0)
+        try:
+            for chunk in chunks:
+                stream.send(chunk)
+                sent += len(chunk)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+    return sent

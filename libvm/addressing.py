@@ -20,9 +20,11 @@ from .units import parse_memory as parse_memory
 MacLike: TypeAlias = "str | netaddr.EUI"
 IpLike: TypeAlias = "str | netaddr.IPAddress"
 
+# Every pattern is used with fullmatch(): '$' also matches before a final newline,
+# so "pc001\n" passed a '^...$' check and libvirt stored it as "pc001 ".
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
@@ -59,6 +61,32 @@ def parse_ip(value: IpLike, field: str = "ip") -> netaddr.IPAddress:
         raise InvalidSpec(field, value, "not an IP address") from exc
 
 
+#: Special-purpose blocks (RFC 6890) that cannot hold a guest's address: dnsmasq would
+#: serve them, but a guest's kernel drops (0/8, 240/4, multicast), keeps to itself
+#: (loopback) or never routes (link-local, which is also what it picks on its own) them.
+UNUSABLE_SUBNETS = {
+    netaddr.IPNetwork("0.0.0.0/8"): "'this network' (0.0.0.0/8)",
+    netaddr.IPNetwork("127.0.0.0/8"): "loopback (127.0.0.0/8)",
+    netaddr.IPNetwork("169.254.0.0/16"): "link-local (169.254.0.0/16)",
+    netaddr.IPNetwork("224.0.0.0/4"): "multicast (224.0.0.0/4)",
+    netaddr.IPNetwork("240.0.0.0/4"): "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
+    netaddr.IPNetwork("::/128"): "the unspecified address (::)",
+    netaddr.IPNetwork("::1/128"): "loopback (::1)",
+    netaddr.IPNetwork("::ffff:0:0/96"): "IPv4-mapped (::ffff:0:0/96)",
+    netaddr.IPNetwork("fe80::/10"): "link-local (fe80::/10)",
+    netaddr.IPNetwork("ff00::/8"): "multicast (ff00::/8)",
+}
+
+
+def check_usable_subnet(net: netaddr.IPNetwork, field: str = "subnet", value: object = None) -> netaddr.IPNetwork:
+    """Refuse a subnet that overlaps a block no guest can hold an address in (:data:`UNUSABLE_SUBNETS`)."""
+    for block, what in UNUSABLE_SUBNETS.items():
+        if block.version == net.version and net.first <= block.last and block.first <= net.last:
+            raise InvalidSpec(field, net if value is None else value,
+                              f"overlaps {what}: no guest can be served an address there")
+    return net
+
+
 def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netaddr.IPNetwork:
     """Parse ``"192.168.150.0/24"`` or ``"192.168.150.1/24"`` (gateway form).
 
@@ -77,6 +105,7 @@ def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netad
     max_prefix = 30 if net.version == 4 else 126
     if net.prefixlen > max_prefix:
         raise InvalidSpec(field, value, f"prefix longer than /{max_prefix} leaves no room for hosts")
+    check_usable_subnet(net, field, value)
     if net.ip == net.network:
         net = netaddr.IPNetwork(f"{net.network + 1}/{net.prefixlen}")
     elif net.version == 4 and net.ip == net.broadcast:
@@ -128,7 +157,7 @@ def check_name(name: object, field: str = "name", *, lookup: bool = False) -> st
 
 def check_hostname(value: str, field: str = "hostname") -> str:
     """A DNS name: dot-separated labels of letters, digits and '-'."""
-    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise InvalidSpec(field, value, "not a DNS name (labels of letters, digits, '-', at most 63)")
     return value
 
@@ -139,6 +168,17 @@ def dns_label(name: str) -> str | None:
         return check_hostname(name)
     except InvalidSpec:
         return None
+
+
+_DUID = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}")
+
+
+def check_duid(value: object, field: str = "client_id") -> str:
+    """A DHCPv6 DUID in colon-separated hex (``00:01:00:01:...``), returned in lower case
+    (libvirt keeps ``<host id=>`` as given; libvm compares ids in lower case)."""
+    if not isinstance(value, str) or not _DUID.fullmatch(value):
+        raise InvalidSpec(field, value, "a DHCPv6 DUID in colon-separated hex")
+    return value.lower()
 
 
 def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:

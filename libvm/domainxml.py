@@ -30,7 +30,7 @@ METADATA_NS = "https://libvm.invalid/xmlns/domain/1"
 MAX_VCPUS = 4096
 
 
-_ARCH = re.compile(r"^[A-Za-z0-9_]+$")
+_ARCH = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _paths(value: object, field_name: str) -> tuple[object, ...]:
@@ -123,7 +123,7 @@ class DomainSpec:
             raise InvalidSpec("graphics", self.graphics, "a libvm.Vnc or None")
         if not isinstance(self.virt_type, str) or self.virt_type not in VIRT_TYPES:
             raise InvalidSpec("virt_type", self.virt_type, f"one of {', '.join(VIRT_TYPES)}")
-        if not isinstance(self.arch, str) or not _ARCH.match(self.arch):
+        if not isinstance(self.arch, str) or not _ARCH.fullmatch(self.arch):
             raise InvalidSpec("arch", self.arch, "a libvirt architecture name such as x86_64 or aarch64")
         if self.uuid is not None:
             check_text(self.uuid, "uuid")

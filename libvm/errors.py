@@ -7,6 +7,7 @@ call keep the original ``libvirt.libvirtError`` as ``__cause__``.
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,23 @@ E = TypeVar("E", bound="LibvmError")
 S = TypeVar("S", bound="InvalidSpec")
 
 
+def _picklable(value: Any) -> Any:
+    """``value`` if it survives a pickle round trip, else its ``repr()``.
+
+    An error may carry anything a caller passed (a lambda, a generator, a
+    libvirt handle as ``InvalidSpec.value``); it must still reach the parent of
+    a process pool as itself, not as a ``TypeError`` about pickling.
+    """
+    try:
+        pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unrepresentable {type(value).__qualname__}>"
+    return value
+
+
 def _rebuild(cls: type[LibvmError], args: tuple[Any, ...], state: dict[str, Any]) -> LibvmError:
     """Unpickle without calling ``cls.__init__`` (whose parameters differ per class)."""
     error = cls.__new__(cls, *args)
@@ -62,7 +80,8 @@ class LibvmError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's own __reduce__ calls cls(*self.args), which fails for the
         # subclasses whose __init__ takes the fields and builds the message.
-        return _rebuild, (type(self), self.args, self.__dict__)
+        args = tuple(_picklable(arg) for arg in self.args)
+        return _rebuild, (type(self), args, {name: _picklable(value) for name, value in self.__dict__.items()})
 
     def at(self: E, prefix: str) -> E:
         """The same error, of the same class, placed at ``prefix`` (``"nics[0]"``, ``"hosts[3]"``).

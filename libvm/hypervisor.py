@@ -53,7 +53,7 @@ def connect(uri: str | None = None) -> Hypervisor:
     :class:`InvalidSpec` for a URI that is not a string, :class:`LibvirtFailure`
     if libvirt cannot connect.
     """
-    if uri is not None and (not isinstance(uri, str) or not uri.strip() or "\x00" in uri):
+    if uri is not None and (not isinstance(uri, str) or not uri.strip() or not uri.isprintable()):
         raise InvalidSpec("uri", uri, "a libvirt URI such as 'qemu:///system'")
     uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
     return Hypervisor(open_connection(uri), uri)

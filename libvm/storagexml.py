@@ -18,7 +18,7 @@ from .units import parse_size as parse_size  # kept importable from here
 from .units import unit_bytes
 
 VOLUME_FORMATS = ("qcow2", "raw", "iso")
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 
 
 class PoolInfo(NamedTuple):
@@ -42,7 +42,7 @@ class VolumeInfo(NamedTuple):
 
 def check_volume_name(name: object, field: str = "name") -> str:
     """A volume file name: letters, digits, '.', '_', '+', '-' (no '/', no leading '.')."""
-    if not isinstance(name, str) or not _VOLUME_NAME.match(name) or name.startswith("."):
+    if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name) or name.startswith("."):
         raise InvalidSpec(field, name, "a file name of letters, digits, '.', '_', '+', '-'")
     return name
 

@@ -15,7 +15,7 @@ import re
 
 from .errors import InvalidSpec
 
-_AMOUNT = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
+_AMOUNT = re.compile(r"\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*", re.IGNORECASE | re.ASCII)
 #: Bytes per unit, by libvirt's names for them in lower case (``<memory unit='KiB'>``,
 #: ``<capacity unit='bytes'>``): ``k``, ``KiB`` are powers of 1024, ``KB`` of 1000.
 UNIT_BYTES: dict[str, int] = {"b": 1, "bytes": 1} | {
@@ -43,7 +43,7 @@ def parse_amount(value: object, field: str, unit: int, unit_name: str, example: 
         raise InvalidSpec(field, value, hint)
     if isinstance(value, int):
         return value
-    match = _AMOUNT.match(value)
+    match = _AMOUNT.fullmatch(value)
     if not match:
         raise InvalidSpec(field, value, hint)
     number, prefix, suffix = int(match.group(1)), match.group(2).upper(), match.group(3).upper()

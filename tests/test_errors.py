@@ -132,3 +132,45 @@ def test_domain_stopped_and_nothing_to_wait_for_name_the_domain() -> None:
     stopped = errors.DomainStopped("domain 'a' is shut off", domain="a", state="shut off")
     assert (stopped.domain, stopped.state) == ("a", "shut off")
     assert errors.NothingToWaitFor("no NIC", domain="b").domain == "b"
+
+
+class _NoRepr:
+    """Neither picklable nor representable."""
+
+    def __reduce__(self) -> str:
+        raise TypeError("cannot pickle")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _unpicklable_values() -> list[object]:
+    def local() -> None: ...
+    return [lambda: 1, (x for x in [1]), local, [1, lambda: 2], _NoRepr()]
+
+
+@pytest.mark.parametrize("cls", _classes(), ids=lambda cls: cls.__name__)
+def test_every_error_pickles_whatever_it_carries(cls: type[errors.LibvmError]) -> None:
+    for value in _unpicklable_values():
+        error = _sample(cls)
+        error.extra = value  # type: ignore[attr-defined]
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is cls and str(copy) == str(error)
+        assert isinstance(copy.extra, str)  # type: ignore[attr-defined]
+        wanted = "<unrepresentable _NoRepr>" if isinstance(value, _NoRepr) else repr(value)
+        assert copy.extra == wanted  # type: ignore[attr-defined]
+    anything = errors.LibvmError("message", lambda: 3)
+    assert pickle.loads(pickle.dumps(anything)).args[0] == "message"
+
+
+def _raise_unpicklable_invalid_spec() -> None:
+    raise InvalidSpec("progress", lambda sent, total: None, "a callable")
+
+
+def test_invalid_spec_with_an_unpicklable_value_crosses_a_process_pool() -> None:
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_raise_unpicklable_invalid_spec)
+        with pytest.raises(InvalidSpec) as info:
+            future.result(timeout=60)
+    assert (info.value.field, info.value.reason) == ("progress", "a callable")
+    assert info.value.value.startswith("<function _raise_unpicklable_invalid_spec.<locals>.<lambda>")
