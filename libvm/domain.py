@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import socket
 import time
@@ -57,6 +58,13 @@ def _network(live: Live, name: str) -> Network:
     from .network import Network
 
     return Network(live, live.network(name))
+
+
+def _forget(live: Live, network: str, nics: list[Nic]) -> None:
+    """What deleted NICs leave on ``network``: reservations (IPv6 ones too), DNS names, leases."""
+    with contextlib.suppress(NotFound):  # the network went first
+        _network(live, network).forget(*(nic.mac for nic in nics if nic.mac is not None),
+                                       ips=[nic.ip6 for nic in nics if isinstance(nic.ip6, netaddr.IPAddress)])
 
 
 class VM(Rendered):
@@ -233,11 +241,19 @@ class VM(Rendered):
         """
         check_bool(release, "release")
         check_bool(storage, "storage")
-        exists = self.state is not VMState.UNDEFINED
-        nics = self.nics if exists else []
-        owned = self.spec().volumes if exists and storage else ()
-        self.destroy()
+        # One reading of the definition and the state (at once over a network link).
+        try:
+            xml, code = self._live.fan_out(lambda: _live.domain_xml(self.handle, inactive=True),
+                                           lambda: _live.domain_state(self.handle))
+        except NotFound:
+            log.info("domain %s is gone already", self.name)
+            return
+        spec = read_domain(xml).spec
+        if _STATES.get(code) in _ALIVE:
+            with contextlib.suppress(NotFound, InvalidState):  # stopped meanwhile
+                _live.destroy_domain(self.handle)
         self.undefine()
+        owned = spec.volumes if storage else ()
         for path in owned:
             try:
                 _live.delete_volume(self._live, path)
@@ -246,9 +262,12 @@ class VM(Rendered):
                 log.warning("volume %s of domain %s is in no storage pool any more (pool deleted?); "
                             "its file, if any, is left alone", path, self.name)
         if release:
-            for nic in nics:
-                with contextlib.suppress(NotFound):  # the network went first
-                    _network(self._live, nic.network).forget(nic.mac)
+            # Each network read once for all of the VM's NICs on it; networks at once over a link.
+            by_network: dict[str, list[Nic]] = {}
+            for nic in spec.nics:
+                by_network.setdefault(nic.network, []).append(nic)
+            self._live.fan_out(*(functools.partial(_forget, self._live, network, nics)
+                                 for network, nics in by_network.items()))
         log.info("deleted domain %s", self.name)
 
     # -- addresses ---------------------------------------------------------------

@@ -322,23 +322,30 @@ class Network(Rendered):
             log.info("released %s on network %s", entry.reservation(), self.name)
         return list(dict.fromkeys(entry.reservation() for entry, _ in gone))
 
-    def forget(self, mac: MacLike) -> None:
-        """Release ``mac``'s reservations, the DNS names of their addresses, and its
-        leases (what a deleted VM leaves behind).
+    def forget(self, *macs: MacLike, ips: Iterable[IpLike] = ()) -> None:
+        """Release the reservations of ``macs`` (and of the addresses ``ips``: a dual-stack
+        NIC's IPv6 entry, keyed by hostname), the DNS names of their addresses, and the
+        MACs' leases: what a deleted VM leaves behind.
 
         A lease that cannot be released (remote daemon) is logged and left to expire.
-        One reading of the network serves all three.
+        One reading of the network serves all of it.
         """
-        wanted = format_mac(parse_mac(mac, "mac"))
+        wanted = {format_mac(parse_mac(mac, "mac")) for mac in macs}
+        addresses = {str(parse_ip(ip, "ips")) for ip in ips}
         state = self.state(leases=True)
-        for reservation in self._release(state, wanted, None):
+        gone: list[Reservation] = []
+        for mac in sorted(wanted):
+            gone += self._release(state, mac, None)
+        for address in sorted(addresses):
+            gone += self._release(state, None, address)
+        for reservation in gone:
             self._remove_dns(state, str(reservation.ip))
         for lease in state.leases or ():
-            if lease.mac is not None and format_mac(lease.mac) == wanted:
+            if lease.mac is not None and format_mac(lease.mac) in wanted:
                 try:
                     self.release_lease(lease)
                 except LibvmError as exc:
-                    log.warning("could not release lease %s of deleted %s: %s", lease.ip, wanted, exc)
+                    log.warning("could not release lease %s of deleted %s: %s", lease.ip, lease.mac, exc)
 
     def update_host(self, state: NetworkState, command: int, host: Reservation, doing: str,
                     flags: int | None = None) -> None:
