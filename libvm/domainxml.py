@@ -17,8 +17,9 @@ import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_name, format_mac, parse_mac, parse_memory
+from .addressing import check_name, format_mac, parse_mac
 from .errors import InvalidSpec
+from .units import MIB, parse_memory, unit_bytes
 from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
@@ -351,9 +352,8 @@ def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
 
 
 def _memory_mib(amount: str, unit: str) -> int:
-    factors = {"b": 2**-20, "bytes": 2**-20, "k": 2**-10, "kib": 2**-10, "m": 1, "mib": 1,
-               "g": 2**10, "gib": 2**10, "t": 2**20, "tib": 2**20}
-    return max(16, int(_int(amount, "memory") * factors.get(unit.lower(), 2**-10)))
+    """``<memory unit=...>`` in MiB (libvirt's default unit is KiB)."""
+    return max(16, _int(amount, "memory") * unit_bytes(unit, 1024) // MIB)
 
 
 _TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd", "fdc": "fd", "xen": "xvd"}

@@ -209,12 +209,14 @@ class Hypervisor(Rendered):
             pool = self.pool(name)
         except NotFound:
             return self._define_pool(name, target)
-        info = read_pool(_live.call(pool.handle, "XMLDesc", f"pool {name!r}", 0))
+        info = read_pool(_live.pool_xml_desc(pool.handle, f"pool {name!r}"))
         if info.type != "dir" or os.path.normpath(info.path or "") != os.path.normpath(target):
             raise AlreadyExists(f"storage pool {name!r} exists as a {info.type} pool at {info.path}, "
                                 f"not a dir pool at {target}")
         if not pool.active:
-            _live.call(pool.handle, "create", f"starting pool {name!r}", 0)
+            # build first: a stopped pool whose directory was removed does not start without it.
+            _live.call(pool.handle, "build", f"building pool {name!r}", 0)
+            _live.pool_start(pool.handle, f"starting pool {name!r}")
         return pool
 
     def _define_pool(self, name: str, path: str) -> Pool:
