@@ -253,7 +253,7 @@ class VM(Rendered):
             with contextlib.suppress(NotFound, InvalidState):  # stopped meanwhile
                 _live.destroy_domain(self.handle)
         self.undefine()
-        owned = spec.volumes if storage else ()
+        owned = (spec.volumes if storage else ()) + spec.scratch
         for path in owned:
             try:
                 _live.delete_volume(self._live, path)

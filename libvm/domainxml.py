@@ -71,6 +71,9 @@ class DomainSpec:
     volumes: tuple[str, ...] = ()
     firmware: str = "bios"
     static_network: bool = False
+    #: Volumes holding copies of the caller's own files (a kernel, an initrd uploaded to a
+    #: remote hypervisor): deleted with the VM, ``storage=True`` or not.
+    scratch: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class DomainSpec:
         volumes: Iterable[str] = (),
         firmware: str = "bios",
         static_network: bool = False,
+        scratch: Iterable[str] = (),
     ) -> None:
         values = {
             "name": check_name(name),
@@ -112,6 +116,7 @@ class DomainSpec:
             "firmware": firmware,
             "static_network": check_bool(static_network, "static_network"),
             "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
+            "scratch": tuple(check_text(v, f"scratch[{i}]") for i, v in enumerate(_paths(scratch, "scratch"))),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -165,7 +170,7 @@ class DomainSpec:
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
         dual = [nic for nic in self.nics if isinstance(nic.ip6, netaddr.IPAddress)]
-        if self.volumes or self.static_network or dual:
+        if self.volumes or self.static_network or dual or self.scratch:
             # libvirt keeps one <metadata> element per namespace: everything libvm records is in <libvm:vm>.
             mine = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}vm", nsmap={"libvm": METADATA_NS})
             for path in self.volumes:
@@ -174,6 +179,9 @@ class DomainSpec:
             if self.static_network:
                 # The guest sets its addresses itself (cloud-init network-config): no DHCP lease to wait for.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}static-network")
+            for path in self.scratch:
+                # A copy of the caller's file (kernel, initrd): removed with the VM, whatever delete() is asked.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}scratch", path=path)
             for nic in dual:
                 # libvirt keys an IPv6 reservation by hostname, not MAC: this is how delete() finds it.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}nic", mac=format_mac(nic.mac) if nic.mac else "",
@@ -329,6 +337,8 @@ def read_domain(xml: str | bytes) -> DomainDoc:
                      if _attr(el, "source", "file", "")),
         volumes=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
                                                               f"{{{METADATA_NS}}}volume") if el.get("path")),
+        scratch=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
+                                                              f"{{{METADATA_NS}}}scratch") if el.get("path")),
     )
     return DomainDoc(spec, tuple(interfaces))
 

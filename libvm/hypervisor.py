@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -398,7 +399,11 @@ class Hypervisor(Rendered):
             seed = _seed_builder(cloud_init, spec)
         request = VmRequest(spec.name, tuple(items), hostname or dns_label(spec.name), allow_dynamic,
                             pool, where)
-        return provision.Order(request, spec, start, virt_type is None, seed)
+        # A kernel or initrd that is a file here, for a hypervisor over a network link: libvm
+        # uploads it (a path that is no file here is taken as one on the hypervisor).
+        uploads = tuple((field, Path(path)) for field, path in (("kernel", spec.kernel), ("initrd", spec.initrd))
+                        if path is not None and self._live.remote_link and Path(path).is_file())
+        return provision.Order(request, spec, start, virt_type is None, seed, uploads)
 
     def _require_efi(self, spec: DomainSpec) -> None:
         """Refuse ``firmware="efi"`` clearly when libvirt has no UEFI firmware for this guest."""

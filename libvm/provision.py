@@ -59,6 +59,9 @@ class Order:
     start: bool = True
     auto_virt: bool = False
     seed: Seed | None = None
+    #: The caller's own files the domain needs on a remote hypervisor: ``(field, local path)``
+    #: (``kernel``, ``initrd``), uploaded to the scratch pool.
+    uploads: tuple[tuple[str, Path], ...] = ()
 
 
 class Journal:
@@ -275,6 +278,8 @@ class Provisioner:
                             functools.partial(_remove_dns, self._live, net.name, nic.dns.ip),
                             refused=(InvalidState,))
         spec = dataclasses.replace(order.spec, nics=plan.resolved)
+        if order.uploads:
+            spec = self._upload(spec, order.uploads, journal)
         seed = None
         if order.seed is not None:
             seed = order.seed([SeedNic(n.nic.mac, n.nic.ip, n.subnet.prefixlen, n.subnet.ip)
@@ -287,6 +292,25 @@ class Provisioner:
         if spec.autostart:
             _live.call(handle, "setAutostart", f"setting autostart of domain {name!r}", 1)
         return spec, handle
+
+    def _upload(self, spec: DomainSpec, uploads: tuple[tuple[str, Path], ...], journal: Journal) -> DomainSpec:
+        """Copy the caller's files the domain needs (kernel, initrd) to the hypervisor's scratch
+        pool, as virt-install does for a remote host; the spec then names the copies."""
+        from .storage import Pool
+
+        pool = Pool(self._live, _scratch_pool(self._live))
+        changes: dict[str, object] = {}
+        scratch: list[str] = []
+        for field, local in uploads:
+            name = f"{_volume_stem(spec.name)}-{field}"
+            if pool.has(name):
+                raise AlreadyExists(f"pool {pool.name!r} already has a volume named {name!r}")
+            vol = journal.run(f"volume {pool.name}/{name}", functools.partial(pool.upload, name, local, fmt="raw"),
+                              functools.partial(_delete_volume, self._live, pool.name, name),
+                              refused=(AlreadyExists, InvalidState))
+            changes[field] = Path(vol.path)
+            scratch.append(vol.path)
+        return dataclasses.replace(spec, scratch=(*spec.scratch, *scratch), **changes)  # type: ignore[arg-type]
 
     def _make_volumes(self, spec: DomainSpec, steps: list[_VolumeStep], journal: Journal,
                       seed: bytes | None) -> DomainSpec:
@@ -322,6 +346,26 @@ class Provisioner:
             redefined = _live.define(self._live, "domain", qemu.to_xml(), spec.name)
             with self._live.attaching(nic.network for nic in spec.nics):
                 _live.call(redefined, "create", f"starting domain {spec.name!r}")
+
+
+#: Where libvm keeps copies of the caller's files on a remote hypervisor (a dir pool, made on first use).
+SCRATCH_POOL = ("libvm-scratch", "/var/lib/libvirt/images/libvm-scratch")
+
+
+def _scratch_pool(live: Live) -> _live.PoolHandle:
+    """The hypervisor's scratch pool, defined, built and started if it is not there."""
+    from .storagexml import pool_xml
+
+    name, path = SCRATCH_POOL
+    try:
+        handle = live.pool(name)
+    except NotFound:
+        handle = _live.define(live, "storage pool", pool_xml(name, path), name)
+        for verb, arg in (("build", 0), ("setAutostart", 1)):
+            _live.call(handle, verb, f"preparing storage pool {name!r}", arg)
+    if not _live.pool_active(handle, f"pool {name!r}"):
+        _live.pool_start(handle, f"starting pool {name!r}")
+    return handle
 
 
 def _release(live: Live, network: str, host: Reservation) -> None:
