@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ from .views import NicRow, Rendered, Table, vm_table
 
 if TYPE_CHECKING:
     from .network import Network
+    from .ssh import SshTarget
 
 log = logging.getLogger("libvm")
 
@@ -293,15 +295,24 @@ class VM(Rendered):
         return found[first]
 
 
-    def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5) -> netaddr.IPAddress:
+    def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5,
+                     via: SshTarget | str | None = "auto") -> netaddr.IPAddress:
         """Wait until the guest is ready: its reserved address, then an SSH server on it.
 
         Stage 1 is :meth:`wait_for_ip` (the lease must be the reserved address;
         skipped for a guest created with ``CloudInit(static_network=True)``, which
         takes no lease, so the first reserved address is probed);
-        stage 2 connects to ``port`` (TCP) on that address from where the caller
-        runs and waits for a line starting with ``SSH-`` (the server's banner).
-        ``timeout`` (seconds) covers both stages. Returns the address.
+        stage 2 connects to ``port`` (TCP) on that address and waits for a line
+        starting with ``SSH-`` (the server's banner). ``timeout`` (seconds)
+        covers both stages. Returns the address.
+
+        ``via``: where stage 2 connects from. ``"auto"`` (default): through the
+        hypervisor's SSH for a ``qemu+ssh://`` connection (same user, host, port
+        and key: ``ssh -W``; a guest on the hypervisor's NAT network is not
+        routable from here), directly otherwise; ``None``: directly; an
+        :class:`libvm.ssh.SshTarget` or ``"user@host[:port]"``: through that
+        host. The hop's host key is checked against ``known_hosts`` as ``ssh``
+        checks it.
 
         Raises :class:`WaitTimeout` naming the stage that did not finish and what
         was seen (no lease; connection refused; no banner; another banner),
@@ -312,6 +323,7 @@ class VM(Rendered):
         _check_seconds("timeout", timeout)
         _check_seconds("poll", poll)
         check_int(port, "port", 1, 65535)
+        hop = _hop(self._live.uri, via)
         deadline = time.monotonic() + timeout
         if self.spec().static_network:  # no lease to wait for: probe the reserved address
             reserved = next((nic.ip for nic in self.nics if nic.ip is not None), None)
@@ -327,12 +339,16 @@ class VM(Rendered):
         seen = "nothing yet"
         while True:
             left = deadline - time.monotonic()
-            banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
+            if hop is None:
+                banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
+            else:
+                banner, seen = _ssh_banner_via(hop, str(ip), port, max(1.0, min(15.0, left)))
             if banner:
                 return ip
+            where = "" if hop is None else f" through {hop.destination}"
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}): no 'SSH-' banner "
-                                  f"after {timeout:g} s; last attempt: {seen}")
+                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}{where}): no 'SSH-' "
+                                  f"banner after {timeout:g} s; last attempt: {seen}")
             state = self.state
             if state not in _ALIVE:
                 raise DomainStopped(f"domain {self.name!r} is {state} while waiting for SSH on {ip}:{port}",
@@ -488,6 +504,63 @@ def _ssh_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
     if line.startswith(b"SSH-"):
         return True, line.decode(errors="replace")
     return False, f"banner {line[:60]!r}" if line else "connection closed without a banner"
+
+
+def _hop(uri: str, via: object) -> SshTarget | None:
+    """Where ``wait_for_ssh`` connects from: ``None`` (here) or an SSH hop (see its ``via``)."""
+    from .ssh import SshTarget, hypervisor_target, parse_target
+
+    if via == "auto":
+        return hypervisor_target(uri)
+    if via is None or isinstance(via, SshTarget):
+        return via
+    if isinstance(via, str):
+        return parse_target(via, "via")
+    raise InvalidSpec("via", via, "'auto', None, a libvm.ssh.SshTarget or 'user@host[:port]'")
+
+
+def _ssh_banner_via(hop: SshTarget, host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """:func:`_ssh_banner` through ``hop`` (``ssh -W host:port``); a failing hop raises, as
+    waiting longer would not help (its key or authentication is refused)."""
+    import selectors
+    import subprocess
+
+    from .errors import HopFailed
+
+    argv = ["ssh", *hop.options(), "-W", f"{host}:{port}", hop.destination]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise HopFailed(f"cannot run ssh to reach {hop.destination}: {exc.strerror}", hop=hop.destination) from exc
+    assert proc.stdout is not None and proc.stdin is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    try:
+        # The server speaks first and then waits for us: read its first line, then hang up.
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in line and len(line) < 256 and time.monotonic() < deadline:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    break
+                chunk = os.read(proc.stdout.fileno(), 256)
+                if not chunk:
+                    break
+                line += chunk
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate()[1]
+    first = line.split(b"\n", 1)[0].strip()
+    if first.startswith(b"SSH-"):
+        return True, first.decode(errors="replace")
+    text = err.decode(errors="replace").strip()
+    if "open failed" in text or "connect failed" in text or "Connection refused" in text:
+        return False, f"{hop.destination} could not connect: {text.splitlines()[-1][:200]}"
+    if proc.returncode == 255 and not first:  # ssh's own failure: the hop itself
+        raise HopFailed(f"hop 1 of 2 (ssh {hop.destination}) failed: {text[-300:] or 'no message'}",
+                        hop=hop.destination)
+    return False, f"banner {first[:60]!r}" if first else f"no banner through {hop.destination}"
 
 
 def _check_seconds(name: str, value: object) -> None:

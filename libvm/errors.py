@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionClosed",
     "DnsmasqFailure",
     "DomainStopped",
+    "HopFailed",
     "HostnameReserved",
     "InUse",
     "InvalidSpec",
@@ -189,6 +190,15 @@ class DnsmasqFailure(LibvmError):
     network's dnsmasq is not visible here, or ``dhcp_release`` (dnsmasq-utils) is
     missing or failed. The lease expires by itself. (A release dnsmasq does not
     act on within 5 s is a :class:`WaitTimeout`.)"""
+
+
+class HopFailed(LibvmError):
+    """The SSH hop to a guest (usually the hypervisor's own SSH) refused or failed: its host
+    key, the authentication, or the connection. ``hop`` is its ``user@host``."""
+
+    def __init__(self, message: str, *, hop: str = "") -> None:
+        self.hop = hop
+        super().__init__(message)
 
 
 class LockFailure(LibvmError):

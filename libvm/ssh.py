@@ -62,6 +62,20 @@ class SshTarget:
         return ["ssh", *self.options(known_hosts), self.destination, "--", shlex.join(command)]
 
 
+def parse_target(text: object, field: str = "via") -> SshTarget:
+    """``"[user@]host[:port]"`` as an :class:`SshTarget` (the user's ssh keys and ``known_hosts``)."""
+    if not isinstance(text, str) or not text.strip() or not text.isprintable() or " " in text:
+        raise InvalidSpec(field, text, "'user@host' or 'user@host:port'")
+    parts = urllib.parse.urlsplit(f"ssh://{text}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidSpec(field, text, "a port from 1 to 65535") from exc
+    if not parts.hostname:
+        raise InvalidSpec(field, text, "'user@host' or 'user@host:port'")
+    return SshTarget(host=parts.hostname, user=parts.username, port=port)
+
+
 def hypervisor_target(uri: str) -> SshTarget | None:
     """The SSH target of a ``qemu+ssh://[user@]host[:port]/...`` URI (``None`` for other transports).
 

@@ -56,3 +56,23 @@ def test_a_guest_is_reached_through_its_hypervisor() -> None:
     assert hop[0] == "ssh" and hop[-3:] == ["-W", "%h:%p", "root@hv1"]
     assert hop[hop.index("-p") + 1] == "2200" and hop[hop.index("-i") + 1] == "/k/hv"
     assert argv[argv.index("-i") + 1] == "/k/guest" and "debian@192.168.150.88" in argv
+
+
+def test_wait_for_ssh_jumps_through_the_hypervisor_of_a_qemu_ssh_uri() -> None:
+    from libvm.domain import _hop
+
+    hop = _hop("qemu+ssh://root@hv1:2200/system?keyfile=/k/hv", "auto")
+    assert hop is not None and (hop.destination, hop.port, hop.keyfile) == ("root@hv1", 2200, "/k/hv")
+    assert _hop("qemu:///system", "auto") is None  # a local guest is reached directly
+    assert _hop("qemu+tcp://hv1/system", "auto") is None  # explicit for other transports:
+    explicit = _hop("qemu+tcp://hv1/system", "admin@hv1:22")
+    assert explicit is not None and (explicit.destination, explicit.port) == ("admin@hv1", 22)
+    assert _hop("qemu+ssh://root@hv1/system", None) is None
+
+
+@pytest.mark.parametrize("bad", [123, "", "a b", "host:99999", "host\n"])
+def test_a_bad_hop_is_refused_naming_via(hv: libvm.Hypervisor, bad: object) -> None:
+    vm = hv.vm("legacy")
+    with pytest.raises(libvm.InvalidSpec) as info:
+        vm.wait_for_ssh(1, via=bad)  # type: ignore[arg-type]
+    assert info.value.field == "via"
