@@ -527,7 +527,7 @@ def _ssh_banner_via(hop: SshTarget, host: str, port: int, timeout: float) -> tup
 
     from .errors import HopFailed
 
-    argv = ["ssh", *hop.options(), "-W", f"{host}:{port}", hop.destination]
+    argv = [hop.program, *hop.options(), "-W", f"{host}:{port}", hop.destination]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:

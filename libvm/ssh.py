@@ -36,6 +36,9 @@ class SshTarget:
     via: SshTarget | None = None
     #: The target's own host key, if known in advance (``"ssh-ed25519 AAAA..."``): checked, not learned.
     host_key: str | None = None
+    #: The ssh client to run: ``ssh``, or the URI's ``command=`` (libvirt's own parameter, e.g. a
+    #: wrapper that adds ``-F config``).
+    program: str = "ssh"
 
     @property
     def destination(self) -> str:
@@ -53,13 +56,13 @@ class SshTarget:
             opts += ["-o", f"UserKnownHostsFile={hosts}"]
         opts += ["-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new else 'yes'}"]
         if self.via is not None:
-            hop = shlex.join(["ssh", *self.via.options(), "-W", "%h:%p", self.via.destination])
+            hop = shlex.join([self.via.program, *self.via.options(), "-W", "%h:%p", self.via.destination])
             opts += ["-o", f"ProxyCommand={hop}"]
         return opts
 
     def argv(self, command: Sequence[str], known_hosts: str | None = None) -> list[str]:
         """``ssh ... destination -- command`` (the command quoted for the remote shell)."""
-        return ["ssh", *self.options(known_hosts), self.destination, "--", shlex.join(command)]
+        return [self.program, *self.options(known_hosts), self.destination, "--", shlex.join(command)]
 
 
 def parse_target(text: object, field: str = "via") -> SshTarget:
@@ -79,8 +82,8 @@ def parse_target(text: object, field: str = "via") -> SshTarget:
 def hypervisor_target(uri: str) -> SshTarget | None:
     """The SSH target of a ``qemu+ssh://[user@]host[:port]/...`` URI (``None`` for other transports).
 
-    The URI's ``keyfile=``, ``known_hosts=`` and ``no_verify=`` parameters
-    (libvirt's names) are kept. Raises :class:`InvalidSpec` for an SSH URI without a host.
+    The URI's ``keyfile=``, ``known_hosts=``, ``no_verify=`` and ``command=``
+    parameters (libvirt's names) are kept. Raises :class:`InvalidSpec` for an SSH URI without a host.
     """
     parts = urllib.parse.urlsplit(uri)
     scheme = parts.scheme.split("+", 1)
@@ -90,4 +93,5 @@ def hypervisor_target(uri: str) -> SshTarget | None:
         raise InvalidSpec("uri", uri, "an SSH URI names the hypervisor's host: qemu+ssh://user@host/system")
     query = dict(urllib.parse.parse_qsl(parts.query))
     return SshTarget(host=parts.hostname, user=parts.username, port=parts.port, keyfile=query.get("keyfile"),
-                     known_hosts=query.get("known_hosts"), accept_new=query.get("no_verify", "0") not in ("", "0"))
+                     known_hosts=query.get("known_hosts"), accept_new=query.get("no_verify", "0") not in ("", "0"),
+                     program=query.get("command") or "ssh")

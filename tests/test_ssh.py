@@ -29,6 +29,14 @@ def test_an_ssh_uri_names_user_host_port_key_and_known_hosts() -> None:
     assert shlex.split(argv[-1]) == ["dhcp_release", "virbr0", "10.0.0.5", "52:54:00:00:00:01"]
 
 
+def test_the_uris_ssh_command_is_the_client_run() -> None:
+    target = hypervisor_target("qemu+ssh://root@hv1/system?command=/opt/ssh-wrapper&keyfile=/k/id")
+    assert target is not None and target.program == "/opt/ssh-wrapper"
+    assert target.argv(["true"])[0] == "/opt/ssh-wrapper"
+    guest = SshTarget("10.0.0.5", via=target)
+    assert shlex.split(option(guest.argv(["true"]), "ProxyCommand") or "")[0] == "/opt/ssh-wrapper"
+
+
 def test_no_verify_accepts_a_new_host_key_only() -> None:
     target = hypervisor_target("qemu+ssh://hv1/system?no_verify=1")
     assert target is not None
