@@ -300,6 +300,7 @@ class Hypervisor(Rendered):
         pool: tuple[str, str] | None = None,
         cloud_init: CloudInit | None = None,
         firmware: str = "bios",
+        upload: bool | None = None,
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
@@ -313,7 +314,14 @@ class Hypervisor(Rendered):
                 address reserved or leased), within ``pool`` if given. A NIC
                 without ``mac`` gets one derived from its network and IP.
             disks: existing disk images (:class:`Disk`).
-            kernel, initrd, cmdline: direct kernel boot (paths on the daemon's host).
+            kernel, initrd, cmdline: direct kernel boot. Over a network link
+                (``qemu+ssh://``, ``qemu+tcp://``...) a ``kernel`` or ``initrd`` that
+                is a file on this machine is uploaded to the hypervisor's scratch
+                pool and removed with the VM; see ``upload``.
+            upload: ``None`` (default): upload the ``kernel``/``initrd`` files
+                of this machine when the hypervisor is remote, as above;
+                ``False``: the paths are on the hypervisor (never upload);
+                ``True``: upload even to a local daemon.
             serial_log: a file the serial console is written to.
             graphics: :class:`Vnc` or ``None``.
             virt_type: ``"kvm"``, ``"qemu"`` (TCG) or ``None`` for
@@ -352,7 +360,7 @@ class Hypervisor(Rendered):
         order = self._order(name, memory, vcpus, nics, disks=disks, kernel=kernel, initrd=initrd, cmdline=cmdline,
                             serial_log=serial_log, graphics=graphics, virt_type=virt_type, uuid=uuid, start=start,
                             autostart=autostart, allow_dynamic=allow_dynamic, pool=pool, cloud_init=cloud_init,
-                            firmware=firmware)
+                            firmware=firmware, upload=upload)
         from . import provision
 
         return provision.Provisioner(self._live).create([order])[0]
@@ -362,7 +370,7 @@ class Hypervisor(Rendered):
                cmdline: str | None = None, serial_log: PathLike | None = None, graphics: Vnc | None = None,
                virt_type: str | None = None, uuid: str | None = None, start: bool = True, autostart: bool = False,
                allow_dynamic: bool = True, pool: tuple[str, str] | None = None, cloud_init: CloudInit | None = None,
-               firmware: str = "bios", where: str = "") -> provision.Order:
+               firmware: str = "bios", upload: bool | None = None, where: str = "") -> provision.Order:
         """:meth:`create_vm`'s arguments validated into an order (nothing read from libvirt but
         the capabilities)."""
         import uuid as uuidlib
@@ -401,8 +409,14 @@ class Hypervisor(Rendered):
                             pool, where)
         # A kernel or initrd that is a file here, for a hypervisor over a network link: libvm
         # uploads it (a path that is no file here is taken as one on the hypervisor).
+        if upload is not None:
+            check_bool(upload, "upload")
+        wanted = self._live.remote_link if upload is None else upload
         uploads = tuple((field, Path(path)) for field, path in (("kernel", spec.kernel), ("initrd", spec.initrd))
-                        if path is not None and self._live.remote_link and Path(path).is_file())
+                        if path is not None and wanted and (upload or Path(path).is_file()))
+        for field, path in uploads:
+            if not path.is_file():
+                raise InvalidSpec(field, str(path), "upload=True: a file on this machine")
         return provision.Order(request, spec, start, virt_type is None, seed, uploads)
 
     def _require_efi(self, spec: DomainSpec) -> None:
