@@ -306,6 +306,13 @@ class Live:
             self.reconnect()
         return self._conn
 
+    def ensure(self) -> int:
+        """The connection's :attr:`generation`, after reconnecting if libvirt reported the link
+        lost: handles from an older generation must be looked up again.
+        :class:`ConnectionClosed` after :meth:`close`."""
+        self.conn  # noqa: B018 (reconnects if the link was lost)
+        return self.generation
+
     @property
     def closed(self) -> bool:
         return self._conn is None

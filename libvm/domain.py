@@ -106,7 +106,7 @@ class VM(Rendered):
 
         Looked up again after the connection was re-established (libvirtd restart).
         """
-        if self._generation != self._live.generation or self._live.closed:
+        if self._generation != self._live.ensure():
             self._dom = self._live.domain(self.name)
             self._generation = self._live.generation
         return self._dom

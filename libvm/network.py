@@ -96,7 +96,7 @@ class Network(Rendered):
 
         Looked up again after the connection was re-established (libvirtd restart).
         """
-        if self._generation != self._live.generation or self._live.closed:
+        if self._generation != self._live.ensure():
             self._net = self._live.network(self.name)
             self._generation = self._live.generation
         return self._net

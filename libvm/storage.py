@@ -76,7 +76,7 @@ class Volume:
     def handle(self) -> VolumeHandle:
         """The underlying ``libvirt.virStorageVol`` (looked up again after a reconnect)."""
         self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
-        if self._generation != self._live.generation:
+        if self._generation != self._live.ensure():
             self._vol = pool_volume(self._live.pool(self.pool), self.pool, self.name)
             self._generation = self._live.generation
         return self._vol
@@ -159,7 +159,7 @@ class Pool:
     def handle(self) -> PoolHandle:
         """The underlying ``libvirt.virStoragePool`` (looked up again after a reconnect)."""
         self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
-        if self._generation != self._live.generation:
+        if self._generation != self._live.ensure():
             self._pool = self._live.pool(self.name)
             self._generation = self._live.generation
         return self._pool
