@@ -227,8 +227,10 @@ class DomainIndex:
         with self._lock:
             self._dirty.add(dom.UUIDString())
 
-    def documents(self, domains: list[libvirt.virDomain]) -> list[DomainDoc]:
-        """The definitions of ``domains`` (the host's current list), reading only what changed."""
+    def documents(self, domains: list[libvirt.virDomain],
+                  fan_out: Callable[..., list[Any]] | None = None) -> list[DomainDoc]:
+        """The definitions of ``domains`` (the host's current list), reading only what changed
+        (``fan_out``: how to make the reads, see :meth:`Live.fan_out`)."""
         uuids = {dom.UUIDString(): dom for dom in domains}  # local: no round trip
         with self._lock:
             if not self.watching:
@@ -237,13 +239,20 @@ class DomainIndex:
                 del self._docs[gone]
             todo = [(uuid, dom) for uuid, dom in uuids.items() if uuid not in self._docs or uuid in self._dirty]
             self._dirty.difference_update(uuid for uuid, _ in todo)  # an event from now on marks it again
-        for uuid, dom in todo:
+        def read(dom: libvirt.virDomain) -> str | None:
             try:
-                doc = read_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             except libvirt.libvirtError:
-                continue  # undefined while we listed
-            with self._lock:
-                self._docs[uuid] = doc
+                return None  # undefined while we listed
+
+        # A connection's first use reads every domain: at once over a network link.
+        reads = [functools.partial(read, dom) for _, dom in todo]
+        xmls = fan_out(*reads) if fan_out is not None else [each() for each in reads]
+        for (uuid, _), xml in zip(todo, xmls, strict=True):
+            if xml is not None:
+                doc = read_domain(xml)
+                with self._lock:
+                    self._docs[uuid] = doc
         with self._lock:
             return [self._docs[uuid] for uuid in uuids if uuid in self._docs]
 
@@ -395,7 +404,7 @@ class Live:
     def documents(self) -> list[DomainDoc]:
         """Every domain's persistent definition (see :class:`DomainIndex`: one list call,
         plus one read per domain defined or changed since the last use)."""
-        return self.index.documents(self.domains())
+        return self.index.documents(self.domains(), self.fan_out)
 
     def mac_owners(self) -> dict[str, str]:
         """``{mac: domain name}`` for every interface of every domain."""
