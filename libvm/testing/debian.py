@@ -177,15 +177,15 @@ def build_debian_image(flavour: str = "ifupdown", cache_dir: Path | None = None)
     return image
 
 
-def host_sources() -> str:
+def host_sources(apt_dir: Path = Path("/etc/apt")) -> str:
     """The host's apt sources for Debian :data:`SUITE` (and its -updates, -security), deb822.
 
     Other repositories the host uses (vendors' ``nodistro`` suites...) are left out.
     """
     wanted = {SUITE, f"{SUITE}-updates", f"{SUITE}-security"}
     stanzas: list[str] = []
-    lists = Path("/etc/apt/sources.list.d")
-    files = [Path("/etc/apt/sources.list"), *sorted(lists.glob("*.list")), *sorted(lists.glob("*.sources"))]
+    lists = apt_dir / "sources.list.d"
+    files = [apt_dir / "sources.list", *sorted(lists.glob("*.list")), *sorted(lists.glob("*.sources"))]
     for path in files:
         if not path.is_file():
             continue

@@ -154,14 +154,16 @@ def test_debian_guests_on_dhcp_and_static_network(
         assert result["errors"] == [] and "NoCloud" in result["datasource"], (label, result)
         facts = ssh.out(ip, "hostname; ip -4 -o addr show scope global; echo @; ip -4 route show default; echo @; "
                             f"cat /etc/resolv.conf; echo @; getent hosts {other}; echo @; "
-                            f"test -f {spec.network_file} && echo rendered").split("@\n")
-        hostname_addr, route, resolv, resolved, rendered = (part.strip() for part in facts)
+                            f"test -f {spec.network_file} && echo rendered; echo @; "
+                            "command -v route || echo no-net-tools").split("@\n")
+        hostname_addr, route, resolv, resolved, rendered, net_tools = (part.strip() for part in facts)
         assert hostname_addr.splitlines()[0] == label
         assert f" inet {ip}/24 " in hostname_addr, hostname_addr
         assert route.startswith(f"default via {gateway} "), route
         assert nameservers(resolv) == [gateway], resolv  # the network's dnsmasq
         assert resolved.split() == [guests[other][0], other], resolved  # the other guest, by name
         assert rendered == "rendered", f"{label}: cloud-init did not render {spec.network_file}"
+        assert net_tools == "no-net-tools", net_tools  # the default route above came without route(8)
     dhcp_mac, static_mac = vms[dhcp_label].macs[0], vms[static_label].macs[0]
     leased = {str(lease.mac): str(lease.ip) for lease in net.leases()}
     assert leased.get(dhcp_mac) == guests[dhcp_label][0]
