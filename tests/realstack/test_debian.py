@@ -186,7 +186,9 @@ def test_cloud_image_example_runs_on_the_debian_image(
     argv = [sys.executable, str(example), "--image", str(images["ifupdown"])]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:  # run() killed it; the stack fixture removes its objects
+    except subprocess.TimeoutExpired as exc:  # run() killed it; the stack fixture removes its VM and network
+        if "libvmexample" in [p.name for p in stack.hv.pools()]:
+            stack.hv.pool("libvmexample").delete(volumes=True)  # and its pool with the uploaded image
         raise AssertionError(f"the example hung: {exc.stdout!r}") from exc
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "OK: the cloud-image VM is ready" in proc.stdout, proc.stdout
