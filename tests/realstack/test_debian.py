@@ -188,8 +188,8 @@ def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str,
     print("\nTIMING boot to lease: " + ", ".join(f"{label} {s:.1f} s" for label, s in lease_s.items())
           + "; boot to SSH: " + ", ".join(f"{label} {s:.1f} s" for label, s in login_s.items()))
 
-    with ThreadPoolExecutor(len(guests)) as pool_:  # each waits for its cloud-init to finish
-        found = pool_.map(lambda g: problems_inside(ssh, g, gateway, by_label[g.other].ip), guests)
+    with ThreadPoolExecutor(len(guests)) as executor:  # each waits for its cloud-init to finish
+        found = executor.map(lambda g: problems_inside(ssh, g, gateway, by_label[g.other].ip), guests)
         problems = dict(zip(by_label, found, strict=True))
     assert not any(problems.values()), {label: found for label, found in problems.items() if found}
     leased = {str(lease.mac): str(lease.ip) for lease in net.leases()}
