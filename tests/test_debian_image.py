@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,15 @@ def test_host_sources_without_debian_is_an_error(tmp_path: Path) -> None:
 
 def test_flavours_cover_both_debian_renderers() -> None:
     assert {f.renderer for f in FLAVOURS.values()} == {"eni", "netplan"}
+
+
+def test_a_build_removes_only_images_unused_for_a_week(tmp_path: Path) -> None:
+    from libvm.testing.debian import UNUSED_DAYS, _drop_older
+
+    week_ago = time.time() - UNUSED_DAYS * 86400 - 60
+    for name in ("ifupdown-old", "ifupdown-recent", "ifupdown-new", "netplan-old"):
+        (tmp_path / name).mkdir()
+    for name in ("ifupdown-old", "netplan-old"):
+        os.utime(tmp_path / name, (week_ago, week_ago))
+    _drop_older(tmp_path, "ifupdown", keep=tmp_path / "ifupdown-new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ifupdown-new", "ifupdown-recent", "netplan-old"]

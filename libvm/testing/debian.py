@@ -161,6 +161,7 @@ def build_debian_image(flavour: str = "ifupdown", cache_dir: Path | None = None)
     final = base / f"{flavour}-{_image_key(spec, packages, sources, base)}"
     image = final / IMAGE_NAME
     if image.is_file():
+        _mark_used(final)
         return image
     if os.geteuid() != 0:
         raise GuestBuildError("building the Debian image needs root (mmdebstrap installs packages as root)")
@@ -399,9 +400,20 @@ def _assemble(tools: dict[str, str], root: Path, kernel: Path, initrd: Path, raw
           "-E", f"offset={root_start}", str(raw), f"{root_mib}M"])
 
 
+#: An image of another key (older packages, another checkout's configuration) is removed
+#: when a build finds it unused for this long: checkouts sharing the machine's cache keep theirs.
+UNUSED_DAYS = 7
+
+
+def _mark_used(image_dir: Path) -> None:
+    if os.access(image_dir, os.W_OK):
+        os.utime(image_dir)
+
+
 def _drop_older(base: Path, flavour: str, keep: Path) -> None:
-    """Remove this flavour's images of older package versions (each is a few hundred MiB)."""
+    """Remove this flavour's images nobody used for :data:`UNUSED_DAYS` (each is about 180 MiB)."""
+    cutoff = time.time() - UNUSED_DAYS * 86400
     for old in base.glob(f"{flavour}-*"):
-        if old != keep and old.is_dir():
-            log.info("removing the outdated Debian image %s", old)
+        if old != keep and old.is_dir() and old.stat().st_mtime < cutoff:
+            log.info("removing the Debian image %s, unused for %d days", old, UNUSED_DAYS)
             shutil.rmtree(old, ignore_errors=True)
