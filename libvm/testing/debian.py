@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -327,7 +328,7 @@ def _bootstrap(tools: dict[str, str], spec: Flavour, packages: tuple[str, ...], 
         "--aptopt=APT::Install-Recommends \"false\"",
         # Before any package: dpkg's excludes and initramfs-tools' configuration must be in
         # place when dpkg unpacks and when the kernel's postinst builds the initramfs.
-        f"--setup-hook=cp -a {files}/. \"$1\"/",
+        f"--setup-hook=cp -a {shlex.quote(str(files))}/. \"$1\"/",
         "--include=" + ",".join(packages),
         SUITE, str(root), str(source_file),
     ]
