@@ -165,14 +165,20 @@ class SeedNic(NamedTuple):
     """One guest NIC's static addressing for :func:`network_config`.
 
     ``dns`` defaults to ``gateway``: libvirt's dnsmasq answers DNS on the
-    network's own address.
+    network's own address. ``gateway=None`` gives no default route (an
+    isolated network, where libvirt's DHCP gives none either); ``dns`` must
+    then be given. ``ip6``/``prefixlen6``/``gateway6``: the NIC's IPv6
+    address too (dual stack).
     """
 
     mac: MacLike
     ip: IpLike
     prefixlen: int
-    gateway: IpLike
+    gateway: IpLike | None
     dns: IpLike | None = None
+    ip6: IpLike | None = None
+    prefixlen6: int | None = None
+    gateway6: IpLike | None = None
 
 
 def effective_hostname(ci: CloudInit, default_hostname: str) -> str:
@@ -235,23 +241,26 @@ def network_config(nics: Sequence[SeedNic]) -> str:
         if mac in seen:
             raise InvalidSpec(f"{where}.mac", nic.mac, "two NICs with the same MAC")
         seen.add(mac)
-        ip = parse_ip(nic.ip, f"{where}.ip")
-        gateway = parse_ip(nic.gateway, f"{where}.gateway")
+        ip, prefixlen, gateway = _static(nic.ip, nic.prefixlen, nic.gateway, nic, where, "")
+        if gateway is None and nic.dns is None:
+            raise InvalidSpec(f"{where}.dns", None, "give the DNS server when there is no gateway")
         dns = gateway if nic.dns is None else parse_ip(nic.dns, f"{where}.dns")
-        width = 32 if ip.version == 4 else 128
-        prefixlen = nic.prefixlen
-        if isinstance(prefixlen, bool) or not isinstance(prefixlen, int) or not 1 <= prefixlen <= width:
-            raise InvalidSpec(f"{where}.prefixlen", prefixlen, f"an integer from 1 to {width}")
-        if gateway.version != ip.version:
-            raise InvalidSpec(f"{where}.gateway", nic.gateway, f"an IPv{ip.version} address, as the NIC's IP is")
-        _check_static_address(ip, prefixlen, gateway, nic, where)
+        addresses = [f"{ip}/{prefixlen}"]
+        gateway6 = None
+        if nic.ip6 is not None:
+            ip6, prefixlen6, gateway6 = _static(nic.ip6, nic.prefixlen6, nic.gateway6, nic, where, "6")
+            if ip6.version != 6:
+                raise InvalidSpec(f"{where}.ip6", nic.ip6, "an IPv6 address")
+            addresses.append(f"{ip6}/{prefixlen6}")
         name = f"eth{index}"
         entry: dict[str, Any] = {
             "match": {"macaddress": str(netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded))},
             "set-name": name,
-            "addresses": [f"{ip}/{prefixlen}"],
+            "addresses": addresses,
         }
-        if index == 0:
+        if index == 0 and gateway6 is not None:
+            entry["gateway6"] = str(gateway6)
+        if index == 0 and gateway is not None:
             # gateway4/gateway6, not a "routes: [{to: 0.0.0.0/0, via: GW}]" item:
             # cloud-init 22.4's ENI renderer (Debian's ifupdown) turns such a route
             # into "post-up route add default gw GW || true", which needs net-tools
@@ -265,7 +274,24 @@ def network_config(nics: Sequence[SeedNic]) -> str:
     return _dump({"version": 2, "ethernets": ethernets})
 
 
-def _check_static_address(ip: netaddr.IPAddress, prefixlen: int, gateway: netaddr.IPAddress, nic: SeedNic,
+def _static(ip_: IpLike, prefixlen: object, gateway_: IpLike | None, nic: SeedNic, where: str,
+            family: str) -> tuple[netaddr.IPAddress, int, netaddr.IPAddress | None]:
+    """One family's ``(ip, prefixlen, gateway)`` of a :class:`SeedNic`, checked (``family``: "" or "6")."""
+    ip = parse_ip(ip_, f"{where}.ip{family}")
+    width = 32 if ip.version == 4 else 128
+    if isinstance(prefixlen, bool) or not isinstance(prefixlen, int) or not 1 <= prefixlen <= width:
+        raise InvalidSpec(f"{where}.prefixlen{family}", prefixlen, f"an integer from 1 to {width}")
+    if gateway_ is None:
+        _check_static_address(ip, prefixlen, None, nic, where)
+        return ip, prefixlen, None
+    gateway = parse_ip(gateway_, f"{where}.gateway{family}")
+    if gateway.version != ip.version:
+        raise InvalidSpec(f"{where}.gateway{family}", gateway_, f"an IPv{ip.version} address, as the NIC's IP is")
+    _check_static_address(ip, prefixlen, gateway, nic, where)
+    return ip, prefixlen, gateway
+
+
+def _check_static_address(ip: netaddr.IPAddress, prefixlen: int, gateway: netaddr.IPAddress | None, nic: SeedNic,
                           where: str) -> None:
     """Refuse an address the guest could not hold, or a gateway it could not reach, in ``ip/prefixlen``.
 
@@ -274,6 +300,10 @@ def _check_static_address(ip: netaddr.IPAddress, prefixlen: int, gateway: netadd
     """
     subnet = netaddr.IPNetwork(f"{ip}/{prefixlen}")
     check_usable_subnet(subnet, f"{where}.ip", nic.ip)
+    if gateway is None:
+        if ip == subnet.network or (ip.version == 4 and ip == subnet.broadcast):
+            raise InvalidSpec(f"{where}.ip", str(ip), f"is the network or broadcast address of {subnet.cidr}")
+        return
     if gateway == ip:
         raise InvalidSpec(f"{where}.gateway", nic.gateway, "is the NIC's own address")
     # fe80::/10 is on every IPv6 link: a router's link-local address is a fine gateway.

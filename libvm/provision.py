@@ -35,7 +35,7 @@ from .domain import VM
 from .domainxml import DomainSpec
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvirtFailure, LibvmError, NotFound
 from .network import Network
-from .plan import Snapshot, Stale, VmPlan, VmRequest, plan_vms
+from .plan import NicPlan, Snapshot, Stale, VmPlan, VmRequest, plan_vms
 from .reservations import NetworkState
 from .storage import Pool, Volume
 from .values import Disk, Reservation
@@ -282,8 +282,7 @@ class Provisioner:
             spec = self._upload(spec, order.uploads, journal)
         seed = None
         if order.seed is not None:
-            seed = order.seed([SeedNic(n.nic.mac, n.nic.ip, n.subnet.prefixlen, n.subnet.ip)
-                               for n in plan.nics if n.nic.mac is not None and n.nic.ip is not None])
+            seed = order.seed([_seed_nic(n, snapshot.networks[n.nic.network].spec.forward) for n in plan.nics])
         spec = self._make_volumes(spec, volumes, journal, seed)
         name = spec.name
         handle = journal.run(f"domain {name!r}", lambda: _live.define(self._live, "domain", spec.to_xml(), name),
@@ -366,6 +365,22 @@ def _scratch_pool(live: Live) -> _live.PoolHandle:
     if not _live.pool_active(handle, f"pool {name!r}"):
         _live.pool_start(handle, f"starting pool {name!r}")
     return handle
+
+
+def _seed_nic(nic: NicPlan, forward: str) -> SeedNic:
+    """A planned NIC's addresses as ``static_network`` pins them in the guest.
+
+    The network's own address is the gateway and the DNS server (libvirt's
+    dnsmasq); on an isolated network (``forward="none"``) there is no default
+    route, as libvirt's DHCP gives none there either.
+    """
+    assert nic.nic.mac is not None and nic.nic.ip is not None  # planned
+    routed = forward != "none"
+    six = nic.subnet6
+    return SeedNic(nic.nic.mac, nic.nic.ip, nic.subnet.prefixlen, nic.subnet.ip if routed else None,
+                   dns=nic.subnet.ip, ip6=nic.nic.ip6 if six is not None else None,
+                   prefixlen6=None if six is None else six.prefixlen,
+                   gateway6=six.ip if six is not None and routed else None)
 
 
 def _release(live: Live, network: str, host: Reservation) -> None:

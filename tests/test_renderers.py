@@ -140,3 +140,22 @@ def test_ipv6_gateway_and_dns_rendered(renderer: str) -> None:
     }[renderer]
     assert gateway in text, text
     assert re.search(r"(dns-nameservers |DNS1?=|DNS=|dns=|- )fd00:150::1\b", text), text
+
+
+DUAL = [SeedNic("52:54:00:12:34:59", "192.168.160.59", 24, "192.168.160.1", ip6="fd00:160::59", prefixlen6=64,
+                gateway6="fd00:160::1")]
+ISOLATED = [SeedNic("52:54:00:12:34:5a", "192.168.170.90", 24, None, dns="192.168.170.1")]
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_a_dual_stack_nic_gets_both_addresses_and_both_gateways(cloud_init: None, renderer: str) -> None:
+    text = "\n".join(rendered(DUAL, renderer).values())
+    for wanted in ("192.168.160.59", "fd00:160::59", "192.168.160.1", "fd00:160::1"):
+        assert wanted in text, (renderer, wanted, text)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_a_nic_on_an_isolated_network_gets_no_default_route_but_its_dns(cloud_init: None, renderer: str) -> None:
+    text = "\n".join(rendered(ISOLATED, renderer).values())
+    assert "192.168.170.90" in text and "192.168.170.1" in text  # the address, and dnsmasq as resolver
+    assert not re.search(r"gateway|Gateway=|GATEWAY|default", text.replace("192.168.170.1", "")), text
