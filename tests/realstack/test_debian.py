@@ -124,9 +124,10 @@ class Guest:
     ip: str
     static: bool
     other: str  # the guest whose name this one must resolve
+    ip6: str  # reserved for it too (dual stack); a static guest must hold it
 
 
-def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str) -> list[str]:
+def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str, gateway6: str) -> list[str]:
     """What is wrong inside ``guest``, seen over SSH (empty: all as promised)."""
     status = ssh.run(guest.ip, "cloud-init status --wait --long", timeout=BOOT_TIMEOUT)
     if "status: done" not in status.stdout:
@@ -136,8 +137,14 @@ def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str) -> list
     facts = ssh.out(guest.ip, "hostname; echo @; ip -4 -o addr show scope global; echo @; "
                               "ip -4 route show default; echo @; cat /etc/resolv.conf; echo @; "
                               f"getent hosts {guest.other}; echo @; test -f {network_file} && echo rendered; "
-                              "echo @; command -v route || echo no-net-tools").split("@\n")
-    hostname, addresses, route, resolv, resolved, rendered, net_tools = (part.strip() for part in facts)
+                              "echo @; command -v route || echo no-net-tools; echo @; "
+                              "ip -6 -o addr show scope global; echo @; ip -6 route show default").split("@\n")
+    hostname, addresses, route, resolv, resolved, rendered, net_tools, addresses6, route6 = (
+        part.strip() for part in facts)
+    dual = [  # static_network pins both addresses; a DHCP guest's IPv6 depends on its DHCPv6 client
+        (f" inet6 {guest.ip6}/64 " in addresses6, f"IPv6 addresses: {addresses6!r}"),
+        (route6.startswith(f"default via {gateway6} "), f"IPv6 default route: {route6!r}"),
+    ] if guest.static else []
     expected = [
         (result["errors"] == [], f"cloud-init errors: {result['errors']}"),
         ("NoCloud" in result["datasource"], f"datasource: {result['datasource']}"),
@@ -149,6 +156,7 @@ def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str) -> list
         (rendered == "rendered", f"cloud-init did not render {network_file}"),
         # The default route above came without route(8): no net-tools in the image.
         (net_tools == "no-net-tools", f"route(8) is installed: {net_tools}"),
+        *dual,
     ]
     return [problem for ok, problem in expected if not ok]
 
@@ -156,15 +164,18 @@ def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str) -> list
 def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str, str], ssh: Ssh) -> None:
     """Both flavours, each with a DHCP and a static_network guest: four guests booted at once."""
     # NAT, not isolated: libvirt's dnsmasq offers no router to DHCP clients of an isolated network.
-    net, prefix = stack.network("debian", forward="nat")
+    # Dual stack: every NIC also gets a reserved IPv6 address (by its DHCP name).
+    net, prefix = stack.network("debian", forward="nat", dual=True)
     gateway = f"{prefix}.1"
+    prefix6 = str(net.spec().ips[1].subnet.network).rstrip(":")  # fd00:213:N:
+    gateway6 = f"{prefix6}:1"
     pool = stack.hv.pool(POOL)
     key = ssh.key.with_suffix(".pub").read_text()
     guests = []
     for n, flavour in enumerate(sorted(FLAVOURS)):
         dhcp, static = f"{flavour}-dhcp", f"{flavour}-static"
-        guests += [Guest(dhcp, flavour, f"{prefix}.{50 + 2 * n}", False, static),
-                   Guest(static, flavour, f"{prefix}.{51 + 2 * n}", True, dhcp)]
+        guests += [Guest(dhcp, flavour, f"{prefix}.{50 + 2 * n}", False, static, f"{prefix6}:{50 + 2 * n}"),
+                   Guest(static, flavour, f"{prefix}.{51 + 2 * n}", True, dhcp, f"{prefix6}:{51 + 2 * n}")]
     by_label = {g.label: g for g in guests}
     started = time.monotonic()
     vms = {}
@@ -172,7 +183,7 @@ def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str,
         vms[g.label] = stack.hv.create_vm(
             stack.name(g.label), memory=MEMORY, vcpus=1,
             disks=[Disk.from_image(pool.volume(bases[g.flavour]))],
-            nics=[Nic(net.name, ip=g.ip, hostname=g.label, dns=True)],
+            nics=[Nic(net.name, ip=g.ip, hostname=g.label, dns=True, ip6=g.ip6)],
             cloud_init=CloudInit(hostname=g.label, ssh_authorized_keys=[key], static_network=g.static),
             serial_log=stack.console_path(g.label), virt_type="qemu")
     lease_s = {}
@@ -189,7 +200,7 @@ def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str,
           + "; boot to SSH: " + ", ".join(f"{label} {s:.1f} s" for label, s in login_s.items()))
 
     with ThreadPoolExecutor(len(guests)) as executor:  # each waits for its cloud-init to finish
-        found = executor.map(lambda g: problems_inside(ssh, g, gateway, by_label[g.other].ip), guests)
+        found = executor.map(lambda g: problems_inside(ssh, g, gateway, by_label[g.other].ip, gateway6), guests)
         problems = dict(zip(by_label, found, strict=True))
     assert not any(problems.values()), {label: found for label, found in problems.items() if found}
     leased = {str(lease.mac): str(lease.ip) for lease in net.leases()}
@@ -199,9 +210,12 @@ def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str,
 
     overlays = {f"{stack.name(g.label)}-{part}" for g in guests for part in ("disk0.qcow2", "seed.iso")}
     assert {v.name for v in pool.volumes()} == {*bases.values(), *overlays}
+    six = {str(r.ip) for r in net.reservations() if r.ip.version == 6}
+    assert six == {g.ip6 for g in guests}, six  # each keyed by the guest's name
     for vm in vms.values():
         vm.delete(storage=True)
     assert {v.name for v in pool.volumes()} == set(bases.values())
+    assert net.reservations() == []  # both families released
 
 
 def test_cloud_image_example_runs_on_the_debian_image(
