@@ -7,6 +7,7 @@ APT_PACKAGES=(
   dosfstools mtools syslinux  # the test guest's disk image (libvm.testing.disk)
   genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
   virtinst                    # bench only: the virt-install column of bench/bench_create.py
+  openssh-server openssh-client  # tests only: qemu+ssh to libvm.testing.RemoteHypervisor (never started as a service)
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,5 +1,6 @@
-"""Real-stack test helpers: a libvirtd sandbox in a network namespace and a
-tiny DHCP test guest (kernel + initramfs, or a bootable disk image) that reads
+"""Real-stack test helpers: a libvirtd sandbox in a network namespace, a second
+libvirt host reached only over the network (:class:`RemoteHypervisor`, with a
+latency :class:`Relay`), and a tiny DHCP test guest (kernel + initramfs, or a bootable disk image) that reads
 a NoCloud seed.  Needs root and Debian packages (see
 :func:`libvm.testing.sandbox.ensure_packages`).
 
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from libvm.testing.disk import build_disk_image
     from libvm.testing.guest import GuestImage, SeedReport, build_guest, console_done, parse_console, parse_seed_lines
+    from libvm.testing.relay import Relay
+    from libvm.testing.remote import RemoteHypervisor, remote_link
     from libvm.testing.sandbox import Sandbox, SandboxError, ensure_packages, netns_exec
 
 _WHERE = {
@@ -25,6 +28,9 @@ _WHERE = {
     "build_guest": "guest",
     "console_done": "guest",
     "parse_console": "guest",
+    "Relay": "relay",
+    "RemoteHypervisor": "remote",
+    "remote_link": "remote",
     "Sandbox": "sandbox",
     "SandboxError": "sandbox",
     "ensure_packages": "sandbox",
@@ -33,6 +39,8 @@ _WHERE = {
 
 __all__ = [
     "GuestImage",
+    "Relay",
+    "RemoteHypervisor",
     "Sandbox",
     "SandboxError",
     "SeedReport",
@@ -43,6 +51,7 @@ __all__ = [
     "netns_exec",
     "parse_console",
     "parse_seed_lines",
+    "remote_link",
 ]
 
 

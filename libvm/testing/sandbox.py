@@ -46,10 +46,12 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import libvirt
+
+from libvm.testing._service import Service, run_action
 
 log = logging.getLogger("libvm.testing")
 
@@ -178,6 +180,42 @@ def _running(names: tuple[str, ...]) -> list[int]:
     ]
 
 
+def _run_libvirt_key(root: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"{root}/run/libvirt")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def shares_run_libvirt(pid: int) -> bool:
+    """Whether process ``pid`` sees the same /run/libvirt as we do.
+
+    A daemon in its own mount namespace with a private /run/libvirt (such as
+    :class:`libvm.testing.RemoteHypervisor`'s) owns no socket of ours, so it
+    neither blocks a sandbox nor serves as its virtlogd. ``/proc/<pid>/root``
+    resolves the path through that process's mounts.
+    """
+    return _run_libvirt_key(f"/proc/{pid}/root") == _run_libvirt_key("")
+
+
+def wait_for_libvirtd(pid: int, uri: str, listening: Callable[[], bool], deadline: float, logfile: Path) -> None:
+    """Wait until libvirtd ``pid`` is ``listening()`` and answers on ``uri``; fail at once if it exits."""
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise SandboxError(f"libvirtd exited; see {logfile}")
+        if listening():
+            conn = libvirt.open(uri)
+            try:
+                log.info("libvirtd %d answers on %s after %.2fs", conn.getLibVersion(), uri, time.monotonic() - started)
+            finally:
+                conn.close()
+            return
+        time.sleep(0.05)
+    raise SandboxError(f"libvirtd did not answer on {uri} in time; see {logfile}")
+
+
 def _terminate(pids: list[int], timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL the given PIDs."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -194,7 +232,7 @@ def _terminate(pids: list[int], timeout: float = 10.0) -> None:
         raise SandboxError(f"processes would not die: {left}")
 
 
-class Sandbox:
+class Sandbox(Service):
     """libvirtd + virtlogd inside network namespace ``netns``; a context manager."""
 
     def __init__(self, netns: str = "libvm-test", timeout: float = 60.0) -> None:
@@ -202,18 +240,6 @@ class Sandbox:
         self.uri = URI
         self.timeout = timeout
         self.state_dir = STATE_ROOT / netns
-
-    def __enter__(self) -> Sandbox:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _pidfile(self, daemon: str) -> Path:
         return self.state_dir / f"{daemon}.pid"
@@ -241,7 +267,7 @@ class Sandbox:
             raise SandboxError("the libvirt sandbox needs root (network namespaces, libvirtd)")
         ensure_packages()
         self.stop()  # leftovers of a crashed run with the same netns name
-        foreign = _running(FOREIGN_DAEMONS)
+        foreign = [pid for pid in _running(FOREIGN_DAEMONS) if shares_run_libvirt(pid)]
         if foreign:
             raise SandboxError(
                 f"a libvirt daemon not started by this sandbox is running (PIDs {foreign}); "
@@ -252,7 +278,7 @@ class Sandbox:
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         try:
             netns_exec(self.netns, ["ip", "link", "set", "lo", "up"])
-            if _running(("virtlogd",)):
+            if any(shares_run_libvirt(pid) for pid in _running(("virtlogd",))):
                 log.info("reusing the virtlogd already running on this machine")
             else:
                 self._spawn("virtlogd")
@@ -291,18 +317,7 @@ class Sandbox:
     def _start_libvirtd(self) -> None:
         started = time.monotonic()
         pid = self._spawn("libvirtd")
-        while time.monotonic() - started < self.timeout:
-            if not _alive(pid):
-                raise SandboxError(f"libvirtd exited; see {self.state_dir / 'libvirtd.log'}")
-            if self._socket_answers():
-                conn = libvirt.open(self.uri)
-                try:
-                    log.info("libvirtd %d answers after %.1fs", conn.getLibVersion(), time.monotonic() - started)
-                finally:
-                    conn.close()
-                return
-            time.sleep(0.2)
-        raise SandboxError(f"libvirtd did not answer within {self.timeout}s")
+        wait_for_libvirtd(pid, self.uri, self._socket_answers, started + self.timeout, self.state_dir / "libvirtd.log")
 
     @staticmethod
     def _socket_answers() -> bool:
@@ -413,18 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", default="libvm-test")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sandbox = Sandbox(args.netns)
-    try:
-        if args.action == "up":
-            sandbox.start()
-        elif args.action == "down":
-            sandbox.stop()
-        else:
-            return 0 if sandbox.running() else 1
-    except SandboxError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_action(Sandbox(args.netns), args.action, SandboxError)
 
 
 if __name__ == "__main__":
