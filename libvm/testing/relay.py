@@ -63,6 +63,7 @@ class Relay(Service):
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._cut = False
         self.address: tuple[str, int] = listen
 
@@ -130,6 +131,8 @@ class Relay(Service):
             if self._server is not None:
                 self._server.close()
             self._reset_all()
+            # Let every connection's task see its reset and end, so none is pending when the loop closes.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
         with contextlib.suppress(RuntimeError):  # the loop already stopped
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
@@ -167,6 +170,10 @@ class Relay(Service):
         if self._cut:
             _reset(client_writer)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError as exc:
@@ -215,3 +222,5 @@ class Relay(Service):
                 await writer.drain()
         finally:
             reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import libvm
-from libvm.testing import GuestImage, Sandbox, build_guest, parse_console
+from libvm.testing import GuestImage, RemoteHypervisor, Sandbox, build_guest, parse_console
 
 PREFIX = "libvmtest-"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -65,6 +65,28 @@ def sandbox() -> Iterator[Sandbox | None]:
 
 
 @pytest.fixture(scope="session")
+def remote() -> Iterator[RemoteHypervisor]:
+    """A second libvirtd in its own network and mount namespaces, reached only over a veth
+    (``remote.tcp_uri``, ``remote.ssh_uri``, ``remote.libssh_uri``); it runs beside the sandbox."""
+    if os.geteuid() != 0:
+        unavailable("not root")
+    hv = RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24")
+    try:
+        hv.start()
+    except Exception as exc:  # any failure to start is reported the same way
+        unavailable(f"remote hypervisor did not start: {exc}")
+    try:
+        yield hv
+    finally:
+        hv.stop()
+
+
+def next_subnet() -> str:
+    """A fresh ``10.213.N`` prefix, never used before in this session."""
+    return f"10.213.{next(_subnets)}"
+
+
+@pytest.fixture(scope="session")
 def uri(sandbox: Sandbox | None) -> str:
     """The URI of the libvirtd under test."""
     return os.environ.get("LIBVM_TEST_URI") or (sandbox.uri if sandbox else "qemu:///system")
@@ -95,7 +117,7 @@ class Stack:
     def network(self, label: str, dhcp: tuple[int, int] = (30, 39), forward: str = "none") -> tuple[
             libvm.Network, str]:
         """A fresh network 10.213.N.0/24 (isolated by default); returns it and its prefix 10.213.N."""
-        base = f"10.213.{next(_subnets)}"
+        base = next_subnet()
         net = self.hv.ensure_network(self.name(label), f"{base}.0/24", forward=forward,
                                      dhcp_range=(f"{base}.{dhcp[0]}", f"{base}.{dhcp[1]}"))
         return net, base
