@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -45,40 +46,37 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"real stack unavailable: {reason} (run as root or set LIBVM_TEST_URI)")
 
 
+_S = TypeVar("_S", Sandbox, RemoteHypervisor)
+
+
+def running(service: _S, what: str) -> Iterator[_S]:
+    """Start ``service`` (as root), yield it, stop it; a failure to start is :func:`unavailable`."""
+    if os.geteuid() != 0:
+        unavailable("not root")
+    try:
+        service.start()
+    except Exception as exc:  # any failure to start is reported the same way
+        unavailable(f"{what} did not start: {exc}")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox | None]:
     """The private libvirtd (``None`` when ``LIBVM_TEST_URI`` names another one)."""
     if os.environ.get("LIBVM_TEST_URI"):
         yield None
         return
-    if os.geteuid() != 0:
-        unavailable("not root")
-    box = Sandbox(netns="libvmtest")
-    try:
-        box.start()
-    except Exception as exc:  # any failure to start is reported the same way
-        unavailable(f"sandbox did not start: {exc}")
-    try:
-        yield box
-    finally:
-        box.stop()
+    yield from running(Sandbox(netns="libvmtest"), "sandbox")
 
 
 @pytest.fixture(scope="session")
 def remote() -> Iterator[RemoteHypervisor]:
     """A second libvirtd in its own network and mount namespaces, reached only over a veth
     (``remote.tcp_uri``, ``remote.ssh_uri``, ``remote.libssh_uri``); it runs beside the sandbox."""
-    if os.geteuid() != 0:
-        unavailable("not root")
-    hv = RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24")
-    try:
-        hv.start()
-    except Exception as exc:  # any failure to start is reported the same way
-        unavailable(f"remote hypervisor did not start: {exc}")
-    try:
-        yield hv
-    finally:
-        hv.stop()
+    yield from running(RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24"), "remote hypervisor")
 
 
 def next_subnet() -> str:
