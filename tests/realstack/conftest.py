@@ -10,6 +10,7 @@ Under ``CI=true`` a stack that cannot start is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -160,6 +161,13 @@ class Stack:
 @pytest.fixture
 def stack(uri: str, guest: GuestImage) -> Iterator[Stack]:
     """A connection to the real daemon plus helpers; cleans up ``libvmtest-*`` objects."""
+    with stack_on(uri, guest) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def stack_on(uri: str, guest: GuestImage) -> Iterator[Stack]:
+    """A :class:`Stack` on the daemon at ``uri``, without ``libvmtest-*`` objects before and after."""
     with libvm.connect(uri) as hv, tempfile.TemporaryDirectory(prefix="libvmtest-") as tmp:
         os.chmod(tmp, 0o755)  # qemu runs as libvirt-qemu and must reach the serial log
         s = Stack(hv=hv, guest=guest, uri=uri, logs=Path(tmp))

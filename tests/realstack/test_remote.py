@@ -18,10 +18,10 @@ import libvirt
 import pytest
 
 import libvm
-from libvm.testing import Relay, RemoteHypervisor, remote_link
+from libvm.testing import GuestImage, Relay, RemoteHypervisor, remote_link
 from libvm.testing.remote import Transport
 from libvm.testing.sandbox import FOREIGN_DAEMONS, _running, shares_run_libvirt
-from tests.realstack.conftest import PREFIX, Stack, next_subnet
+from tests.realstack.conftest import PREFIX, Stack, next_subnet, stack_on
 
 TRANSPORTS: list[Transport] = ["tcp", "ssh", "libssh"]
 
@@ -49,6 +49,13 @@ def remote_hv(remote: RemoteHypervisor) -> Iterator[Callable[[str], libvm.Hyperv
         for hv in opened:
             hv.close()
         cleanup()
+
+
+@pytest.fixture
+def remote_stack(remote: RemoteHypervisor, guest: GuestImage) -> Iterator[Stack]:
+    """The real-stack helpers on the remote daemon, over qemu+tcp."""
+    with stack_on(remote.tcp_uri, guest) as s:
+        yield s
 
 
 def round_trip(conn: libvirt.virConnect, calls: int = 7) -> float:
@@ -217,3 +224,11 @@ def test_stop_cleans_up_after_a_crashed_run() -> None:
         assert not first.running()
     finally:
         first.stop()
+
+
+def test_a_guest_on_the_remote_gets_its_reserved_address(remote_stack: Stack) -> None:
+    """A whole hypervisor, not just an API: qemu and dnsmasq run in the remote's namespaces."""
+    net, base = remote_stack.network("far")
+    vm = remote_stack.vm("far-vm", [libvm.Nic(net.name, ip=f"{base}.50")])
+    assert str(vm.wait_for_ip(timeout=120)) == f"{base}.50"
+    assert list(remote_stack.console("far-vm").values()) == [f"{base}.50"]
