@@ -8,6 +8,9 @@ reply see ``2 * delay_ms`` more round-trip time than the link beneath.
 
 :meth:`Relay.cut` resets every connection it carries and refuses new ones until
 :meth:`Relay.restore`, so a test can lose the link to a daemon on purpose.
+:meth:`Relay.stall` is the silent kind of loss: connections stay open but no
+byte goes through (a call hangs, as behind a dead router) until
+:meth:`Relay.restore`, when what was held is delivered in order.
 
 The relay runs an asyncio loop in a daemon thread of the calling process; all
 public methods are thread-safe.
@@ -65,6 +68,7 @@ class Relay(Service):
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._cut = False
+        self._flowing: asyncio.Event | None = None
         self.address: tuple[str, int] = listen
 
     def __repr__(self) -> str:
@@ -100,6 +104,8 @@ class Relay(Service):
             except BaseException as exc:
                 started.set_exception(exc)
                 return
+            self._flowing = asyncio.Event()
+            self._flowing.set()
             self.address = self._server.sockets[0].getsockname()[:2]
             started.set_result(None)
 
@@ -146,9 +152,19 @@ class Relay(Service):
         self._call(self._reset_all)
         log.info("%r cut", self)
 
+    def stall(self) -> None:
+        """Hold every byte in both directions (connections stay open) until :meth:`restore`."""
+        self._call(lambda: self._flowing.clear() if self._flowing else None)
+        log.info("%r stalled", self)
+
+    @property
+    def is_stalled(self) -> bool:
+        return self._flowing is not None and not self._flowing.is_set()
+
     def restore(self) -> None:
-        """Accept connections again after :meth:`cut`."""
+        """Accept connections again after :meth:`cut`; deliver what :meth:`stall` held."""
         self._cut = False
+        self._call(lambda: self._flowing.set() if self._flowing else None)
 
     def _call(self, fn: Callable[[], None]) -> None:
         loop = self._loop
@@ -214,6 +230,8 @@ class Relay(Service):
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if self._flowing is not None:
+                    await self._flowing.wait()
                 if not data:
                     if writer.can_write_eof() and not writer.is_closing():
                         writer.write_eof()

@@ -7,6 +7,7 @@ for and loses the link on demand.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import statistics
 import subprocess
@@ -232,3 +233,23 @@ def test_a_guest_on_the_remote_gets_its_reserved_address(remote_stack: Stack) ->
     vm = remote_stack.vm("far-vm", [libvm.Nic(net.name, ip=f"{base}.50")])
     assert str(vm.wait_for_ip(timeout=120)) == f"{base}.50"
     assert list(remote_stack.console("far-vm").values()) == [f"{base}.50"]
+
+
+def test_a_stalled_relay_holds_calls_until_restored(remote: RemoteHypervisor) -> None:
+    """The silent kind of lost link: the call hangs (no error), then completes once the link is back."""
+    relay = remote.relay("tcp", delay_ms=1)
+    try:
+        assert relay.uri is not None
+        conn = libvirt.open(relay.uri)
+        try:
+            relay.stall()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                call = pool.submit(conn.getLibVersion)
+                with pytest.raises(concurrent.futures.TimeoutError):
+                    call.result(timeout=0.5)
+                relay.restore()
+                assert call.result(timeout=5) == conn.getLibVersion()
+        finally:
+            conn.close()
+    finally:
+        relay.stop()
