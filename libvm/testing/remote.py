@@ -77,6 +77,7 @@ from libvm.testing.sandbox import (
     _netns_inode,
     _terminate,
     _which,
+    ensure_packages,
     grant_kvm,
     wait_for_libvirtd,
 )
@@ -115,8 +116,6 @@ def ensure_remote_packages() -> None:
     where a ``policy-rc.d`` does not forbid it; the remote hypervisor only
     needs the binary, so a started ``ssh`` service is stopped again.
     """
-    from libvm.testing.sandbox import ensure_packages
-
     ensure_packages()
     pkgs = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None})
     if not pkgs:

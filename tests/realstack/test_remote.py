@@ -253,3 +253,15 @@ def test_a_stalled_relay_holds_calls_until_restored(remote: RemoteHypervisor) ->
             conn.close()
     finally:
         relay.stop()
+
+
+def test_restart_libvirtd_keeps_the_remote_and_its_objects(
+    remote: RemoteHypervisor, remote_hv: Callable[[str], libvm.Hypervisor]
+) -> None:
+    base = next_subnet()
+    remote_hv(remote.tcp_uri).ensure_network(f"{PREFIX}survivor", f"{base}.0/24", forward="none")
+    before = int((remote.state_dir / "libvirtd.pid").read_text())
+    remote.restart_libvirtd()
+    assert remote.running() and int((remote.state_dir / "libvirtd.pid").read_text()) != before
+    for transport in TRANSPORTS:
+        assert f"{PREFIX}survivor" in [n.name for n in remote_hv(remote.uri(transport)).networks()]
