@@ -112,9 +112,10 @@ Transport = Literal["tcp", "ssh", "libssh"]
 def ensure_remote_packages() -> None:
     """Install what the sandbox needs plus OpenSSH (as root), or explain what to install.
 
-    Debian's openssh-server would start the machine's sshd on installation
-    where a ``policy-rc.d`` does not forbid it; the remote hypervisor only
-    needs the binary, so a started ``ssh`` service is stopped again.
+    Debian's openssh-server starts the machine's sshd on installation unless
+    ``/usr/sbin/policy-rc.d`` forbids it; the remote hypervisor only needs the
+    binary, so a forbidding one is put in place for the installation if there
+    is none.
     """
     ensure_packages()
     pkgs = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None})
@@ -122,22 +123,30 @@ def ensure_remote_packages() -> None:
         return
     if os.geteuid() != 0:
         raise SandboxError("missing tools; as root run: apt-get install -y --no-install-recommends " + " ".join(pkgs))
-    sshd_before = _sshd_pids()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]):
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
-    started = [pid for pid in _sshd_pids() if pid not in sshd_before]
-    if started and Path("/etc/init.d/ssh").exists():
-        subprocess.run(["/etc/init.d/ssh", "stop"], capture_output=True, check=False)
+    with _no_service_starts():
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]):
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
     still = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None})
     if still:
         raise SandboxError(f"still missing after install: {' '.join(still)}")
 
 
-def _sshd_pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(int(p.name)) == "sshd"]
+@contextlib.contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """A ``policy-rc.d`` that forbids starting services (exit 101), unless the machine has one."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# libvm.testing: no service starts while packages install\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
 
 
 def _ns_inodes(pid: int) -> tuple[int, int] | None:
