@@ -81,6 +81,9 @@ from libvm.testing.sandbox import (
     grant_kvm,
     wait_for_libvirtd,
 )
+from libvm.testing.sandbox import (
+    REQUIRED_TOOLS as SANDBOX_TOOLS,
+)
 
 log = logging.getLogger("libvm.testing")
 
@@ -112,41 +115,10 @@ Transport = Literal["tcp", "ssh", "libssh"]
 def ensure_remote_packages() -> None:
     """Install what the sandbox needs plus OpenSSH (as root), or explain what to install.
 
-    Debian's openssh-server starts the machine's sshd on installation unless
-    ``/usr/sbin/policy-rc.d`` forbids it; the remote hypervisor only needs the
-    binary, so a forbidding one is put in place for the installation if there
-    is none.
+    Only sshd's binary is used: the installation starts no sshd on the machine
+    (see :func:`~libvm.testing.sandbox.ensure_packages`).
     """
-    ensure_packages()
-    pkgs = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None})
-    if not pkgs:
-        return
-    if os.geteuid() != 0:
-        raise SandboxError("missing tools; as root run: apt-get install -y --no-install-recommends " + " ".join(pkgs))
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    with _no_service_starts():
-        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]):
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
-    still = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None})
-    if still:
-        raise SandboxError(f"still missing after install: {' '.join(still)}")
-
-
-@contextlib.contextmanager
-def _no_service_starts() -> Iterator[None]:
-    """A ``policy-rc.d`` that forbids starting services (exit 101), unless the machine has one."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    if policy.exists():
-        yield
-        return
-    policy.write_text("#!/bin/sh\n# libvm.testing: no service starts while packages install\nexit 101\n")
-    policy.chmod(0o755)
-    try:
-        yield
-    finally:
-        policy.unlink(missing_ok=True)
+    ensure_packages({**SANDBOX_TOOLS, **REQUIRED_TOOLS})
 
 
 def _ns_inodes(pid: int) -> tuple[int, int] | None:

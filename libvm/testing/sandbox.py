@@ -46,7 +46,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libvirt
@@ -95,9 +95,9 @@ def _which(tool: str) -> str | None:
     return shutil.which(tool, path=path)
 
 
-def missing_packages() -> list[str]:
-    """Debian packages whose tools are missing (busybox must be the static one)."""
-    pkgs = {pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None}
+def missing_packages(tools: dict[str, str] | None = None) -> list[str]:
+    """Debian packages whose tools (default :data:`REQUIRED_TOOLS`) are missing; busybox must be the static one."""
+    pkgs = {pkg for tool, pkg in (tools or REQUIRED_TOOLS).items() if _which(tool) is None}
     if _which("dpkg-query") is not None:
         query = ["dpkg-query", "-W", "-f=${Status}", "busybox-static"]
         status = subprocess.run(query, capture_output=True, text=True, check=False).stdout
@@ -106,25 +106,46 @@ def missing_packages() -> list[str]:
     return sorted(pkgs)
 
 
-def ensure_packages() -> None:
-    """Install missing Debian packages (as root), or explain what to install."""
-    pkgs = missing_packages()
+def ensure_packages(tools: dict[str, str] | None = None) -> None:
+    """Install missing Debian packages (as root), or explain what to install.
+
+    The installation starts no service of the machine: Debian's
+    libvirt-daemon-system would start a libvirtd the sandbox then refuses to
+    run beside, openssh-server an sshd.
+    """
+    pkgs = missing_packages(tools)
     if not pkgs:
         return
     if os.geteuid() != 0:
         raise SandboxError("missing tools; as root run: apt-get install -y --no-install-recommends " + " ".join(pkgs))
     log.info("installing %s", " ".join(pkgs))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
-    ):
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
-    still = missing_packages()
+    with _no_service_starts():
+        for argv in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
+        ):
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
+    still = missing_packages(tools)
     if still:
         raise SandboxError(f"still missing after install: {' '.join(still)}")
+
+
+@contextlib.contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """A ``policy-rc.d`` that forbids starting services (exit 101), unless the machine has one."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# libvm.testing: no service starts while packages install\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
 
 
 def netns_exec(
