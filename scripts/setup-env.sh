@@ -10,6 +10,7 @@ APT_PACKAGES=(
   openssh-client              # tests only: log in to the Debian guests with the real ssh (no Python SSH library)
   genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
   virtinst                    # bench only: the virt-install column of bench/bench_create.py
+  openssh-server openssh-client  # tests only: qemu+ssh to libvm.testing.RemoteHypervisor (never started as a service)
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,7 +23,13 @@ if ((${#missing[@]})); then
   fi
   echo "== apt-get install ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # No package may start a service of the machine (openssh-server would start its sshd):
+  # Debian's policy-rc.d answer 101 forbids it, for the installation only.
+  policy=/usr/sbin/policy-rc.d own_policy=
+  [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { [ -z "$own_policy" ] || rm -f "$policy"; exit 2; }
+  [ -z "$own_policy" ] || rm -f "$policy"
 fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

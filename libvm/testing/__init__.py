@@ -1,8 +1,10 @@
-"""Real-stack test helpers: a libvirtd sandbox in a network namespace, a
-tiny DHCP test guest (kernel + initramfs, or a bootable disk image) that reads
-a NoCloud seed, real Debian 12 cloud images (:func:`build_debian_image`) and
-cloud-init's own network renderers (:func:`render_network`).  Needs root and
-Debian packages (see :func:`libvm.testing.sandbox.ensure_packages`).
+"""Real-stack test helpers: a libvirtd sandbox in a network namespace, a second
+libvirt host reached only over the network (:class:`RemoteHypervisor`, with a
+latency :class:`Relay`), a tiny DHCP test guest (kernel + initramfs, or a
+bootable disk image) that reads a NoCloud seed, real Debian 12 cloud images
+(:func:`build_debian_image`) and cloud-init's own network renderers
+(:func:`render_network`).  Needs root and Debian packages (see
+:func:`libvm.testing.sandbox.ensure_packages`).
 
 Names are imported lazily, so ``python -m libvm.testing.sandbox`` and
 guest-only users do not import the other module (or libvirt) up front.
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from libvm.testing.debian import build_debian_image
     from libvm.testing.disk import build_disk_image
     from libvm.testing.guest import GuestImage, SeedReport, build_guest, console_done, parse_console, parse_seed_lines
+    from libvm.testing.relay import Relay
+    from libvm.testing.remote import RemoteHypervisor, remote_link
     from libvm.testing.renderers import cloud_init_tree, render_network
     from libvm.testing.sandbox import Sandbox, SandboxError, ensure_packages, netns_exec
 
@@ -31,6 +35,9 @@ _WHERE = {
     "build_guest": "guest",
     "console_done": "guest",
     "parse_console": "guest",
+    "Relay": "relay",
+    "RemoteHypervisor": "remote",
+    "remote_link": "remote",
     "Sandbox": "sandbox",
     "SandboxError": "sandbox",
     "ensure_packages": "sandbox",
@@ -39,6 +46,8 @@ _WHERE = {
 
 __all__ = [
     "GuestImage",
+    "Relay",
+    "RemoteHypervisor",
     "Sandbox",
     "SandboxError",
     "SeedReport",
@@ -51,6 +60,7 @@ __all__ = [
     "netns_exec",
     "parse_console",
     "parse_seed_lines",
+    "remote_link",
     "render_network",
 ]
 

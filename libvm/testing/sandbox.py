@@ -46,10 +46,12 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 import libvirt
+
+from libvm.testing._service import Service, run_action
 
 log = logging.getLogger("libvm.testing")
 
@@ -88,15 +90,15 @@ class SandboxError(RuntimeError):
     """The sandbox cannot be set up or torn down."""
 
 
-def _which(tool: str) -> str | None:
+def which(tool: str) -> str | None:
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
     return shutil.which(tool, path=path)
 
 
-def missing_packages() -> list[str]:
-    """Debian packages whose tools are missing (busybox must be the static one)."""
-    pkgs = {pkg for tool, pkg in REQUIRED_TOOLS.items() if _which(tool) is None}
-    if _which("dpkg-query") is not None:
+def missing_packages(tools: dict[str, str] | None = None) -> list[str]:
+    """Debian packages whose tools (default :data:`REQUIRED_TOOLS`) are missing; busybox must be the static one."""
+    pkgs = {pkg for tool, pkg in (tools or REQUIRED_TOOLS).items() if which(tool) is None}
+    if which("dpkg-query") is not None:
         query = ["dpkg-query", "-W", "-f=${Status}", "busybox-static"]
         status = subprocess.run(query, capture_output=True, text=True, check=False).stdout
         if "install ok installed" not in status:
@@ -104,25 +106,46 @@ def missing_packages() -> list[str]:
     return sorted(pkgs)
 
 
-def ensure_packages() -> None:
-    """Install missing Debian packages (as root), or explain what to install."""
-    pkgs = missing_packages()
+def ensure_packages(tools: dict[str, str] | None = None) -> None:
+    """Install missing Debian packages (as root), or explain what to install.
+
+    The installation starts no service of the machine: Debian's
+    libvirt-daemon-system would start a libvirtd the sandbox then refuses to
+    run beside, openssh-server an sshd.
+    """
+    pkgs = missing_packages(tools)
     if not pkgs:
         return
     if os.geteuid() != 0:
         raise SandboxError("missing tools; as root run: apt-get install -y --no-install-recommends " + " ".join(pkgs))
     log.info("installing %s", " ".join(pkgs))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
-    ):
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
-    still = missing_packages()
+    with _no_service_starts():
+        for argv in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
+        ):
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SandboxError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-2000:]}")
+    still = missing_packages(tools)
     if still:
         raise SandboxError(f"still missing after install: {' '.join(still)}")
+
+
+@contextlib.contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """A ``policy-rc.d`` that forbids starting services (exit 101), unless the machine has one."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# libvm.testing: no service starts while packages install\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
 
 
 def netns_exec(
@@ -141,7 +164,7 @@ def netns_exec(
     return proc
 
 
-def _netns_inode(netns: str) -> int | None:
+def netns_inode(netns: str) -> int | None:
     try:
         return os.stat(f"/run/netns/{netns}").st_ino
     except FileNotFoundError:
@@ -155,14 +178,14 @@ def _pid_netns_inode(pid: int) -> int | None:
         return None
 
 
-def _comm(pid: int) -> str | None:
+def comm(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -174,27 +197,63 @@ def _running(names: tuple[str, ...]) -> list[int]:
     return [
         int(p.name)
         for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _comm(int(p.name)) in names and _alive(int(p.name))
+        if p.name.isdigit() and comm(int(p.name)) in names and alive(int(p.name))
     ]
 
 
-def _terminate(pids: list[int], timeout: float = 10.0) -> None:
+def _run_libvirt_key(root: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"{root}/run/libvirt")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def shares_run_libvirt(pid: int) -> bool:
+    """Whether process ``pid`` sees the same /run/libvirt as we do.
+
+    A daemon in its own mount namespace with a private /run/libvirt (such as
+    :class:`libvm.testing.RemoteHypervisor`'s) owns no socket of ours, so it
+    neither blocks a sandbox nor serves as its virtlogd. ``/proc/<pid>/root``
+    resolves the path through that process's mounts.
+    """
+    return _run_libvirt_key(f"/proc/{pid}/root") == _run_libvirt_key("")
+
+
+def wait_for_libvirtd(pid: int, uri: str, listening: Callable[[], bool], deadline: float, logfile: Path) -> None:
+    """Wait until libvirtd ``pid`` is ``listening()`` and answers on ``uri``; fail at once if it exits."""
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise SandboxError(f"libvirtd exited; see {logfile}")
+        if listening():
+            conn = libvirt.open(uri)
+            try:
+                log.info("libvirtd %d answers on %s after %.2fs", conn.getLibVersion(), uri, time.monotonic() - started)
+            finally:
+                conn.close()
+            return
+        time.sleep(0.05)
+    raise SandboxError(f"libvirtd did not answer on {uri} in time; see {logfile}")
+
+
+def terminate(pids: list[int], timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL the given PIDs."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        live = [p for p in pids if _alive(p)]
+        live = [p for p in pids if alive(p)]
         for pid in live:
-            log.debug("sending %s to %d (%s)", sig.name, pid, _comm(pid))
+            log.debug("sending %s to %d (%s)", sig.name, pid, comm(pid))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in live) and time.monotonic() < deadline:
+        while any(alive(p) for p in live) and time.monotonic() < deadline:
             time.sleep(0.1)
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     if left:
         raise SandboxError(f"processes would not die: {left}")
 
 
-class Sandbox:
+class Sandbox(Service):
     """libvirtd + virtlogd inside network namespace ``netns``; a context manager."""
 
     def __init__(self, netns: str = "libvm-test", timeout: float = 60.0) -> None:
@@ -202,18 +261,6 @@ class Sandbox:
         self.uri = URI
         self.timeout = timeout
         self.state_dir = STATE_ROOT / netns
-
-    def __enter__(self) -> Sandbox:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _pidfile(self, daemon: str) -> Path:
         return self.state_dir / f"{daemon}.pid"
@@ -224,13 +271,13 @@ class Sandbox:
             pid = int(self._pidfile(daemon).read_text().strip())
         except (OSError, ValueError):
             return None
-        ino = _netns_inode(self.netns)
-        if _comm(pid) != daemon or not _alive(pid) or ino is None:
+        ino = netns_inode(self.netns)
+        if comm(pid) != daemon or not alive(pid) or ino is None:
             return None
         return pid if _pid_netns_inode(pid) == ino else None
 
     def _netns_pids(self) -> list[int]:
-        if _netns_inode(self.netns) is None:
+        if netns_inode(self.netns) is None:
             return []
         out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True, check=False).stdout
         return [int(x) for x in out.split() if x.isdigit()]
@@ -241,7 +288,7 @@ class Sandbox:
             raise SandboxError("the libvirt sandbox needs root (network namespaces, libvirtd)")
         ensure_packages()
         self.stop()  # leftovers of a crashed run with the same netns name
-        foreign = _running(FOREIGN_DAEMONS)
+        foreign = [pid for pid in _running(FOREIGN_DAEMONS) if shares_run_libvirt(pid)]
         if foreign:
             raise SandboxError(
                 f"a libvirt daemon not started by this sandbox is running (PIDs {foreign}); "
@@ -252,7 +299,7 @@ class Sandbox:
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         try:
             netns_exec(self.netns, ["ip", "link", "set", "lo", "up"])
-            if _running(("virtlogd",)):
+            if any(shares_run_libvirt(pid) for pid in _running(("virtlogd",))):
                 log.info("reusing the virtlogd already running on this machine")
             else:
                 self._spawn("virtlogd")
@@ -266,7 +313,7 @@ class Sandbox:
         pidfile.unlink(missing_ok=True)
         logfile = self.state_dir / f"{daemon}.log"
         env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logfile}")
-        exe = _which(daemon) or daemon
+        exe = which(daemon) or daemon
         # stdio to a file, not a pipe: a daemon holding a pipe open would hang us.
         with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
             rc = subprocess.run(
@@ -291,18 +338,7 @@ class Sandbox:
     def _start_libvirtd(self) -> None:
         started = time.monotonic()
         pid = self._spawn("libvirtd")
-        while time.monotonic() - started < self.timeout:
-            if not _alive(pid):
-                raise SandboxError(f"libvirtd exited; see {self.state_dir / 'libvirtd.log'}")
-            if self._socket_answers():
-                conn = libvirt.open(self.uri)
-                try:
-                    log.info("libvirtd %d answers after %.1fs", conn.getLibVersion(), time.monotonic() - started)
-                finally:
-                    conn.close()
-                return
-            time.sleep(0.2)
-        raise SandboxError(f"libvirtd did not answer within {self.timeout}s")
+        wait_for_libvirtd(pid, self.uri, self._socket_answers, started + self.timeout, self.state_dir / "libvirtd.log")
 
     @staticmethod
     def _socket_answers() -> bool:
@@ -317,7 +353,7 @@ class Sandbox:
         """Stop and start libvirtd in the same netns; guests and dnsmasq keep running."""
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])
+            terminate([pid])
         self._start_libvirtd()
 
     def stop(self) -> None:
@@ -328,13 +364,13 @@ class Sandbox:
         """
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])
+            terminate([pid])
         # qemu and dnsmasq outlive libvirtd; the netns holds only our processes.
-        _terminate(self._netns_pids())
+        terminate(self._netns_pids())
         vl = self._pid("virtlogd")
         if vl is not None:
-            _terminate([vl])
-        if _netns_inode(self.netns) is not None:
+            terminate([vl])
+        if netns_inode(self.netns) is not None:
             subprocess.run(["ip", "netns", "del", self.netns], check=True, capture_output=True)
             log.info("deleted netns %s", self.netns)
         for daemon in DAEMONS:
@@ -413,18 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", default="libvm-test")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sandbox = Sandbox(args.netns)
-    try:
-        if args.action == "up":
-            sandbox.start()
-        elif args.action == "down":
-            sandbox.stop()
-        else:
-            return 0 if sandbox.running() else 1
-    except SandboxError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_action(Sandbox(args.netns), args.action, SandboxError)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Under ``CI=true`` a stack that cannot start is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -18,11 +19,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 import libvm
-from libvm.testing import GuestImage, Sandbox, build_guest, parse_console
+from libvm.testing import GuestImage, RemoteHypervisor, Sandbox, build_guest, parse_console
 
 PREFIX = "libvmtest-"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -45,23 +47,42 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"real stack unavailable: {reason} (run as root or set LIBVM_TEST_URI)")
 
 
+_S = TypeVar("_S", Sandbox, RemoteHypervisor)
+
+
+def running(service: _S, what: str) -> Iterator[_S]:
+    """Start ``service`` (as root), yield it, stop it; a failure to start is :func:`unavailable`."""
+    if os.geteuid() != 0:
+        unavailable("not root")
+    try:
+        service.start()
+    except Exception as exc:  # any failure to start is reported the same way
+        unavailable(f"{what} did not start: {exc}")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox | None]:
     """The private libvirtd (``None`` when ``LIBVM_TEST_URI`` names another one)."""
     if os.environ.get("LIBVM_TEST_URI"):
         yield None
         return
-    if os.geteuid() != 0:
-        unavailable("not root")
-    box = Sandbox(netns="libvmtest")
-    try:
-        box.start()
-    except Exception as exc:  # any failure to start is reported the same way
-        unavailable(f"sandbox did not start: {exc}")
-    try:
-        yield box
-    finally:
-        box.stop()
+    yield from running(Sandbox(netns="libvmtest"), "sandbox")
+
+
+@pytest.fixture(scope="session")
+def remote() -> Iterator[RemoteHypervisor]:
+    """A second libvirtd in its own network and mount namespaces, reached only over a veth
+    (``remote.tcp_uri``, ``remote.ssh_uri``, ``remote.libssh_uri``); it runs beside the sandbox."""
+    yield from running(RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24"), "remote hypervisor")
+
+
+def next_subnet() -> str:
+    """A fresh ``10.213.N`` prefix, never used before in this session."""
+    return f"10.213.{next(_subnets)}"
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +117,8 @@ class Stack:
                 dual: bool = False) -> tuple[libvm.Network, str]:
         """A fresh network 10.213.N.0/24 (isolated by default; ``dual``: also fd00:213:N::/64, its
         DHCPv6 range ::100-::1ff); returns it and its prefix 10.213.N."""
-        n = next(_subnets)
-        base = f"10.213.{n}"
+        base = next_subnet()
+        n = base.rsplit(".", 1)[1]
         net = self.hv.ensure_network(self.name(label), f"{base}.0/24", forward=forward,
                                      dhcp_range=(f"{base}.{dhcp[0]}", f"{base}.{dhcp[1]}"),
                                      subnet6=f"fd00:213:{n}::/64" if dual else None,
@@ -144,6 +165,13 @@ class Stack:
 @pytest.fixture
 def stack(uri: str, guest: GuestImage) -> Iterator[Stack]:
     """A connection to the real daemon plus helpers; cleans up ``libvmtest-*`` objects."""
+    with stack_on(uri, guest) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def stack_on(uri: str, guest: GuestImage) -> Iterator[Stack]:
+    """A :class:`Stack` on the daemon at ``uri``, without ``libvmtest-*`` objects before and after."""
     with libvm.connect(uri) as hv, tempfile.TemporaryDirectory(prefix="libvmtest-") as tmp:
         os.chmod(tmp, 0o755)  # qemu runs as libvirt-qemu and must reach the serial log
         s = Stack(hv=hv, guest=guest, uri=uri, logs=Path(tmp))

@@ -12,7 +12,7 @@ import sys
 from lxml import html as lxml_html
 
 from tests.nbrun import QUICKSTART, html, lines, run_notebook, stdout
-from tests.realstack.conftest import PREFIX, Stack, _subnets
+from tests.realstack.conftest import PREFIX, Stack, next_subnet
 
 
 def rows(markup: str) -> list[list[str]]:
@@ -22,7 +22,7 @@ def rows(markup: str) -> list[list[str]]:
 
 
 def test_quickstart_notebook(stack: Stack) -> None:
-    base = f"10.213.{next(_subnets)}"
+    base = next_subnet()
     notebook = run_notebook(QUICKSTART, {"LIBVM_URI": stack.uri, "LIBVM_SUBNET": f"{base}.0/24"}, timeout=600)
 
     setup = stdout(notebook, "setup")
