@@ -167,15 +167,15 @@ def test_debian_guests_on_dhcp_and_static_network(stack: Stack, bases: dict[str,
     # Dual stack: every NIC also gets a reserved IPv6 address (by its DHCP name).
     net, prefix = stack.network("debian", forward="nat", dual=True)
     gateway = f"{prefix}.1"
-    prefix6 = str(net.spec().ips[1].subnet.network).rstrip(":")  # fd00:213:N:
-    gateway6 = f"{prefix6}:1"
+    prefix6 = str(net.spec().ips[1].subnet.network)  # fd00:213:N::
+    gateway6 = f"{prefix6}1"
     pool = stack.hv.pool(POOL)
     key = ssh.key.with_suffix(".pub").read_text()
     guests = []
     for n, flavour in enumerate(sorted(FLAVOURS)):
         dhcp, static = f"{flavour}-dhcp", f"{flavour}-static"
-        guests += [Guest(dhcp, flavour, f"{prefix}.{50 + 2 * n}", False, static, f"{prefix6}:{50 + 2 * n}"),
-                   Guest(static, flavour, f"{prefix}.{51 + 2 * n}", True, dhcp, f"{prefix6}:{51 + 2 * n}")]
+        guests += [Guest(dhcp, flavour, f"{prefix}.{50 + 2 * n}", False, static, f"{prefix6}{50 + 2 * n}"),
+                   Guest(static, flavour, f"{prefix}.{51 + 2 * n}", True, dhcp, f"{prefix6}{51 + 2 * n}")]
     by_label = {g.label: g for g in guests}
     started = time.monotonic()
     vms = {}
