@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import libvirt
 import netaddr
@@ -20,6 +21,9 @@ from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTime
 from .network import Network
 from .values import Lease, Nic, Reservation, check_int
 from .views import NicRow, Rendered, Table, lease_of, reservation_of, vm_table
+
+if TYPE_CHECKING:
+    from .hypervisor import Hypervisor
 
 log = logging.getLogger("libvm")
 
@@ -58,6 +62,10 @@ class VM(Rendered):
 
     In Jupyter or IPython it shows as a table: one row per NIC (see :mod:`libvm.views`).
     """
+
+    #: The :class:`Hypervisor` the domain is on, where libvm knows it: every VM a
+    #: :class:`libvm.Fleet` returns has it (``vm.hypervisor.uri``: where it landed); else ``None``.
+    hypervisor: Hypervisor | None = None
 
     def __init__(self, live: Live, handle: libvirt.virDomain) -> None:
         self._live = live
