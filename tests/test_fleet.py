@@ -404,6 +404,38 @@ def test_threads_placing_at_once_never_overcommit(tmp_path: Path, monkeypatch: p
     assert [row.committed for row in fleet.hosts()] == [3072, 3072]
 
 
+def test_a_reading_taken_before_a_vm_landed_still_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = node(tmp_path, "one", 1536)  # 1024 MiB allowed: one 1 GiB VM
+    fleet = Fleet([host])
+    both_read, first_done = threading.Barrier(2), threading.Event()
+    survey = fleet._survey
+
+    def stale(*args: Any) -> Any:
+        facts = survey(*args)
+        both_read.wait(30)
+        if threading.current_thread().name == "late":
+            first_done.wait(30)  # places only after the other VM exists, on a reading without it
+        return facts
+
+    monkeypatch.setattr(fleet, "_survey", stale)
+    outcomes: dict[str, str] = {}
+
+    def create(name: str) -> None:
+        try:
+            outcomes[name] = where(fleet.create_vm(name, memory="1GiB"))
+        except libvm.NoEligibleHost:
+            outcomes[name] = "refused"
+        if name == "early":
+            first_done.set()
+
+    threads = [threading.Thread(target=create, args=(name,), name=name) for name in ("early", "late")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == {"early": host, "late": "refused"}
+
+
 # -- images, listings, the CLI ---------------------------------------------------------
 
 
@@ -430,8 +462,13 @@ def test_a_base_image_is_uploaded_once_per_host(two: tuple[libvm.Hypervisor, lib
     assert len(uploads) == 2  # found again by its checksum
     # a host that lost it gets it again when a VM needs it there; a failed call takes it away again
     b.pool("images").volume(name).delete(force=True)
-    vm = fleet.create_vm("fromimg", disks=[Disk.from_image(first[a.uri])], placement=lambda h, r: b.uri)
-    assert where(vm) == b.uri and b.pool("images").has(name) and len(uploads) == 3
+    disk = Disk.from_image(first[a.uri])
+    assert where(fleet.create_vm("preferred", disks=[disk])) == a.uri  # b has more memory, a has the image
+    with pytest.raises(libvm.InvalidSpec):
+        fleet.create_vm("bad", disks=[disk], nics=[Nic("lab", ip="192.168.150.1")], placement=lambda h, r: b.uri)
+    assert not b.pool("images").has(name) and len(uploads) == 3  # uploaded for it, removed with it
+    vm = fleet.create_vm("fromimg", disks=[disk], placement=lambda h, r: b.uri)
+    assert where(vm) == b.uri and b.pool("images").has(name) and len(uploads) == 4
 
 
 def test_vm_and_delete_vm_find_the_host(two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
