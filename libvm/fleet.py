@@ -516,29 +516,40 @@ class Fleet(Rendered):
             return dataclasses.replace(nic, mac=_random_mac(macs))
         return nic  # the host derives it from the address it allocates
 
-    def _check_macs(self, done: list[_Done], claims: list[_Claim]) -> None:
-        """After creating: the MACs the hosts derived must be on no other host. Under the lock.
+    def _check_macs(self, done: list[_Done], claims: list[_Claim], now: Mapping[str, object]) -> None:
+        """After creating: every MAC of the new VMs is on no other host. Under the lock.
 
-        Only a host changed behind the fleet's back since the reading can
-        make this fail; then everything is rolled back.
+        ``now``: each host's ``{mac: domain}`` read after the VMs were created
+        (or its error: then its last reading counts). Only a host changed
+        behind the fleet's back (virsh, another program) can make this fail;
+        then the whole call is rolled back.
         """
-        others = {mac: where for mac, where in self._macs().items() if not any(mac in c.macs for c in claims)}
+        mine = {mac for claim in claims for mac in claim.macs}
+        others: dict[str, tuple[str, str]] = {}
+        for uri in self._hosts:
+            owners = now.get(uri)
+            survey = self._surveys.get(uri)
+            if not isinstance(owners, dict):
+                owners = dict(survey.macs) if survey is not None else {}
+            for mac, domain in owners.items():
+                others.setdefault(mac, (uri, f"domain {domain!r}"))
+        for claim in self._claims:
+            if all(claim is not c for c in claims):
+                for mac in claim.macs:
+                    others.setdefault(mac, (claim.uri, f"VM {claim.name!r} (being created)"))
         by_name = {claim.name: claim for claim in claims}
         for part in done:
-            for vm, nics in zip(part.vms, part.nics, strict=True):
+            for vm in part.vms:
                 claim = by_name[vm.name]
-                for nic in nics:
-                    mac = format_mac(nic.mac) if nic.mac is not None else None
-                    if mac is None:
-                        continue
+                for mac in vm.macs:
                     owner = others.get(mac)
-                    if owner is not None and owner[0] != part.uri and mac not in claim.macs:
+                    if owner is not None and owner[0] != part.uri and mac not in mine:
                         self._rollback(done)  # under the fleet's lock: rare, and nothing may take the MAC meanwhile
                         raise MacInUse(f"MAC {mac} of VM {vm.name!r} is already on {owner[1]} on host {owner[0]} "
                                        f"(it appeared while the VM was created); nothing was kept",
                                        other=f"{owner[0]} {owner[1]}")
                     claim.macs.add(mac)
-                    others.setdefault(mac, (part.uri, f"VM {vm.name!r} of this call"))
+                    others[mac] = (part.uri, f"VM {vm.name!r} of this call")
 
     # -- applying ----------------------------------------------------------------
 
@@ -585,8 +596,9 @@ class Fleet(Rendered):
         try:
             with sigint_deferred():  # from here on the call is undone as a whole, or kept as a whole
                 if not interrupted and not failed:
+                    macs = self._fan_out(lambda host: host.hypervisor().mac_owners())
                     with self._lock:
-                        self._check_macs(done, claims)
+                        self._check_macs(done, claims, macs)
                     return done
                 self._rollback(done)
         except KeyboardInterrupt:

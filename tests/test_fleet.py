@@ -227,6 +227,25 @@ def test_a_given_mac_on_another_host_is_refused_naming_its_owner(
     assert [vm.name for vm in b.vms()] == []
 
 
+def test_a_mac_that_appears_on_another_host_meanwhile_undoes_the_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab2 = LAB.replace("lab", "lab2").replace("192.168.150.", "192.168.151.").format(hosts="")
+    with libvm.connect(node(tmp_path, "a", 8192)) as a, libvm.connect(node(tmp_path, "b", 8192, (lab2,))) as b:
+        fleet = Fleet([a, b])
+        survey = fleet._survey
+        derived = libvm.generate_mac("lab2", "192.168.151.2")  # what b derives for its first free address
+
+        def behind_the_fleets_back(*args: Any) -> Any:
+            facts = survey(*args)
+            a.create_vm("virsh-made", nics=[Nic("lab", mac=derived)])  # after the fleet's reading
+            return facts
+
+        monkeypatch.setattr(fleet, "_survey", behind_the_fleets_back)
+        with pytest.raises(libvm.MacInUse, match=f"already on domain 'virsh-made' on host {a.uri}"):
+            fleet.create_vm("new", nics=[Nic("lab2")])
+        assert [vm.name for vm in b.vms()] == [] and b.network("lab2").reservations() == []
+
+
 def test_a_shared_subnet_needs_one_declared_dhcp_owner(tmp_path: Path) -> None:
     dhcp = ISOLATED.format(dhcp="<dhcp><range start='10.7.0.100' end='10.7.0.200'/></dhcp>")
     one, two_ = node(tmp_path, "one", 4096, networks=(dhcp,)), node(tmp_path, "two", 8192, networks=(dhcp,))
