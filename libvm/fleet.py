@@ -22,48 +22,42 @@ host can know:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import inspect
 import logging
-import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import netaddr
-
-from . import _xml
 from ._live import sigint_deferred
-from .addressing import format_mac, generate_mac, parse_memory
+from .addressing import format_mac, parse_memory
 from .domain import VM, nic_rows
 from .errors import (
     AlreadyExists,
     InvalidSpec,
-    LibvirtFailure,
     LibvmError,
     MacInUse,
     NotFound,
 )
-from .hypervisor import Hypervisor, connect
+from .hypervisor import Hypervisor
+from .ledger import mac_for
 from .placement import (
     Claim,
     HostFacts,
-    NetworkFacts,
     Placement,
     Policy,
-    PoolFacts,
     Request,
     l2_verdicts,
     place,
 )
 from .progress import Progress, ProgressArg
+from .survey import Call, Host, HostList, Survey, fan_out, read_host, why
 from .values import Disk, Nic, as_items, check_path
 from .views import VM_COLUMNS, Rendered, Table
 
@@ -77,40 +71,6 @@ __all__ = ["Fleet", "FleetVMList", "HostList"]
 
 #: What a cloud-init seed volume is counted as in a pool (it is a few KiB).
 _SEED_BYTES = 2**20
-
-HOST_COLUMNS = ("host", "state", "memory MiB (total / free / committed)", "vCPUs (host / committed)", "domains",
-                "networks", "pools (free)")
-
-
-class _Host:
-    """One host of the fleet: its URI, its connection (opened on first use) and whether calls hang there."""
-
-    def __init__(self, uri: str, hv: Hypervisor | None) -> None:
-        self.uri = uri
-        self.hv = hv
-        self.owned = hv is None  # the fleet opened it, so the fleet closes it
-        self.lock = threading.Lock()  # held while connecting
-        self.overdue_lock = threading.Lock()  # not self.lock: a connect that hangs holds that one
-        self.overdue = 0  # calls that outlived the timeout and have not returned yet
-        self.guests: frozenset[tuple[str, str]] | None = None
-        self.guests_read = False
-
-    def hypervisor(self) -> Hypervisor:
-        """The open connection, connecting (again) if needed."""
-        with self.lock:
-            if self.hv is None or (self.owned and self.hv.closed):
-                self.hv = connect(self.uri)
-                self.guests_read = False
-            return self.hv
-
-
-@dataclass
-class _Survey:
-    """One reading of a host: the placement facts, and the names and MACs for the ledger."""
-
-    facts: HostFacts
-    names: frozenset[str] = frozenset()
-    macs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # mac -> domain
 
 
 @dataclass
@@ -135,15 +95,6 @@ class _Done:
     reserved: dict[str, set[str]]  # network -> MACs reserved before the call
     dns: dict[str, set[str]]  # network -> DNS addresses before the call
     uploads: list[Volume]
-
-
-class HostList(list[HostFacts], Rendered):
-    """The rows of :meth:`Fleet.hosts`: a list of :class:`libvm.placement.HostFacts` that renders as a table."""
-
-    def table(self) -> Table:
-        """One row per host: state or error, memory, vCPUs, domains, networks, pools."""
-        return Table(HOST_COLUMNS, tuple(_host_cells(h) for h in self),
-                     f"{len(self)} host{'' if len(self) == 1 else 's'}")
 
 
 class FleetVMList(list[VM], Rendered):
@@ -185,7 +136,7 @@ class Fleet(Rendered):
                  dhcp_owners: Mapping[str, str | None] | None = None) -> None:
         if isinstance(hosts, (str, bytes, Hypervisor, Mapping)) or not isinstance(hosts, Iterable):
             raise InvalidSpec("hosts", hosts, "a list of libvirt URIs or libvm.Hypervisor objects")
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, Host] = {}
         for index, item in enumerate(hosts):
             if isinstance(item, Hypervisor):
                 uri, hv = item.uri, item
@@ -195,7 +146,7 @@ class Fleet(Rendered):
                 raise InvalidSpec(f"hosts[{index}]", item, "a libvirt URI or a libvm.Hypervisor")
             if uri in self._hosts:
                 raise InvalidSpec(f"hosts[{index}]", uri, "this host is given twice")
-            self._hosts[uri] = _Host(uri, hv)
+            self._hosts[uri] = Host(uri, hv)
         if not self._hosts:
             raise InvalidSpec("hosts", hosts, "at least one host")
         for field, value in (("timeout", timeout), ("memory_ratio", memory_ratio), ("disk_ratio", disk_ratio)):
@@ -214,7 +165,7 @@ class Fleet(Rendered):
         self.dhcp_owners: dict[str, str | None] = owners
         self._lock = threading.Lock()  # placement, claims and the ledger
         self._claims: list[_Claim] = []
-        self._surveys: dict[str, _Survey] = {}  # the latest reading of each host that answered
+        self._surveys: dict[str, Survey] = {}  # the latest reading of each host that answered
         self._facts: dict[str, HostFacts] = {}  # the latest reading of each host, or its error
         self._images: dict[tuple[str, str], Path] = {}  # (pool, volume) -> the local file it came from
         self._fan_out(lambda host: host.hypervisor())  # connect to all at once; failures show in hosts()
@@ -248,43 +199,23 @@ class Fleet(Rendered):
 
     # -- reading the hosts ---------------------------------------------------------
 
-    def _fan_out(self, work: Callable[[_Host], T],
-                 hosts: Iterable[_Host] | None = None) -> dict[str, T | BaseException]:
-        """``work(host)`` for every host at once, each on its own thread; ``{uri: result or error}``.
-
-        A host gets at most ``timeout`` seconds; then it is reported as not
-        answering and its thread is left to finish on its own (a daemon
-        thread: a hung libvirt call cannot be cancelled, and must not keep the
-        program alive). While such a call is still out, the host is not asked
-        again, so a dead host never piles up threads.
-        """
-        chosen = list(self._hosts.values() if hosts is None else hosts)
-        calls: dict[str, _Call] = {}
-        results: dict[str, T | BaseException] = {}
-        for host in chosen:
-            if host.overdue:
-                results[host.uri] = LibvirtFailure(f"{host.uri} has not answered an earlier call yet "
-                                                   f"(over {self.timeout:g} s): the host is down or slow")
-                continue
-            calls[host.uri] = _Call(host, work)
-        deadline = time.monotonic() + self.timeout
-        for uri, call in calls.items():
-            results[uri] = call.wait(max(0.0, deadline - time.monotonic()), self.timeout)
-        return {uri: results[uri] for uri in (h.uri for h in chosen)}
+    def _fan_out(self, work: Callable[[Host], T]) -> dict[str, T | BaseException]:
+        """``work(host)`` on every host at once, at most ``timeout`` seconds (:func:`libvm.survey.fan_out`)."""
+        return fan_out(self._hosts.values(), work, self.timeout)
 
     def _survey(self, bases: frozenset[tuple[str, str]] = frozenset()) -> dict[str, HostFacts]:
         """Read every host once (in parallel); remember the readings; ``{uri: facts}``.
 
         ``bases``: ``(pool, volume)`` whose virtual size placement needs.
         """
-        found = self._fan_out(lambda host: _read(host, bases))
+        found = self._fan_out(lambda host: read_host(host, bases))
         with self._lock:
             for uri, result in found.items():
-                if isinstance(result, _Survey):
+                if isinstance(result, Survey):
                     self._surveys[uri] = result
                     self._facts[uri] = result.facts
                 else:
-                    self._facts[uri] = HostFacts(uri, error=_why(result), read_at=time.monotonic())
+                    self._facts[uri] = HostFacts(uri, error=why(result), read_at=time.monotonic())
             self._prune()
             return dict(self._facts)
 
@@ -301,7 +232,7 @@ class Fleet(Rendered):
 
     def vms(self) -> FleetVMList:
         """Every domain of every host answering, by host then name; ``errors`` lists the others."""
-        def listing(host: _Host) -> list[VM]:
+        def listing(host: Host) -> list[VM]:
             hv = host.hypervisor()
             vms = list(hv.vms())
             for vm in vms:
@@ -314,7 +245,7 @@ class Fleet(Rendered):
         for uri in self._hosts:
             result = found[uri]
             if isinstance(result, BaseException):
-                errors[uri] = _why(result)
+                errors[uri] = why(result)
             else:
                 vms.extend(result)
         return FleetVMList(vms, errors)
@@ -326,7 +257,7 @@ class Fleet(Rendered):
         the hosts that did not answer), :class:`AlreadyExists` if several have
         it (domains made outside the fleet): then ask ``fleet.hypervisor(uri).vm(name)``.
         """
-        def lookup(host: _Host) -> VM | None:
+        def lookup(host: Host) -> VM | None:
             hv = host.hypervisor()
             try:
                 vm = hv.vm(name)
@@ -343,7 +274,7 @@ class Fleet(Rendered):
                                 f"use fleet.hypervisor(uri).vm({name!r})")
         if hits:
             return hits[0]
-        down = {uri: _why(r) for uri, r in found.items() if isinstance(r, BaseException)}
+        down = {uri: why(r) for uri, r in found.items() if isinstance(r, BaseException)}
         if any(isinstance(r, InvalidSpec) for r in found.values()):
             raise next(r for r in found.values() if isinstance(r, InvalidSpec))
         unknown = f" (not asked: {'; '.join(f'{uri}: {why}' for uri, why in down.items())})" if down else ""
@@ -399,7 +330,7 @@ class Fleet(Rendered):
         requests = [_request(kwargs, f"specs[{index}]") for index, kwargs in enumerate(items)]
         bases = frozenset((pool, base) for r in requests for pool, base, _ in r.disks if base is not None)
         facts = self._survey(bases)
-        requests = [_sized(request, facts.values()) for request in requests]
+        requests = [request.sized(facts.values()) for request in requests]
         with self._lock:
             chosen, claims = self._place(items, requests, facts, placement)
             self._claims.extend(claims)
@@ -436,13 +367,13 @@ class Fleet(Rendered):
             if request.name in names:
                 raise AlreadyExists(f"{where}: a domain named {request.name!r} already exists on {names[request.name]}")
             host = place(hosts, request, held, self.policy, placement, networks=verdicts, uploadable=uploadable)
-            nics = [self._mac_for(nic, host, macs, f"{where}.nics[{i}]")
+            nics = [mac_for(nic, host, hosts, macs, f"{where}.nics[{i}]")
                     for i, nic in enumerate(kwargs.get("nics", ()))]
             kwargs["nics"] = nics
             mine = {format_mac(nic.mac) for nic in nics if nic.mac is not None}
             for mac in mine:
                 macs[mac] = (host.uri, f"VM {request.name!r} of this call")
-            resources = Claim(request.memory, request.vcpus, _pool_bytes(request))
+            resources = Claim(request.memory, request.vcpus, request.pool_bytes())
             held[host.uri] = held.get(host.uri, Claim()) + resources
             names[request.name] = f"{host.uri} (this call)"
             claims.append(_Claim(host.uri, request.name, resources, mine))
@@ -485,36 +416,6 @@ class Fleet(Rendered):
             for mac in claim.macs:
                 macs.setdefault(mac, (claim.uri, f"VM {claim.name!r} (being created)"))
         return macs
-
-    def _mac_for(self, nic: Nic, host: HostFacts, macs: Mapping[str, tuple[str, str]], where: str) -> Nic:
-        """``nic`` with the MAC it gets on ``host``, unique in the fleet.
-
-        A MAC given by the caller that another host holds is refused, naming
-        the domain. libvm derives a MAC from (network, address): the same
-        network name and subnet on two hosts would derive the same one, so a
-        derived MAC another host holds is replaced by one derived with the
-        host in the key, and a NIC whose address the host will allocate gets a
-        random (locally administered) MAC when another host's network could
-        derive the same ones.
-        """
-        if nic.mac is not None and (nic.ip is None or nic.mac != generate_mac(nic.network, nic.ip)):
-            mac = format_mac(nic.mac)
-            owner = macs.get(mac)
-            if owner is not None and owner[0] != host.uri:
-                raise MacInUse(f"{where}: MAC {mac} is already on {owner[1]} on host {owner[0]}",
-                               other=f"{owner[0]} {owner[1]}")
-            return nic
-        if nic.ip is not None:
-            derived = generate_mac(nic.network, nic.ip)
-            if _free(derived, host.uri, macs):
-                return dataclasses.replace(nic, mac=derived)
-            salted = generate_mac(f"{nic.network}~{_short(host.uri)}", nic.ip)
-            if _free(salted, host.uri, macs):
-                return dataclasses.replace(nic, mac=salted)
-            return dataclasses.replace(nic, mac=_random_mac(macs))
-        if _could_clash(nic.network, host, list(self._facts.values()), macs):
-            return dataclasses.replace(nic, mac=_random_mac(macs))
-        return nic  # the host derives it from the address it allocates
 
     def _check_macs(self, done: list[_Done], claims: list[_Claim], now: Mapping[str, object]) -> None:
         """After creating: every MAC of the new VMs is on no other host. Under the lock.
@@ -574,12 +475,12 @@ class Fleet(Rendered):
                 step()
 
         interrupted = False
-        calls: dict[str, _Call] = {}
+        calls: dict[str, Call] = {}
         try:
             with sigint_deferred():  # a Ctrl-C now waits until every started host is known
                 for uri, indexes in groups.items():
                     part = [items[i] for i in indexes]
-                    calls[uri] = _Call(self._hosts[uri], functools.partial(self._create_on, part=part,
+                    calls[uri] = Call(self._hosts[uri], functools.partial(self._create_on, part=part,
                                                                            step=locked_step))
         except KeyboardInterrupt:
             interrupted = True
@@ -613,7 +514,7 @@ class Fleet(Rendered):
             raise error
         raise renumbered from error
 
-    def _create_on(self, host: _Host, part: list[dict[str, Any]], step: Callable[[], None]) -> _Done:
+    def _create_on(self, host: Host, part: list[dict[str, Any]], step: Callable[[], None]) -> _Done:
         """One host's part: upload missing bases, note what exists, create the VMs (on a worker thread)."""
         hv = host.hypervisor()
         networks = {nic.network for kwargs in part for nic in kwargs.get("nics", ())}
@@ -675,7 +576,7 @@ class Fleet(Rendered):
         stem = name if name is not None else path.stem
         volume = f"{stem}-{digest.hexdigest()[:16]}{path.suffix}"
 
-        def ensure(host: _Host) -> Volume:
+        def ensure(host: Host) -> Volume:
             target = host.hypervisor().pool(pool)
             return target.volume(volume) if target.has(volume) else target.upload(volume, path)
 
@@ -684,107 +585,13 @@ class Fleet(Rendered):
         volumes: dict[str, Volume] = {}
         for uri, result in found.items():
             if isinstance(result, BaseException):
-                log.warning("image %s not uploaded to %s: %s", volume, uri, _why(result))
+                log.warning("image %s not uploaded to %s: %s", volume, uri, why(result))
             else:
                 volumes[uri] = result
         return volumes
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-class _Call:
-    """``work(host)`` on a daemon thread, waited for at most a timeout.
-
-    A call that outlives its wait is abandoned: the host counts it as overdue
-    until it returns, and its result is dropped.
-    """
-
-    def __init__(self, host: _Host, work: Callable[[_Host], Any]) -> None:
-        self.host = host
-        self.lock = threading.Lock()
-        self.finished = False
-        self.ended = threading.Event()
-        self.abandoned = False
-        self.result: Any = None
-        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True, name=f"libvm-fleet {host.uri}")
-        self.thread.start()
-
-    def _run(self, work: Callable[[_Host], Any]) -> None:
-        try:
-            result: Any = work(self.host)
-        except BaseException as exc:  # handed to the waiter, never lost on this thread
-            result = exc
-        with self.lock:
-            self.result, self.finished = result, True
-            if self.abandoned:
-                with self.host.overdue_lock:
-                    self.host.overdue -= 1
-        self.ended.set()
-
-    def wait(self, seconds: float, timeout: float) -> Any:
-        """The result or error; a :class:`LibvirtFailure` if ``seconds`` pass first."""
-        self.ended.wait(seconds)
-        with self.lock:
-            if self.finished:
-                return self.result
-            self.abandoned = True
-            with self.host.overdue_lock:
-                self.host.overdue += 1
-        return LibvirtFailure(f"{self.host.uri} did not answer within {timeout:g} s")
-
-
-def _read(host: _Host, bases: frozenset[tuple[str, str]]) -> _Survey:
-    """One reading of ``host``: memory, CPUs, domains, networks, pools, guest types (on a worker thread)."""
-    started = time.monotonic()
-    hv = host.hypervisor()
-    info = hv.handle.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-    free = int(hv.handle.getFreeMemory()) // 2**20 or None  # the test driver says 0: unknown
-    if not host.guests_read:  # capabilities are slow and do not change: once per connection
-        host.guests = _guests(str(hv.handle.getCapabilities()))
-        host.guests_read = True
-    names: set[str] = set()
-    macs: dict[str, str] = {}
-    committed = vcpus = 0
-    for vm in hv.vms():
-        try:
-            doc = vm.document()
-        except NotFound:
-            continue  # undefined since the listing
-        names.add(vm.name)
-        committed += doc.spec.memory
-        vcpus += doc.spec.vcpus
-        for interface in doc.interfaces:
-            macs.setdefault(interface.mac, vm.name)
-    networks = {}
-    for net in hv.networks():
-        try:
-            spec = net.spec()
-        except InvalidSpec:  # a network libvm cannot read: unusable here
-            continue
-        networks[net.name] = NetworkFacts(net.name, net.active, spec.forward,
-                                          tuple(ip.subnet for ip in spec.ips),
-                                          any(ip.dhcp for ip in spec.ips if ip.subnet.version == 4), spec.bridge)
-    pools = {}
-    for pool in hv.pools():
-        active = pool.active
-        state = pool.handle.info() if active else [0, 0, 0, 0]  # [state, capacity, allocation, available]
-        volumes = frozenset(v.name for v in pool.volumes()) if active else frozenset()
-        sizes = {base: pool.volume(base).capacity for p, base in bases if p == pool.name and base in volumes}
-        pools[pool.name] = PoolFacts(pool.name, active, int(state[3]), volumes, sizes)
-    facts = HostFacts(host.uri, None, int(info[1]), free, committed, int(info[2]), vcpus, len(names),
-                      networks, pools, host.guests, started)
-    return _Survey(facts, frozenset(names), macs)
-
-
-def _guests(capabilities: str) -> frozenset[tuple[str, str]] | None:
-    """``(arch, virt type)`` libvirt offers; ``None`` for the test driver, which accepts any."""
-    root = _xml.parse(capabilities, "capabilities")
-    offered = frozenset((arch.get("name", ""), dom.get("type", ""))
-                        for arch in root.iterfind("guest/arch") for dom in arch.iterfind("domain"))
-    if offered and {kind for _, kind in offered} == {"test"}:
-        return None
-    return offered
 
 
 def _check_specs(specs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -834,72 +641,6 @@ def _request(kwargs: dict[str, Any], where: str) -> Request:
                    virt_type if isinstance(virt_type, str) else None, "x86_64", tuple(needs))
 
 
-def _sized(request: Request, hosts: Iterable[HostFacts]) -> Request:
-    """``request`` with each disk's default size (0: the base's) read from a host that has the base."""
-    disks = []
-    for pool, base, size in request.disks:
-        if not size and base is not None:
-            size = max((h.pools[pool].sizes.get(base, 0) for h in hosts if pool in h.pools), default=0)
-        disks.append((pool, base, size))
-    return dataclasses.replace(request, disks=tuple(disks))
-
-
-def _pool_bytes(request: Request) -> dict[str, int]:
-    pools: dict[str, int] = {}
-    for pool, _, size in request.disks:
-        pools[pool] = pools.get(pool, 0) + size
-    return pools
-
-
-def _free(mac: netaddr.EUI, uri: str, macs: Mapping[str, tuple[str, str]]) -> bool:
-    """Whether ``mac`` is on no other host (the host's own planner refuses its own clashes)."""
-    owner = macs.get(format_mac(mac))
-    return owner is None or owner[0] == uri
-
-
-def _could_clash(network: str, host: HostFacts, hosts: Sequence[HostFacts],
-                 macs: Mapping[str, tuple[str, str]]) -> bool:
-    """Whether a MAC ``host`` derives for an address it allocates on ``network`` could be on another host.
-
-    A derived IPv4 MAC is two bytes from the network's name, then the
-    address: another host's network whose name gives the same two bytes and
-    whose subnet overlaps could derive the same MAC, and so could any MAC
-    already on another host that starts with those two bytes.
-    """
-    mine = host.networks.get(network)
-    if mine is None:
-        return False
-    head = _head(network)
-    for other in hosts:
-        if other.uri == host.uri or other.error is not None:
-            continue
-        for theirs in other.networks.values():
-            if _head(theirs.name) == head and any(
-                    a.version == b.version and (a.cidr in b.cidr or b.cidr in a.cidr)
-                    for a in mine.subnets for b in theirs.subnets):
-                return True
-    return any(owner[0] != host.uri and mac.startswith(head) for mac, owner in macs.items())
-
-
-def _head(network: str) -> str:
-    """The first two octets of the MACs libvm derives on ``network`` (``02:ab:``)."""
-    return format_mac(generate_mac(network, "10.0.0.1"))[:6]
-
-
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def _random_mac(macs: Mapping[str, tuple[str, str]]) -> netaddr.EUI:
-    """A random locally administered unicast MAC on no host of the fleet."""
-    while True:
-        raw = bytearray(random.getrandbits(8) for _ in range(6))
-        raw[0] = (raw[0] & 0xFC) | 0x02
-        mac = netaddr.EUI(int.from_bytes(raw, "big"), dialect=netaddr.mac_unix_expanded)
-        if format_mac(mac) not in macs:
-            return mac
-
-
 def _undo_vm(part: _Done, vm: VM, asked: tuple[Nic, ...]) -> None:
     """Delete one VM a rolled-back call created, with what it brought: the reservations and DNS
     entries that were not there before the call, its volumes and its leases."""
@@ -946,17 +687,3 @@ def _renumber(error: BaseException, uri: str, indexes: list[int]) -> BaseExcepti
     return error
 
 
-def _why(error: object) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _host_cells(host: HostFacts) -> tuple[str, ...]:
-    if host.error is not None:
-        return (host.uri, f"unreachable: {host.error}", "-", "-", "-", "-", "-")
-    free = "-" if host.memory_free is None else str(host.memory_free)
-    networks = ", ".join(f"{n.name} {'/'.join(str(s.cidr) for s in n.subnets) or '-'} {n.forward}"
-                         f"{'' if n.active else ' (inactive)'}" for n in host.networks.values()) or "-"
-    pools = ", ".join(f"{p.name} {p.available // 2**30} GiB" if p.active else f"{p.name} (inactive)"
-                      for p in host.pools.values()) or "-"
-    return (host.uri, "up", f"{host.memory_total} / {free} / {host.committed}",
-            f"{host.cpus} / {host.committed_vcpus}", str(host.domains), networks, pools)

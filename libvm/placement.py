@@ -18,7 +18,7 @@ before memory is weighed (no upload, and overlays share the base's blocks).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -105,6 +105,22 @@ class Request:
     arch: str = "x86_64"
     disks: tuple[tuple[str, str | None, int], ...] = ()
 
+    def sized(self, hosts: Iterable[HostFacts]) -> Request:
+        """This request with each disk's default size (0: the base's) read from a host holding the base."""
+        disks = []
+        for pool, base, size in self.disks:
+            if not size and base is not None:
+                size = max((h.pools[pool].sizes.get(base, 0) for h in hosts if pool in h.pools), default=0)
+            disks.append((pool, base, size))
+        return dataclasses.replace(self, disks=tuple(disks))
+
+    def pool_bytes(self) -> dict[str, int]:
+        """``{pool: bytes}`` of the new volumes."""
+        pools: dict[str, int] = {}
+        for pool, _, size in self.disks:
+            pools[pool] = pools.get(pool, 0) + size
+        return pools
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -180,9 +196,7 @@ def refusals(host: HostFacts, request: Request, claim: Claim, policy: Policy,
         reasons.append(f"memory: {host.committed + claim.memory} MiB committed + {request.memory} MiB > "
                        f"{capacity} MiB allowed ({host.memory_total} MiB x {policy.memory_ratio:g} - "
                        f"{policy.reserve} MiB reserve)")
-    needed: dict[str, int] = {}
-    for pool, base, size in request.disks:
-        needed[pool] = needed.get(pool, 0) + size
+    for pool, base, _ in request.disks:
         facts = host.pools.get(pool)
         if facts is None:
             reasons.append(f"no storage pool {pool!r}")
@@ -190,7 +204,7 @@ def refusals(host: HostFacts, request: Request, claim: Claim, policy: Policy,
             reasons.append(f"storage pool {pool!r} is not active")
         elif base is not None and base not in facts.volumes and (pool, base) not in uploadable:
             reasons.append(f"storage pool {pool!r} has no base image {base!r}")
-    for pool, size in needed.items():
+    for pool, size in request.pool_bytes().items():
         facts = host.pools.get(pool)
         if facts is None or not facts.active:
             continue
