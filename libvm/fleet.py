@@ -277,7 +277,7 @@ class Fleet(Rendered):
         down = {uri: why(r) for uri, r in found.items() if isinstance(r, BaseException)}
         if any(isinstance(r, InvalidSpec) for r in found.values()):
             raise next(r for r in found.values() if isinstance(r, InvalidSpec))
-        unknown = f" (not asked: {'; '.join(f'{uri}: {why}' for uri, why in down.items())})" if down else ""
+        unknown = f" (not asked: {'; '.join(f'{uri}: {error}' for uri, error in down.items())})" if down else ""
         raise NotFound(f"no domain named {name!r} on any host of the fleet{unknown}")
 
     def delete_vm(self, name: str, *, release: bool = True, storage: bool = False) -> None:
@@ -331,10 +331,11 @@ class Fleet(Rendered):
         bases = frozenset((pool, base) for r in requests for pool, base, _ in r.disks if base is not None)
         facts = self._survey(bases)
         requests = [request.sized(facts.values()) for request in requests]
-        with self._lock:
-            chosen, claims = self._place(items, requests, facts, placement)
-            self._claims.extend(claims)
+        claims: list[_Claim] = []
         try:
+            with self._lock:  # placing and claiming in one step: no other thread places in between
+                chosen, claims = self._place(items, requests, facts, placement)
+                self._claims.extend(claims)
             with report.run(len(items), "creating VMs", "VM") as step:
                 done = self._apply(items, chosen, claims, step)
             with self._lock:
