@@ -52,6 +52,19 @@ class Host:
                 self.guests_read = False
             return self.hv
 
+    def drop_if_dead(self) -> None:
+        """After a failed call: close a connection the fleet opened whose daemon no longer
+        answers (libvirtd restarted, the link dropped), so that the next call connects again."""
+        hv = self.hv
+        if not self.owned or hv is None or hv.closed:
+            return
+        try:
+            alive = bool(hv.handle.isAlive())
+        except Exception:  # libvirt's error type stays in _live; any failure here means dead
+            alive = False
+        if not alive:
+            hv.close()
+
 
 @dataclass
 class Survey:
@@ -137,7 +150,18 @@ def fan_out(hosts: Iterable[Host], work: Callable[[Host], T], timeout: float) ->
 
 
 def read_host(host: Host, bases: frozenset[tuple[str, str]]) -> Survey:
-    """One reading of ``host``: memory, CPUs, domains, networks, pools, guest types (on a worker thread)."""
+    """One reading of ``host``: memory, CPUs, domains, networks, pools, guest types (on a worker thread).
+
+    A host whose connection died is connected again on the next reading.
+    """
+    try:
+        return _read(host, bases)
+    except Exception:
+        host.drop_if_dead()
+        raise
+
+
+def _read(host: Host, bases: frozenset[tuple[str, str]]) -> Survey:
     started = time.monotonic()
     hv = host.hypervisor()
     info = hv.handle.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]

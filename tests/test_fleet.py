@@ -281,9 +281,22 @@ def test_a_host_that_is_down_is_reported_and_avoided(two: tuple[libvm.Hypervisor
     text = listing.table().text()
     assert "d1" in text and DOWN in text and "unreachable" in text
     assert DOWN in rows.table().html() and "Connection refused" in rows._repr_html_()
+    printed: list[str] = []
+    printer = type("Printer", (), {"text": lambda self, text: printed.append(text)})()
+    fleet._repr_pretty_(printer, False)  # IPython's terminal: the hosts' table
+    assert printed[0].startswith("2 hosts") and "unreachable" in printed[0] and "lab 192.168.150.0/24 nat" in printed[0]
     assert fleet.vm("d1").hypervisor is a
     with pytest.raises(libvm.NotFound, match="not asked"):
         fleet.vm("nope")
+
+
+def test_a_connection_that_died_is_opened_again(tmp_path: Path) -> None:
+    uri = node(tmp_path, "restarts", 4096)
+    fleet = Fleet([uri])
+    fleet.hypervisor(uri).handle.close()  # as if libvirtd restarted under the fleet
+    assert fleet.hosts()[0].error is not None  # this reading fails and drops the dead connection
+    assert fleet.hosts()[0].error is None  # the next one connects again
+    assert where(fleet.create_vm("after")) == uri
 
 
 @pytest.fixture
