@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
@@ -49,3 +50,43 @@ def test_public_callables_have_docstrings() -> None:
         obj = getattr(libvm, name)
         if callable(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_state_and_support_errors_are_public_and_the_boundary_raises_those() -> None:
+    from libvm import _live
+
+    assert _live.InvalidState is libvm.InvalidState and _live.Unsupported is libvm.Unsupported
+    assert "InvalidState" in libvm.__all__ and "Unsupported" in libvm.__all__
+
+
+def _imports(tree: ast.AST, found: set[str]) -> set[str]:
+    """The libvm modules a module imports at run time (at any depth; not under ``if TYPE_CHECKING``)."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            continue
+        if isinstance(child, ast.ImportFrom) and child.level == 1:
+            found.update([child.module.split(".")[0]] if child.module else [a.name for a in child.names])
+        _imports(child, found)
+    return found
+
+
+def test_no_module_imports_another_that_imports_it_back() -> None:
+    """One direction per pair: pure modules below live ones, no circle (views <-> domain <-> network was one)."""
+    package = Path(libvm.__file__).parent
+    graph = {p.stem: _imports(ast.parse(p.read_text()), set()) - {p.stem} for p in package.glob("*.py")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+                   for nxt in graph.get(start, ()) if nxt in graph)
+
+    circles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert circles == []
+
+
+def test_only_the_live_boundary_imports_libvirt() -> None:
+    package = Path(libvm.__file__).parent
+    importers = sorted(p.name for p in package.glob("*.py")
+                       if any(isinstance(node, (ast.Import, ast.ImportFrom)) and "libvirt" in
+                              ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+                              for node in ast.walk(ast.parse(p.read_text()))))
+    assert importers == ["_live.py"]
