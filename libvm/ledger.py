@@ -18,7 +18,7 @@ import netaddr
 
 from .addressing import format_mac, generate_mac
 from .errors import MacInUse
-from .placement import HostFacts
+from .placement import HostFacts, overlap
 from .values import Nic
 
 __all__ = ["Owners", "mac_for"]
@@ -81,9 +81,7 @@ def _could_clash(network: str, host: HostFacts, hosts: Sequence[HostFacts],
         if other.uri == host.uri or other.error is not None:
             continue
         for theirs in other.networks.values():
-            if _head(theirs.name) == head and any(
-                    a.version == b.version and (a.cidr in b.cidr or b.cidr in a.cidr)
-                    for a in mine.subnets for b in theirs.subnets):
+            if _head(theirs.name) == head and overlap(mine.subnets, theirs.subnets) is not None:
                 return True
     return any(owner[0] != host.uri and mac.startswith(head) for mac, owner in macs.items())
 

@@ -27,7 +27,7 @@ import netaddr
 from .errors import InvalidSpec, NoEligibleHost, SubnetOverlap
 
 __all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFacts", "Request", "l2_verdicts",
-           "place", "refusals"]
+           "overlap", "place", "refusals"]
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def l2_verdicts(hosts: Sequence[HostFacts], wanted: Sequence[str],
                         continue
                     if mine.forward == "nat" and theirs.forward == "nat":
                         continue
-                    clash = _overlap(mine.subnets, theirs.subnets)
+                    clash = overlap(mine.subnets, theirs.subnets)
                     if clash is not None:
                         raise SubnetOverlap(
                             f"subnet {clash[0].cidr} of network {name!r} on {host.uri} overlaps {clash[1].cidr} of "
@@ -332,8 +332,9 @@ def l2_verdicts(hosts: Sequence[HostFacts], wanted: Sequence[str],
     return verdicts
 
 
-def _overlap(mine: Sequence[netaddr.IPNetwork],
+def overlap(mine: Sequence[netaddr.IPNetwork],
              theirs: Sequence[netaddr.IPNetwork]) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork] | None:
+    """The first pair of subnets, one of each list, of which one contains the other."""
     for a in mine:
         for b in theirs:
             if a.version == b.version and (a.cidr in b.cidr or b.cidr in a.cidr):

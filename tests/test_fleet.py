@@ -17,12 +17,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import netaddr
 import pytest
 
 import libvm
 from libvm import Disk, Nic
 from libvm.fleet import Fleet
-from libvm.placement import Claim, HostFacts, NetworkFacts, Policy, PoolFacts, Request, place, refusals
+from libvm.placement import Claim, HostFacts, NetworkFacts, Policy, PoolFacts, Request, l2_verdicts, place, refusals
 
 GiB = 2**30
 DOWN = "qemu+tcp://127.0.0.1:1/system"  # nothing listens on port 1: refused at once
@@ -263,6 +264,25 @@ def test_a_shared_subnet_needs_one_declared_dhcp_owner(tmp_path: Path) -> None:
     assert where(fleet.create_vm("s4", nics=[Nic("iso")])) == served  # spread alone would take 'plain'
     with pytest.raises(libvm.InvalidSpec, match="one of the fleet's hosts"):
         Fleet([served], dhcp_owners={"iso": "qemu:///elsewhere"})
+
+
+def test_pure_l2_rules() -> None:
+    def host(uri: str, *nets: NetworkFacts) -> HostFacts:
+        return HostFacts(uri, memory_total=4096, networks={n.name: n for n in nets})
+
+    subnet = (netaddr.IPNetwork("10.1.0.1/24"),)
+    nat_a, nat_b = (host(u, NetworkFacts("lab", True, "nat", subnet, dhcp=True)) for u in ("a", "b"))
+    assert l2_verdicts([nat_a, nat_b], ["lab"], {}) == {"a": {}, "b": {}}  # two NAT islands
+    routed = host("b", NetworkFacts("other", True, "route", (netaddr.IPNetwork("10.1.0.0/16"),), dhcp=True))
+    with pytest.raises(libvm.SubnetOverlap, match="network 'other' on b") as info:
+        l2_verdicts([nat_a, routed], ["lab"], {})  # another name, an overlapping routed subnet
+    assert info.value.other == "b other"
+    with pytest.raises(libvm.SubnetOverlap, match="two DHCP servers"):
+        l2_verdicts([nat_a, nat_b], ["lab"], {"lab": "a"})  # declared one L2, yet b serves DHCP on it
+    assert l2_verdicts([nat_a, routed], ["lab"], {"lab": None}) == {"a": {}, "b": {}}  # declared islands
+    served = host("b", NetworkFacts("lab", True, "open", subnet, dhcp=False))
+    verdicts = l2_verdicts([nat_a, served], ["lab"], {"lab": "a"})
+    assert verdicts["a"] == {} and "placed on a" in (verdicts["b"]["lab"] or "")
 
 
 # -- hosts down or slow --------------------------------------------------------------
