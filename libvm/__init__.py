@@ -40,6 +40,7 @@ from .errors import (
     MacInUse,
     MacReserved,
     NetworkMismatch,
+    NoEligibleHost,
     NoFreeAddress,
     NotFound,
     NothingToWaitFor,
@@ -56,13 +57,15 @@ from .views import LeaseList, NetworkList, ReservationList, Table, VMList
 
 if _TYPE_CHECKING:
     from .cloudinit import CloudInit
+    from .fleet import Fleet
     from .storage import Pool, Volume
 
 __version__ = "0.1.0"
 
 #: Names loaded on first use (PEP 562): a program that builds no seed and touches no
 #: pool never pays for them (pycdlib, PyYAML and the storage layer).
-_LAZY = {"CloudInit": "cloudinit", "Pool": "storage", "Volume": "storage"}
+_LAZY = {"CloudInit": "cloudinit", "Pool": "storage", "Volume": "storage",
+         "Fleet": "fleet"}  # a fleet of hosts: most programs talk to one
 
 
 def __getattr__(name: str) -> _Any:
@@ -92,6 +95,7 @@ __all__ = [
     "DomainDoc",
     "DomainSpec",
     "DomainStopped",
+    "Fleet",
     "HopFailed",
     "HostnameReserved",
     "Hypervisor",
@@ -116,6 +120,7 @@ __all__ = [
     "NetworkMismatch",
     "NetworkSpec",
     "Nic",
+    "NoEligibleHost",
     "NoFreeAddress",
     "NotFound",
     "NothingToWaitFor",

@@ -263,6 +263,20 @@ def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
     _show(args, [_vm_record(vm, facts) for vm in hv.vms()], VM_COLUMNS)
 
 
+def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> None:
+    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet);
+    a host that did not answer is a row with its error, never a failure of the others."""
+    from .fleet import Fleet
+
+    with Fleet(uris) as fleet:
+        listing = fleet.vms()
+        facts = NicFacts()
+        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts)} for vm in listing if vm.hypervisor is not None]
+        records += [{"host": uri, "name": None, "state": f"unreachable: {error}", "macs": [], "nics": []}
+                    for uri, error in listing.errors.items()]
+        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS])
+
+
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm vm create NAME --network NET [...]: one NIC, its address reserved."""
     vm = hv.create_vm(
@@ -329,8 +343,9 @@ def _global_options(*, defaults: bool) -> _Parser:
         return value if defaults else argparse.SUPPRESS
 
     options = _Parser(add_help=False)
-    options.add_argument("--uri", default=default(None),
-                         help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+    options.add_argument("--uri", action="append", default=default(None),
+                         help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system); "
+                              "repeat it for 'vm list' across several hosts")
     options.add_argument("--json", action="store_true", default=default(False),
                          help="print JSON instead of a table")
     options.add_argument("--debug", action="store_true", default=default(False),
@@ -473,10 +488,17 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
+    uris = args.uri or [None]
+    if len(uris) > 1 and args.handler is not vm_list:
+        print("libvm: error: only 'vm list' takes several --uri (see 'libvm --help')", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        with connect(args.uri) as hv:
-            args.handler(hv, args)
-            sys.stdout.flush()
+        if len(uris) > 1:
+            fleet_vm_list(uris, args)
+        else:
+            with connect(uris[0]) as hv:
+                args.handler(hv, args)
+        sys.stdout.flush()
     except BrokenPipeError:
         # Python would report the failed flush again at exit; write the rest to nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -23,6 +23,7 @@ from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, re
 from .views import NicRow, Rendered, Table, vm_table
 
 if TYPE_CHECKING:
+    from .hypervisor import Hypervisor
     from .network import Network
     from .ssh import SshTarget
 
@@ -74,6 +75,10 @@ class VM(Rendered):
 
     In Jupyter or IPython it shows as a table: one row per NIC (see :mod:`libvm.views`).
     """
+
+    #: The :class:`Hypervisor` the domain is on, where libvm knows it: every VM a
+    #: :class:`libvm.Fleet` returns has it (``vm.hypervisor.uri``: where it landed); else ``None``.
+    hypervisor: Hypervisor | None = None
 
     def __init__(self, live: Live, handle: DomainHandle) -> None:
         self._live = live

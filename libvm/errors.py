@@ -33,6 +33,7 @@ __all__ = [
     "MacInUse",
     "MacReserved",
     "NetworkMismatch",
+    "NoEligibleHost",
     "NoFreeAddress",
     "NotFound",
     "NothingToWaitFor",
@@ -324,3 +325,16 @@ class AddressMismatch(LibvmError):
             f"guest NIC {mac} obtained {obtained}, but {reserved} is reserved for it; "
             f"a stale lease or a second DHCP server is handing out addresses"
         )
+
+
+# -- fleets (libvm.Fleet) ---------------------------------------------------------
+
+
+class NoEligibleHost(LibvmError):
+    """No host of a :class:`libvm.Fleet` can take the VM; ``reasons`` says why, per host URI."""
+
+    def __init__(self, vm: str, reasons: dict[str, list[str]]) -> None:
+        self.vm = vm
+        self.reasons = reasons
+        detail = "; ".join(f"{uri}: {', '.join(why)}" for uri, why in reasons.items()) or "the fleet has no host"
+        super().__init__(f"no host can take VM {vm!r}: {detail}")

@@ -19,6 +19,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "NetworkMismatch": (("lab", "forward", "nat", "none"), {}),
     "LibvirtFailure": (("defining domain 'x': boom",), {"code": 9}),
     "AddressMismatch": (("02:00:00:00:00:01", "10.0.0.5", "10.0.0.77"), {}),
+    "NoEligibleHost": (("web1", {"qemu+ssh://hv1/system": ["no network 'lab'"]}), {}),
 }
 ADDRESS_CONFLICT_KWARGS = {"other": "pc001"}
 
