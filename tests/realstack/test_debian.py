@@ -145,13 +145,18 @@ def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str, gateway
         (f" inet6 {guest.ip6}/64 " in addresses6, f"IPv6 addresses: {addresses6!r}"),
         (route6.startswith(f"default via {gateway6} "), f"IPv6 default route: {route6!r}"),
     ] if guest.static else []
+    if not guest.static:  # reported, not promised: whether the DHCPv6 client sent the name dnsmasq keys on
+        print(f"\n{guest.label}: IPv6 {'holds' if f' inet6 {guest.ip6}/' in addresses6 else 'lacks'} "
+              f"{guest.ip6}: {addresses6!r}")
     expected = [
         (result["errors"] == [], f"cloud-init errors: {result['errors']}"),
         ("NoCloud" in result["datasource"], f"datasource: {result['datasource']}"),
         (hostname == guest.label, f"hostname: {hostname}"),
         (f" inet {guest.ip}/24 " in addresses, f"addresses: {addresses}"),
         (route.startswith(f"default via {gateway} "), f"default route: {route!r}"),
-        (nameservers(resolv) == [gateway], f"resolver is not the network's dnsmasq: {resolv}"),
+        # dnsmasq on the network's addresses; on a dual-stack network its IPv6 one too (RDNSS in its RAs).
+        (gateway in nameservers(resolv) and set(nameservers(resolv)) <= {gateway, gateway6},
+         f"resolver is not the network's dnsmasq: {resolv}"),
         (resolved.split() == [other_ip, guest.other], f"getent hosts {guest.other}: {resolved!r}"),
         (rendered == "rendered", f"cloud-init did not render {network_file}"),
         # The default route above came without route(8): no net-tools in the image.
