@@ -6,7 +6,7 @@
 # (tests/realstack/test_bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for bench in bench_import bench_allocation bench_reserve bench_time_to_ip bench_create bench_rpc bench_many; do
+for bench in bench_import bench_allocation bench_reserve bench_time_to_ip bench_create bench_rpc bench_remote bench_many; do
     echo "== bench/$bench.py"
     .venv/bin/python "bench/$bench.py"
 done

@@ -25,6 +25,7 @@ ROOT = Path(__file__).parents[2]
     ("bench_time_to_ip.py", ["1"], "ratio libvm/plain"),
     ("bench_create.py", ["2"], "vs raw"),
     ("bench_rpc.py", ["--small"], "top procedures"),
+    ("bench_remote.py", ["--small"], "create+start"),
     ("bench_many.py", ["2"], "vs one VM"),
 ])
 def test_benchmark_runs_small(stack: Stack, uri: str, script: str, args: list[str], table: str) -> None:
