@@ -7,7 +7,6 @@ call keep the original ``libvirt.libvirtError`` as ``__cause__``.
 from __future__ import annotations
 
 import copy
-import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,6 +54,8 @@ def _picklable(value: Any) -> Any:
     a process pool as itself, not as a ``TypeError`` about pickling.
     """
     try:
+        import pickle  # here: only a pickled error needs it (import libvm stays cheap)
+
         pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
     except Exception:
         try:

@@ -13,13 +13,12 @@ silently overwrite somebody else's binding.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import netaddr
 
@@ -44,6 +43,9 @@ from .reservations import (
 )
 from .values import Lease, Reservation, check_bool
 from .views import LeaseList, NetworkRow, Rendered, ReservationList, Table, host_table, network_table
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 log = logging.getLogger("libvm")
 
@@ -585,10 +587,16 @@ def _lease(entry: dict[str, object]) -> Lease:
         mac=parse_mac(str(mac), "lease.mac") if mac else None,
         ip=netaddr.IPAddress(str(entry["ipaddr"])),
         hostname=str(entry["hostname"]) if entry.get("hostname") else None,
-        expires=dt.datetime.fromtimestamp(int(str(expiry)), dt.timezone.utc) if expiry else None,
+        expires=_expiry(expiry),
         client_id=str(entry["clientid"]) if entry.get("clientid") else None,
         interface=str(entry.get("iface") or ""),
     )
+
+
+def _expiry(value: object) -> dt.datetime | None:
+    import datetime as dt  # here: import libvm stays cheap
+
+    return dt.datetime.fromtimestamp(int(str(value)), dt.timezone.utc) if value else None
 
 
 def _wait(done: Callable[[], bool], timeout: float) -> None:

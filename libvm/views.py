@@ -14,8 +14,6 @@ The command line prints its listings through :class:`Table` and :func:`cell` too
 
 from __future__ import annotations
 
-import datetime as dt
-import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
@@ -56,6 +54,8 @@ class Table:
 
     def html(self) -> str:
         """A ``<table>``; every caption, heading and cell is HTML-escaped."""
+        import html  # here, as datetime below: import libvm stays cheap
+
         esc = html.escape
         head = "".join(f"<th>{esc(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in self.rows)
@@ -167,6 +167,8 @@ def cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, netaddr.EUI):
         return format_mac(value)
+    import datetime as dt
+
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
@@ -207,6 +209,8 @@ class Rendered:
         try:
             return "".join(t.html() for t in self.tables())
         except LibvmError as exc:
+            import html
+
             return f"<p><code>{html.escape(repr(self))}</code>: {html.escape(str(exc))}</p>"
 
     def _repr_pretty_(self, p: Printer, cycle: bool) -> None:
