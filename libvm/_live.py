@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ from typing import Any, TypeAlias, TypeVar
 import libvirt
 
 from . import _xml
+from ._log import log
 from .addressing import format_mac
 from .domainxml import DomainDoc, read_domain
 from .errors import (
@@ -41,7 +41,6 @@ from .errors import InvalidState as InvalidState  # defined there, raised here: 
 from .errors import Unsupported as Unsupported
 from .values import Lease
 
-log = logging.getLogger("libvm")
 T = TypeVar("T")
 
 _NOT_FOUND = {

@@ -9,11 +9,11 @@ restarted once; otherwise each host is one live-and-persistent update.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import _live
+from ._log import log
 from .errors import AddressConflict, LibvmError
 from .reservations import CONFIG, LIVE, HostLike, NetworkState, check_size, host_key, parse_hosts, plan_hosts
 from .values import Reservation, check_bool
@@ -22,7 +22,6 @@ from .views import ReservationList
 if TYPE_CHECKING:  # network.py calls this module: no import back at run time
     from .network import Network
 
-log = logging.getLogger("libvm")
 
 
 def reserve_many(net: Network, hosts: Iterable[HostLike], *, allow_dynamic: bool, reclaim_stale: bool,

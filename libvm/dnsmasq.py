@@ -10,16 +10,14 @@ namespace of the bridge, which is the namespace of libvirtd's dnsmasq.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+from ._log import log
 from .errors import DnsmasqFailure
 from .ssh import SshTarget
-
-log = logging.getLogger("libvm")
 
 PID_DIR = Path("/run/libvirt/network")
 #: Where libvirt's lease helper keeps each bridge's leases (``<bridge>.status``, JSON).

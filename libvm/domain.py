@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import logging
 import os
 import socket
 import time
@@ -17,6 +16,7 @@ import netaddr
 
 from . import _live
 from ._live import DomainHandle, InvalidState, Live
+from ._log import log
 from .domainxml import DomainDoc, DomainSpec, Interface, read_domain
 from .errors import AddressMismatch, DomainStopped, InvalidSpec, NotFound, NothingToWaitFor, WaitTimeout
 from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, reservation_of
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .network import Network
     from .ssh import SshTarget
 
-log = logging.getLogger("libvm")
 
 
 class VMState(str, enum.Enum):

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import hashlib
 import inspect
-import logging
 import re
 import threading
 import time
@@ -36,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._live import sigint_deferred
+from ._log import log
 from .addressing import format_mac, parse_memory
 from .domain import VM, nic_rows
 from .errors import (
@@ -64,7 +64,6 @@ from .views import VM_COLUMNS, Rendered, Table
 if TYPE_CHECKING:
     from .storage import Volume
 
-log = logging.getLogger("libvm")
 T = TypeVar("T")
 
 __all__ = ["Fleet", "FleetVMList", "HostList"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import netaddr
 
 from . import _live
 from ._live import Live, Unsupported, open_connection
+from ._log import log
 from ._xml import parse as parse_xml
 from .addressing import check_name, dns_label, format_mac
 from .domain import VM, wait_for_leases
@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # loaded on first use: most programs never build a seed or a 
     from .cloudinit import CloudInit, SeedNic
     from .storage import Pool
 
-log = logging.getLogger("libvm")
 
 DEFAULT_URI = "qemu:///system"
 

@@ -13,7 +13,6 @@ silently overwrite somebody else's binding.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -24,6 +23,7 @@ import netaddr
 
 from . import _live
 from ._live import DHCP_HOST, DNS_HOST, InvalidState, Live, NetworkHandle, translate
+from ._log import log
 from .addressing import IpLike, MacLike, format_mac, parse_ip, parse_mac
 from .errors import AddressConflict, DnsmasqFailure, InvalidSpec, IpLeased, LibvmError, NotFound, WaitTimeout
 from .networkxml import DnsHost, HostEntry, NetworkDocument, NetworkSpec, dns_host_xml, host_xml, read_dns_hosts
@@ -47,7 +47,6 @@ from .views import LeaseList, NetworkRow, Rendered, ReservationList, Table, host
 if TYPE_CHECKING:
     import datetime as dt
 
-log = logging.getLogger("libvm")
 
 __all__ = ["HostLike", "Network"]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import TypeVar
 
 from . import _live
 from ._live import InvalidState, Live, sigint_deferred
+from ._log import log
 from .cloudinit import SeedNic
 from .domain import VM
 from .domainxml import DomainSpec
@@ -40,7 +40,6 @@ from .reservations import NetworkState
 from .storage import Pool, Volume
 from .values import Disk, Reservation
 
-log = logging.getLogger("libvm")
 T = TypeVar("T")
 
 #: How often a call is planned again after losing an allocated address to another caller.

@@ -10,7 +10,6 @@ other call on one raises :class:`NotFound`.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,11 +34,10 @@ from ._live import (
     volume_upload,
     volume_xml_desc,
 )
+from ._log import log
 from .errors import AlreadyExists, InUse, InvalidSpec, LibvirtFailure, NotFound
 from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, parse_size, read_pool, read_volume, volume_xml
 from .values import check_bool, check_path
-
-log = logging.getLogger("libvm")
 
 #: Upload chunk: large enough that the RPC overhead vanishes, small enough for steady progress.
 CHUNK = 4 * 2**20
