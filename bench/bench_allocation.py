@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import netaddr
+from _common import wants_help
 
 import libvm
 from libvm.addressing import generate_mac, next_free, parse_subnet
@@ -94,8 +95,7 @@ def measure(count: int) -> dict[str, float]:
 
 
 def main() -> None:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
+    if wants_help(__doc__):
         return
     sizes = [int(size) for size in (sys.argv[1] if len(sys.argv) > 1 else "10000,50000").split(",")]
     results = {count: measure(count) for count in sizes}

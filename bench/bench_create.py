@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 import libvirt
-from bench_reserve import FLAGS, SECTION, daemon
+from _common import DOMAIN_XML, FLAGS, SECTION, cleanup, daemon, size, wants_help
 
 import libvm
 from libvm.testing import GuestImage, build_guest
@@ -41,30 +41,6 @@ NETWORK = "libvmtest-bench-create"
 PREFIX = "libvmtest-bc-"
 ROUNDS = 3
 
-DOMAIN_XML = """<domain type="qemu">
-  <name>{name}</name>
-  <memory unit="MiB">256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch="x86_64">hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <interface type="network">
-      <mac address="{mac}"/>
-      <source network="{network}"/>
-      <model type="virtio"/>
-    </interface>
-    <serial type="pty"><target port="0"/></serial>
-    <memballoon model="virtio"/>
-  </devices>
-</domain>"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,28 +124,12 @@ def measure(hv: libvm.Hypervisor, create: Create, batch: list[Host]) -> tuple[fl
                 raise RuntimeError(f"{host.name} is {vm.state} after creation")
             vm.handle.suspend()
     finally:
-        cleanup(hv)
+        cleanup(hv, PREFIX)
     return total, phases
 
 
-def cleanup(hv: libvm.Hypervisor, prefix: str = PREFIX) -> None:
-    """Destroy and undefine a benchmark's domains, releasing their reservations and leases."""
-    for vm in hv.vms():
-        if vm.name.startswith(prefix):
-            vm.delete()
-
-
-def size(most: int) -> int:
-    """The number of VMs: the first argument, default 20."""
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    if not 1 <= count <= most:
-        sys.exit(f"N must be 1 to {most}")
-    return count
-
-
 def main() -> int:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
+    if wants_help(__doc__):
         return 0
     count = size(240)
     guest = build_guest()
@@ -178,7 +138,7 @@ def main() -> int:
     one: dict[str, list[float]] = {label: [] for label in labels}
     many: dict[str, tuple[float, dict[str, float]]] = {}
     with daemon() as uri, libvm.connect(uri) as hv:
-        cleanup(hv)  # leftovers of a crashed run
+        cleanup(hv, PREFIX)  # leftovers of a crashed run
         net = hv.ensure_network(NETWORK, "10.217.0.0/16", dhcp_range=("10.217.255.200", "10.217.255.250"),
                                 forward="none")
         try:
@@ -192,7 +152,7 @@ def main() -> int:
             for label, create in variants.items():
                 many[label] = measure(hv, create, hosts(labels.index(label), count))
         finally:
-            cleanup(hv)
+            cleanup(hv, PREFIX)
             net.delete()
     print(f"VM creation: reserve the IP, define, start (until running); the TCG test guest; libvm {libvm.__version__}")
     print(f"1 VM: median of {ROUNDS} rounds. {count} VMs: one after another, each paused once running.")

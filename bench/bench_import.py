@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import wants_help
+
 PROBE = """
 import json, resource, sys, time
 start = time.perf_counter()
@@ -50,8 +52,7 @@ def measure(statement: str, rounds: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
+    if wants_help(__doc__):
         return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     for statement in CASES.values():  # warm-up: write the bytecode

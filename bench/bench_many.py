@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_create import cleanup, size
-from bench_reserve import daemon
+from _common import cleanup, daemon, size, wants_help
 
 import libvm
 from libvm.testing import GuestImage, build_guest
@@ -139,8 +138,7 @@ def many_vms(hv: libvm.Hypervisor, guest: GuestImage, logs: Path, count: int) ->
 
 
 def main() -> int:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
+    if wants_help(__doc__):
         return 0
     count = size(1000)
     guest = build_guest()

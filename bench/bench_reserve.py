@@ -23,32 +23,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-import libvirt
+from _common import ADD, FLAGS, SECTION, daemon
 
 import libvm
 
-FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-SECTION = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
-ADD = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
 NET = "libvmtest-bench"
 Host = tuple[str, str, str]
-
-
-@contextlib.contextmanager
-def daemon() -> Iterator[str]:
-    if os.environ.get("LIBVM_URI"):
-        yield os.environ["LIBVM_URI"]
-        return
-    from libvm.testing import Sandbox
-
-    with Sandbox(netns="libvm-bench") as box:
-        yield box.uri
 
 
 def hosts(count: int, first: int = 0) -> list[Host]:

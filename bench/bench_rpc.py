@@ -46,9 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from bench_create import DOMAIN_XML
-from bench_create import cleanup as remove_domains
-from bench_reserve import FLAGS, SECTION, daemon
+from _common import DOMAIN_XML, FLAGS, SECTION, daemon
+from _common import cleanup as remove_domains
 
 import libvm
 from libvm.testing import GuestImage, build_guest
@@ -183,7 +182,7 @@ def count(job: dict[str, Any], tmp: Path) -> collections.Counter[str]:
     return collections.Counter(procedure(int(m[1]), int(m[2])) for m in TX.finditer(text))
 
 
-def cleanup(hv: libvm.Hypervisor) -> None:
+def remove_leftovers(hv: libvm.Hypervisor) -> None:
     """Remove the benchmark's domains and network: also what a crashed run left."""
     remove_domains(hv, PREFIX)
     if NETWORK in {net.name for net in hv.networks()}:
@@ -247,7 +246,7 @@ def main() -> int:
     guest = build_guest()
     rows: list[tuple[str, int, dict[str, collections.Counter[str]]]] = []
     with daemon() as uri, libvm.connect(uri) as hv, tempfile.TemporaryDirectory(prefix="libvm-rpc-") as name:
-        cleanup(hv)
+        remove_leftovers(hv)
         host = (len(hv.vms()), len(hv.networks()))
         version = hv.handle.getLibVersion()
         hv.ensure_network(NETWORK, SUBNET, dhcp_range=DHCP_RANGE, forward="none")
@@ -259,7 +258,7 @@ def main() -> int:
                 finally:
                     remove_domains(hv, f"{PREFIX}other-")
         finally:
-            cleanup(hv)
+            remove_leftovers(hv)
     rows.sort(key=lambda row: (OPERATIONS.index(row[0]), row[1]))
     print(f"libvirt RPCs (client->daemon messages) per call; libvirt {version // 1_000_000}."
           f"{version // 1000 % 1000}.{version % 1000}, libvm {libvm.__version__}; besides the benchmark's, "

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_reserve import daemon
+from _common import daemon, wants_help
 
 import libvm
 
@@ -71,8 +71,7 @@ def one_boot(hv: libvm.Hypervisor, uri: str, net: libvm.Network, base: str, n: i
 
 
 def main() -> int:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
+    if wants_help(__doc__):
         return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     waiters: dict[str, Callable[[libvm.VM, libvm.Network, str], object]] = {

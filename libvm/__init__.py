@@ -12,8 +12,10 @@ libvirt start qemu, and prove the guest got the promised address::
         vm.wait_for_ip()
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .addressing import generate_mac
-from .cloudinit import CloudInit
 from .domain import VM, VMState
 from .domainxml import DomainDoc, DomainSpec, Interface
 from .errors import (
@@ -22,30 +24,63 @@ from .errors import (
     AlreadyExists,
     ClientIdShared,
     ConnectionClosed,
+    DnsmasqFailure,
+    DomainStopped,
+    HopFailed,
     HostnameReserved,
     InUse,
     InvalidSpec,
+    InvalidState,
     IpInDhcpRange,
     IpLeased,
     IpReserved,
     LibvirtFailure,
     LibvmError,
+    LockFailure,
     MacInUse,
     MacReserved,
     NetworkMismatch,
+    NoEligibleHost,
     NoFreeAddress,
     NotFound,
+    NothingToWaitFor,
+    SourceChanged,
     SubnetOverlap,
+    Unsupported,
     WaitTimeout,
 )
 from .hypervisor import Hypervisor, connect
 from .network import Network
 from .networkxml import IpSpec, NetworkSpec
-from .storage import Pool, Volume
 from .values import Disk, ImageSource, Lease, Nic, Reservation, Vnc
 from .views import LeaseList, NetworkList, ReservationList, Table, VMList
 
+if _TYPE_CHECKING:
+    from .cloudinit import CloudInit
+    from .fleet import Fleet
+    from .storage import Pool, Volume
+
 __version__ = "0.1.0"
+
+#: Names loaded on first use (PEP 562): a program that builds no seed and touches no
+#: pool never pays for them (pycdlib, PyYAML and the storage layer).
+_LAZY = {"CloudInit": "cloudinit", "Pool": "storage", "Volume": "storage",
+         "Fleet": "fleet"}  # a fleet of hosts: most programs talk to one
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'libvm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "VM",
@@ -56,14 +91,19 @@ __all__ = [
     "CloudInit",
     "ConnectionClosed",
     "Disk",
+    "DnsmasqFailure",
     "DomainDoc",
     "DomainSpec",
+    "DomainStopped",
+    "Fleet",
+    "HopFailed",
     "HostnameReserved",
     "Hypervisor",
     "ImageSource",
     "InUse",
     "Interface",
     "InvalidSpec",
+    "InvalidState",
     "IpInDhcpRange",
     "IpLeased",
     "IpReserved",
@@ -72,6 +112,7 @@ __all__ = [
     "LeaseList",
     "LibvirtFailure",
     "LibvmError",
+    "LockFailure",
     "MacInUse",
     "MacReserved",
     "Network",
@@ -79,13 +120,17 @@ __all__ = [
     "NetworkMismatch",
     "NetworkSpec",
     "Nic",
+    "NoEligibleHost",
     "NoFreeAddress",
     "NotFound",
+    "NothingToWaitFor",
     "Pool",
     "Reservation",
     "ReservationList",
+    "SourceChanged",
     "SubnetOverlap",
     "Table",
+    "Unsupported",
     "VMList",
     "VMState",
     "Vnc",

@@ -13,15 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -37,8 +34,11 @@ from .errors import (
     ConnectionClosed,
     LibvirtFailure,
     LibvmError,
+    LockFailure,
     NotFound,
 )
+from .errors import InvalidState as InvalidState  # defined there, raised here: kept importable from here
+from .errors import Unsupported as Unsupported
 from .values import Lease
 
 log = logging.getLogger("libvm")
@@ -51,16 +51,6 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_STORAGE_POOL,
 }
 _EXISTS = {libvirt.VIR_ERR_DOM_EXIST, getattr(libvirt, "VIR_ERR_NETWORK_EXIST", -1)}
-
-
-class InvalidState(LibvirtFailure):
-    """libvirt refused because of the object's state (``VIR_ERR_OPERATION_INVALID``):
-    a domain that is not running, a ``<host>`` entry that is already there."""
-
-
-class Unsupported(LibvirtFailure):
-    """The driver does not support the call or a flag of it (``VIR_ERR_NO_SUPPORT``,
-    ``VIR_ERR_INVALID_ARG`` for flags such as ``VIR_DOMAIN_UNDEFINE_NVRAM`` on ``test:///``)."""
 
 
 def convert(exc: libvirt.libvirtError, what: str) -> LibvmError:
@@ -174,6 +164,11 @@ def _lookup(kind: str, name: str, find: Callable[[str], T], missing: int) -> T:
             raise
 
 
+_CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write error",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the daemon closed it",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no answer to keepalive"}
+
+
 class DomainIndex:
     """Every domain's persistent definition, read once and kept fresh by libvirt's events.
 
@@ -232,8 +227,10 @@ class DomainIndex:
         with self._lock:
             self._dirty.add(dom.UUIDString())
 
-    def documents(self, domains: list[libvirt.virDomain]) -> list[DomainDoc]:
-        """The definitions of ``domains`` (the host's current list), reading only what changed."""
+    def documents(self, domains: list[libvirt.virDomain],
+                  fan_out: Callable[..., list[Any]] | None = None) -> list[DomainDoc]:
+        """The definitions of ``domains`` (the host's current list), reading only what changed
+        (``fan_out``: how to make the reads, see :meth:`Live.fan_out`)."""
         uuids = {dom.UUIDString(): dom for dom in domains}  # local: no round trip
         with self._lock:
             if not self.watching:
@@ -242,13 +239,20 @@ class DomainIndex:
                 del self._docs[gone]
             todo = [(uuid, dom) for uuid, dom in uuids.items() if uuid not in self._docs or uuid in self._dirty]
             self._dirty.difference_update(uuid for uuid, _ in todo)  # an event from now on marks it again
-        for uuid, dom in todo:
+        def read(dom: libvirt.virDomain) -> str | None:
             try:
-                doc = read_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             except libvirt.libvirtError:
-                continue  # undefined while we listed
-            with self._lock:
-                self._docs[uuid] = doc
+                return None  # undefined while we listed
+
+        # A connection's first use reads every domain: at once over a network link.
+        reads = [functools.partial(read, dom) for _, dom in todo]
+        xmls = fan_out(*reads) if fan_out is not None else [each() for each in reads]
+        for (uuid, _), xml in zip(todo, xmls, strict=True):
+            if xml is not None:
+                doc = read_domain(xml)
+                with self._lock:
+                    self._docs[uuid] = doc
         with self._lock:
             return [self._docs[uuid] for uuid in uuids if uuid in self._docs]
 
@@ -264,16 +268,59 @@ class Live:
         self.thread_lock = threading.RLock()
         self._client_ids: dict[tuple[str, str], str] = {}
         self.index = DomainIndex()
-        self.index.watch(conn)
+        #: Why libvirt closed the connection under us (link lost, keepalive timeout), if it did.
+        self.lost: str | None = None
+        self._watch(conn)
 
     # -- the connection --------------------------------------------------------
 
+    #: Keepalive over a network link: a probe every 5 s, the link declared dead after 3 unanswered
+    #: (15 s), so a call never waits on a dead TCP connection for the kernel's minutes-long timeout.
+    KEEPALIVE = (5, 3)
+
+    def _watch(self, conn: libvirt.virConnect) -> None:
+        """Follow ``conn``'s health: domain events for the index, keepalive and a close callback.
+
+        Both need libvirt's event loop (see :func:`_start_event_loop`); without
+        it a lost link shows as the next call's failure, and :meth:`alive` tells.
+        """
+        self.lost = None
+        self.index.watch(conn)
+        if not _events.get("running"):
+            return
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without a close callback (test:///)
+            conn.registerCloseCallback(self._closed, None)
+        if self.remote_link:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(*self.KEEPALIVE)
+
+    def _closed(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+        # On the event loop's thread: only note it; the next use reconnects.
+        if reason != libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+            self.lost = _CLOSE_REASONS.get(reason, f"reason {reason}")
+            log.warning("the connection to %s was lost (%s); reconnecting at the next call", self.uri, self.lost)
+
     @property
     def conn(self) -> libvirt.virConnect:
-        """The open ``virConnect``; :class:`ConnectionClosed` after :meth:`close`."""
+        """The open ``virConnect``; :class:`ConnectionClosed` after :meth:`close`.
+
+        After libvirt reported the link lost (the close callback), the
+        connection is opened again first, and handles are looked up again
+        (:attr:`generation`); :class:`LibvirtFailure` if the daemon does not
+        come back within 30 s.
+        """
         if self._conn is None:
             raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
+        if self.lost is not None:
+            self.reconnect()
         return self._conn
+
+    def ensure(self) -> int:
+        """The connection's :attr:`generation`, after reconnecting if libvirt reported the link
+        lost: handles from an older generation must be looked up again.
+        :class:`ConnectionClosed` after :meth:`close`."""
+        self.conn  # noqa: B018 (reconnects if the link was lost)
+        return self.generation
 
     @property
     def closed(self) -> bool:
@@ -295,27 +342,31 @@ class Live:
             return False
 
     def reconnect(self, timeout: float = 30.0) -> None:
-        """Replace a dead connection (libvirtd restarted), waiting up to ``timeout`` s for the daemon.
+        """Replace a dead connection (libvirtd restarted, link lost), waiting up to ``timeout`` s
+        for the daemon.
 
         Raises :class:`LibvirtFailure` if the daemon does not come back.
         """
-        old = self.conn
+        if self._conn is None:
+            raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
+        old = self._conn
         deadline = time.monotonic() + timeout
         while True:
             try:
-                conn = libvirt.open(self.uri)
+                conn = open_connection(self.uri)
                 break
-            except libvirt.libvirtError as exc:
+            except LibvirtFailure as exc:
                 if time.monotonic() > deadline:
-                    raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: "
-                                         f"{exc.get_error_message()}", exc.get_error_code()) from exc
+                    raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: {exc}",
+                                         exc.code) from exc
                 time.sleep(0.5)
         self.index.unwatch()
         with contextlib.suppress(libvirt.libvirtError):
             old.close()
         self._conn = conn
         self.generation += 1
-        self.index.watch(conn)
+        self._watch(conn)
+        log.info("reconnected to %s", self.uri)
 
     # -- lookups ---------------------------------------------------------------
 
@@ -353,7 +404,7 @@ class Live:
     def documents(self) -> list[DomainDoc]:
         """Every domain's persistent definition (see :class:`DomainIndex`: one list call,
         plus one read per domain defined or changed since the last use)."""
-        return self.index.documents(self.domains())
+        return self.index.documents(self.domains(), self.fan_out)
 
     def mac_owners(self) -> dict[str, str]:
         """``{mac: domain name}`` for every interface of every domain."""
@@ -386,9 +437,36 @@ class Live:
         with translate("reading the connection URI"):
             return str(self.conn.getURI())
 
+    @functools.cached_property
+    def remote_link(self) -> bool:
+        """Whether calls travel over a network (``qemu+ssh://``, ``qemu+tcp://``, a host in the URI),
+        where each round trip costs a network delay; read from the URI, without a call."""
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(self.uri)
+        return bool(parts.hostname) or any(t in parts.scheme for t in ("+ssh", "+tcp", "+tls", "+libssh"))
+
+    def fan_out(self, *calls: Callable[[], Any]) -> list[Any]:
+        """The results of ``calls``, in order; the first failure (in that order) is raised.
+
+        Over a network link they run at once, each on its own thread: libvirt's
+        RPC client carries many calls in flight on one connection, so N reads
+        cost one round trip instead of N. Locally (Unix socket, test driver) a
+        thread costs more than the call, so they run one after the other.
+        """
+        if len(calls) < 2 or not self.remote_link:
+            return [call() for call in calls]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="libvm-read") as pool:
+            futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
     @property
     def is_local(self) -> bool:
         """Whether the daemon runs on this machine (no host in the URI)."""
+        import urllib.parse
+
         return not urllib.parse.urlsplit(self.canonical_uri).hostname
 
     @functools.cached_property
@@ -450,7 +528,7 @@ class Live:
         exclusive, so no libvm guest attaches to the bridge while it is
         recreated. Same file rules as :meth:`create_lock`.
         """
-        digest = hashlib.sha256(network.encode()).hexdigest()[:16]
+        digest = _digest(network)
         with self._flock(f"-net-{digest}", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
             yield
 
@@ -469,14 +547,14 @@ class Live:
         Each call opens the file anew, so threads of one process exclude each
         other as processes do.
         """
-        digest = hashlib.sha256(self.canonical_uri.encode()).hexdigest()[:16]
+        digest = _digest(self.canonical_uri)
         base = Path(os.environ.get("LIBVM_LOCK_DIR") or
-                    ("/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()))
+                    ("/run/lock" if os.access("/run/lock", os.W_OK) else _tempdir()))
         path = base / f"libvm-{digest}{suffix}.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise LibvirtFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
+            raise LockFailure(f"cannot open libvm's lock file {path}: {exc.strerror}; "
                                  f"set LIBVM_LOCK_DIR to a writable directory") from exc
         try:
             with contextlib.suppress(OSError):  # only the creator may chmod; others find it 0666
@@ -580,6 +658,19 @@ def domain_capabilities(live: Live, arch: str, virt_type: str) -> str:
         return str(live.conn.getDomainCapabilities(None, arch, None, virt_type, 0))
 
 
+def _digest(text: str) -> str:
+    """A short, stable file-name-safe digest of ``text`` (lock file names)."""
+    import hashlib  # here, like tempfile below: import libvm stays cheap
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tempdir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
     """Hold back SIGINT (Ctrl-C) for the block; re-raise it after. Main thread only."""
@@ -594,3 +685,193 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
         if caught:
             raise KeyboardInterrupt
+
+
+# -- domain verbs (h-dups) -----------------------------------------------------
+# What libvm.domain asks of a libvirt domain, each call wrapped once here so
+# that no other module needs libvirt's names.
+
+#: libvirt's domain state codes (``virDomainState``) by the name ``libvm.VMState`` gives each.
+DOMAIN_STATES = {
+    "NOSTATE": libvirt.VIR_DOMAIN_NOSTATE,
+    "RUNNING": libvirt.VIR_DOMAIN_RUNNING,
+    "BLOCKED": libvirt.VIR_DOMAIN_BLOCKED,
+    "PAUSED": libvirt.VIR_DOMAIN_PAUSED,
+    "SHUTDOWN": libvirt.VIR_DOMAIN_SHUTDOWN,
+    "SHUTOFF": libvirt.VIR_DOMAIN_SHUTOFF,
+    "CRASHED": libvirt.VIR_DOMAIN_CRASHED,
+    "PMSUSPENDED": libvirt.VIR_DOMAIN_PMSUSPENDED,
+}
+
+
+def domain_xml(dom: DomainHandle, *, inactive: bool = False) -> str:
+    """The domain's XML (``inactive``: the persistent config)."""
+    with translate(f"domain {dom.name()!r}"):
+        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+
+
+def domain_state(dom: DomainHandle) -> int:
+    """The domain's state code (see :data:`DOMAIN_STATES`); :class:`NotFound` once it is gone."""
+    with translate(f"state of domain {dom.name()!r}"):
+        return int(dom.state()[0])
+
+
+def start_domain(dom: DomainHandle) -> None:
+    """Boot the defined domain."""
+    with translate(f"starting domain {dom.name()!r}"):
+        dom.create()
+
+
+def shutdown_domain(dom: DomainHandle) -> None:
+    """Ask the guest to power off (ACPI power button); :class:`InvalidState` if it does not run."""
+    with translate(f"shutting down domain {dom.name()!r}"):
+        dom.shutdown()
+
+
+def destroy_domain(dom: DomainHandle) -> None:
+    """Power the domain off at once; :class:`InvalidState` if it does not run."""
+    with translate(f"destroying domain {dom.name()!r}"):
+        dom.destroy()
+
+
+def undefine_domain(dom: DomainHandle) -> None:
+    """Remove the domain's definition, its NVRAM and managed save included.
+
+    A UEFI guest made by virt-install cannot be undefined without its NVRAM;
+    drivers without NVRAM support (``test:///``) refuse the flag, so they are
+    asked again without it.
+    """
+    what = f"undefining domain {dom.name()!r}"
+    try:
+        with translate(what):
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    except Unsupported:
+        with translate(what):
+            dom.undefineFlags(0)
+
+
+def delete_volume(live: Live, path: str) -> None:
+    """Delete the storage volume whose file is ``path``; :class:`NotFound` if no pool has it."""
+    volume = live.volume_at(path)
+    with translate(f"deleting volume {path}"):
+        volume.delete(0)
+
+
+# -- storage verbs (h-edges) ------------------------------------------------------
+# Every libvirt call of storage.py, which imports no libvirt: handles in, plain
+# values out, libvirt's errors mapped by code with the libvirtError as __cause__.
+
+PoolHandle: TypeAlias = libvirt.virStoragePool
+VolumeHandle: TypeAlias = libvirt.virStorageVol
+
+
+def pool_xml_desc(pool: PoolHandle, what: str) -> str:
+    with translate(what):
+        return str(pool.XMLDesc(0))
+
+
+def pool_active(pool: PoolHandle, what: str) -> bool:
+    with translate(what):
+        return bool(pool.isActive())
+
+
+def pool_start(pool: PoolHandle, what: str) -> None:
+    with translate(what):
+        pool.create(0)
+
+
+def pool_refresh(pool: PoolHandle, what: str) -> None:
+    with translate(what):
+        pool.refresh(0)
+
+
+def pool_volumes(pool: PoolHandle, what: str) -> list[VolumeHandle]:
+    with translate(what):
+        return list(pool.listAllVolumes(0))
+
+
+def pool_volume(pool: PoolHandle, pool_name: str, name: str) -> VolumeHandle:
+    """The volume ``name`` of ``pool``, or :class:`NotFound` (with libvirt's error as cause)."""
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise NotFound(f"no volume named {name!r} in pool {pool_name!r}") from exc
+        raise convert(exc, f"looking up volume {pool_name}/{name}") from exc
+
+
+def pool_create_volume(pool: PoolHandle, xml: str, what: str, source: VolumeHandle | None = None) -> VolumeHandle:
+    """A new volume from ``xml`` (a copy of ``source`` if given); a taken name is :class:`AlreadyExists`."""
+    with translate(what):
+        try:
+            return pool.createXML(xml, 0) if source is None else pool.createXMLFrom(xml, source, 0)
+        except libvirt.libvirtError as exc:
+            # A file libvirt had not seen yet (the pool was not refreshed): VIR_ERR_STORAGE_VOL_EXIST.
+            if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                raise AlreadyExists(f"{what}: {exc.get_error_message()}") from exc
+            raise
+
+
+def pool_teardown(pool: PoolHandle, name: str) -> None:
+    """Stop ``pool``, remove its directory if empty, undefine it; each step skipped when done already."""
+    with translate(f"stopping pool {name!r}"):
+        if pool.isActive():
+            pool.destroy()
+    # An inactive dir pool's delete is an rmdir: it fails if something else is in it, which is fine.
+    with contextlib.suppress(LibvirtFailure), translate(f"removing the directory of pool {name!r}"):
+        pool.delete(0)
+    with translate(f"undefining pool {name!r}"):
+        if pool.isPersistent():
+            pool.undefine()
+
+
+def pool_name(pool: PoolHandle) -> str:
+    with translate("reading a storage pool's name"):
+        return str(pool.name())
+
+
+def volume_name(vol: VolumeHandle) -> str:
+    with translate("reading a volume's name"):
+        return str(vol.name())
+
+
+def volume_xml_desc(vol: VolumeHandle, what: str) -> str:
+    with translate(what):
+        return str(vol.XMLDesc(0))
+
+
+def volume_delete(vol: VolumeHandle, what: str) -> None:
+    with translate(what):
+        vol.delete(0)
+
+
+def volume_resize(vol: VolumeHandle, size: int, what: str) -> None:
+    with translate(what):
+        vol.resize(size, 0)
+
+
+def volume_pool(vol: VolumeHandle, what: str) -> PoolHandle:
+    with translate(what):
+        return vol.storagePoolLookupByVolume()
+
+
+def volume_upload(vol: VolumeHandle, size: int, chunks: Iterable[bytes], what: str) -> int:
+    """Stream ``chunks`` (``size`` bytes in all) into ``vol``; returns the bytes sent.
+
+    The stream is aborted when anything fails, a ``KeyboardInterrupt`` or an
+    error raised by ``chunks`` (a progress callback) included.
+    """
+    sent = 0
+    with translate(what):
+        stream = vol.connect().newStream(0)
+        vol.upload(stream, 0, size, 0)
+        try:
+            for chunk in chunks:
+                stream.send(chunk)
+                sent += len(chunk)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+    return sent

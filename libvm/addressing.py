@@ -7,7 +7,6 @@ value raises :class:`libvm.InvalidSpec` naming the field.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from typing import TypeAlias
@@ -15,17 +14,17 @@ from typing import TypeAlias
 import netaddr
 
 from .errors import InvalidSpec, NoFreeAddress
+from .units import MAX_MEMORY_MIB as MAX_MEMORY_MIB  # kept importable from here
+from .units import parse_memory as parse_memory
 
 MacLike: TypeAlias = "str | netaddr.EUI"
 IpLike: TypeAlias = "str | netaddr.IPAddress"
 
+# Every pattern is used with fullmatch(): '$' also matches before a final newline,
+# so "pc001\n" passed a '^...$' check and libvirt stored it as "pc001 ".
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_MEMORY = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
-#: 16 TiB: more than any qemu guest here can have; a bigger number is a typo.
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-_MEMORY_MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
@@ -62,6 +61,32 @@ def parse_ip(value: IpLike, field: str = "ip") -> netaddr.IPAddress:
         raise InvalidSpec(field, value, "not an IP address") from exc
 
 
+#: Special-purpose blocks (RFC 6890) that cannot hold a guest's address: dnsmasq would
+#: serve them, but a guest's kernel drops (0/8, 240/4, multicast), keeps to itself
+#: (loopback) or never routes (link-local, which is also what it picks on its own) them.
+UNUSABLE_SUBNETS = {
+    netaddr.IPNetwork("0.0.0.0/8"): "'this network' (0.0.0.0/8)",
+    netaddr.IPNetwork("127.0.0.0/8"): "loopback (127.0.0.0/8)",
+    netaddr.IPNetwork("169.254.0.0/16"): "link-local (169.254.0.0/16)",
+    netaddr.IPNetwork("224.0.0.0/4"): "multicast (224.0.0.0/4)",
+    netaddr.IPNetwork("240.0.0.0/4"): "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
+    netaddr.IPNetwork("::/128"): "the unspecified address (::)",
+    netaddr.IPNetwork("::1/128"): "loopback (::1)",
+    netaddr.IPNetwork("::ffff:0:0/96"): "IPv4-mapped (::ffff:0:0/96)",
+    netaddr.IPNetwork("fe80::/10"): "link-local (fe80::/10)",
+    netaddr.IPNetwork("ff00::/8"): "multicast (ff00::/8)",
+}
+
+
+def check_usable_subnet(net: netaddr.IPNetwork, field: str = "subnet", value: object = None) -> netaddr.IPNetwork:
+    """Refuse a subnet that overlaps a block no guest can hold an address in (:data:`UNUSABLE_SUBNETS`)."""
+    for block, what in UNUSABLE_SUBNETS.items():
+        if block.version == net.version and net.first <= block.last and block.first <= net.last:
+            raise InvalidSpec(field, net if value is None else value,
+                              f"overlaps {what}: no guest can be served an address there")
+    return net
+
+
 def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netaddr.IPNetwork:
     """Parse ``"192.168.150.0/24"`` or ``"192.168.150.1/24"`` (gateway form).
 
@@ -80,6 +105,7 @@ def parse_subnet(value: str | netaddr.IPNetwork, field: str = "subnet") -> netad
     max_prefix = 30 if net.version == 4 else 126
     if net.prefixlen > max_prefix:
         raise InvalidSpec(field, value, f"prefix longer than /{max_prefix} leaves no room for hosts")
+    check_usable_subnet(net, field, value)
     if net.ip == net.network:
         net = netaddr.IPNetwork(f"{net.network + 1}/{net.prefixlen}")
     elif net.version == 4 and net.ip == net.broadcast:
@@ -103,19 +129,27 @@ def check_host_ip(ip: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str =
 MAX_NAME_BYTES = 200
 
 
-def check_name(name: str, field: str = "name") -> str:
+def check_name(name: object, field: str = "name", *, lookup: bool = False) -> str:
     """libvirt accepts any name but '/' and control characters; so does libvm.
 
     The name must also be valid UTF-8 (no lone surrogates) and at most
     :data:`MAX_NAME_BYTES` bytes, since libvirt stores the definition in a
-    file named after it.
+    file named after it. ``lookup=True`` checks a name to look up: only what
+    cannot be sent to libvirt (not a string, empty, control characters, not
+    UTF-8) is refused; a name no object can have ('/', too long) is left to
+    libvirt's "not found".
     """
-    if not isinstance(name, str) or not name.strip() or "/" in name or _CONTROL.search(name):
-        raise InvalidSpec(field, name, "a non-empty name without '/' or control characters")
+    wanted = "the name of a libvirt object" if lookup else "a non-empty name without '/' or control characters"
+    if not isinstance(name, str) or not name or _CONTROL.search(name):
+        raise InvalidSpec(field, name, wanted)
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidSpec(field, name, "not valid Unicode text (a lone surrogate)") from exc
+    if lookup:
+        return name
+    if not name.strip() or "/" in name:
+        raise InvalidSpec(field, name, wanted)
     if size > MAX_NAME_BYTES:
         raise InvalidSpec(field, name, f"longer than {MAX_NAME_BYTES} bytes")
     return name
@@ -123,9 +157,28 @@ def check_name(name: str, field: str = "name") -> str:
 
 def check_hostname(value: str, field: str = "hostname") -> str:
     """A DNS name: dot-separated labels of letters, digits and '-'."""
-    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise InvalidSpec(field, value, "not a DNS name (labels of letters, digits, '-', at most 63)")
     return value
+
+
+def dns_label(name: str) -> str | None:
+    """``name`` as a DHCP and DNS host name, if it is a valid one (a VM's default hostname)."""
+    try:
+        return check_hostname(name)
+    except InvalidSpec:
+        return None
+
+
+_DUID = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}")
+
+
+def check_duid(value: object, field: str = "client_id") -> str:
+    """A DHCPv6 DUID in colon-separated hex (``00:01:00:01:...``), returned in lower case
+    (libvirt keeps ``<host id=>`` as given; libvm compares ids in lower case)."""
+    if not isinstance(value, str) or not _DUID.fullmatch(value):
+        raise InvalidSpec(field, value, "a DHCPv6 DUID in colon-separated hex")
+    return value.lower()
 
 
 def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
@@ -141,32 +194,12 @@ def generate_mac(network: str, ip: IpLike) -> netaddr.EUI:
     check_name(network, "network")
     ip = parse_ip(ip, "ip")
     key = network if ip.version == 4 else f"{network}\0{ip}"
+    import hashlib  # here: import libvm stays cheap (see bench/bench_import.py)
+
     digest = hashlib.sha256(key.encode()).digest()
     head = bytes([(digest[0] & 0xFC) | 0x02, digest[1]])
     tail = ip.packed if ip.version == 4 else digest[2:6]
     return netaddr.EUI(int.from_bytes(head + tail, "big"), dialect=netaddr.mac_unix_expanded)
-
-
-def parse_memory(value: int | str, field: str = "memory") -> int:
-    """Memory in MiB from an int (MiB) or a string such as ``"256MiB"``, ``"1G"``."""
-    if isinstance(value, bool):
-        raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB'")
-    if isinstance(value, int):
-        mib = value
-    else:
-        match = _MEMORY.match(value) if isinstance(value, str) else None
-        if not match:
-            raise InvalidSpec(field, value, "give MiB as an int or a string like '256MiB', '2GiB'")
-        unit = match.group(2).upper()
-        if not unit and match.group(3).upper() == "B":
-            raise InvalidSpec(field, value, "bytes: say '256MiB' (or give MiB as an int)")
-        amount = int(match.group(1)) * _MEMORY_MIB_PER_UNIT[unit]
-        if amount != int(amount):
-            raise InvalidSpec(field, value, "not a whole number of MiB")
-        mib = int(amount)
-    if not 16 <= mib <= MAX_MEMORY_MIB:
-        raise InvalidSpec(field, value, f"from 16 MiB to {MAX_MEMORY_MIB} MiB (16 TiB)")
-    return mib
 
 
 def in_range(ip: netaddr.IPAddress, start: netaddr.IPAddress, end: netaddr.IPAddress) -> bool:

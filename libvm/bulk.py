@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import _live
 from .errors import AddressConflict, LibvmError
-from .network import Network
 from .reservations import CONFIG, LIVE, HostLike, NetworkState, check_size, host_key, parse_hosts, plan_hosts
 from .values import Reservation, check_bool
 from .views import ReservationList
+
+if TYPE_CHECKING:  # network.py calls this module: no import back at run time
+    from .network import Network
 
 log = logging.getLogger("libvm")
 

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import operator
 import os
 import re
 import sys
@@ -26,11 +27,12 @@ from typing import Any, NoReturn
 import netaddr
 
 from .addressing import format_mac
-from .domain import VM
+from .domain import VM, NicFacts
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .hypervisor import Hypervisor, connect
 from .network import Network
 from .values import Disk, Lease, Nic, Reservation
+from .views import Table, cell
 
 __all__ = ["EXIT_CODES", "JsonEncoder", "build_parser", "exit_code", "main", "print_table"]
 
@@ -79,27 +81,12 @@ class JsonEncoder(json.JSONEncoder):
         return super().default(o)
 
 
-def _cell(value: object) -> str:
-    if value is None or value == []:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(_cell(item) for item in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, netaddr.EUI):
-        return format_mac(value)
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
 def print_table(columns: Sequence[Column], records: Sequence[Record]) -> None:
-    """Print ``records`` as aligned columns under upper-case headers; ``-`` for nothing."""
-    rows = [[header.upper() for header, _ in columns]]
-    rows += [[_cell(get(record)) for _, get in columns] for record in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    for row in rows:
-        print("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
+    """Print ``records`` as aligned columns under upper-case headers (``-`` for nothing), as
+    :class:`libvm.Table` renders them; only the headers when there is none."""
+    table = Table(tuple(header.upper() for header, _ in columns),
+                  tuple(tuple(cell(get(record)) for _, get in columns) for record in records))
+    print(table.text(empty=""))
 
 
 def _show(args: argparse.Namespace, data: Record | list[Record], columns: Sequence[Column]) -> None:
@@ -128,15 +115,16 @@ def _network_record(net: Network) -> Record:
     }
 
 
+def _columns(*keys: str) -> list[Column]:
+    """A column per record key, headed by the key (``client_id`` as ``client id``)."""
+    return [(key.replace("_", " "), operator.itemgetter(key)) for key in keys]
+
+
 NETWORK_COLUMNS: list[Column] = [
-    ("name", lambda r: r["name"]),
-    ("active", lambda r: r["active"]),
-    ("persistent", lambda r: r["persistent"]),
-    ("forward", lambda r: r["forward"]),
-    ("bridge", lambda r: r["bridge"]),
-    ("subnet", lambda r: r["subnets"]),
+    *_columns("name", "active", "persistent", "forward", "bridge"),
+    ("subnet", operator.itemgetter("subnets")),
     ("dhcp range", lambda r: [f"{start}-{end}" for start, end in r["dhcp_ranges"]]),
-    ("reservations", lambda r: r["reservations"]),
+    *_columns("reservations"),
 ]
 
 
@@ -145,10 +133,9 @@ def _reservation_record(network: str, res: Reservation) -> Record:
 
 
 RESERVATION_COLUMNS: list[Column] = [
-    ("network", lambda r: r["network"]),
+    *_columns("network"),
     ("mac", lambda r: r["mac"] if r["mac"] is not None else r["client_id"]),
-    ("ip", lambda r: r["ip"]),
-    ("hostname", lambda r: r["hostname"]),
+    *_columns("ip", "hostname"),
 ]
 
 
@@ -158,51 +145,38 @@ def _lease_record(network: str, lease: Lease) -> Record:
 
 
 LEASE_COLUMNS: list[Column] = [
-    ("network", lambda r: r["network"]),
-    ("mac", lambda r: r["mac"]),
-    ("ip", lambda r: r["ip"]),
-    ("hostname", lambda r: r["hostname"]),
-    ("expires (utc)", lambda r: r["expires"]),
-    ("client id", lambda r: r["client_id"]),
+    *_columns("network", "mac", "ip", "hostname"),
+    ("expires (utc)", operator.itemgetter("expires")),
+    *_columns("client_id"),
 ]
 
 
-class _Leases:
-    """Each network's leases, read once per command."""
-
-    def __init__(self, hv: Hypervisor) -> None:
-        self._hv = hv
-        self._by_network: dict[str, list[Lease]] = {}
-
-    def of(self, nic: Nic) -> Lease | None:
-        """``nic``'s lease, the one on its reserved address if it holds several."""
-        if nic.network not in self._by_network:
-            try:
-                self._by_network[nic.network] = self._hv.network(nic.network).leases()
-            except NotFound:
-                self._by_network[nic.network] = []
-        mine = [lease for lease in self._by_network[nic.network] if lease.mac == nic.mac]
-        preferred = [lease for lease in mine if lease.ip == nic.ip] or mine
-        return preferred[0] if preferred else None
-
-
-def _vm_record(vm: VM, leases: _Leases) -> Record:
+def _vm_record(vm: VM, facts: NicFacts) -> Record:
+    """The VM and its NICs on libvirt networks, from one reading of its definition."""
+    state, interfaces = vm.state, vm.document().interfaces
     nics = []
-    for nic in vm.nics:
-        lease = leases.of(nic)
-        nics.append({"network": nic.network, "mac": nic.mac, "model": nic.model, "ip": nic.ip,
-                     "hostname": nic.hostname, "leased_ip": lease.ip if lease else None})
-    return {"name": vm.name, "state": str(vm.state), "macs": vm.macs, "nics": nics}
+    for interface in interfaces:
+        if interface.network is None:
+            continue
+        reservation, lease = facts.of(vm, interface)
+        nics.append({"network": interface.network, "mac": interface.mac, "model": interface.model or "virtio",
+                     "ip": reservation.ip if reservation else None,
+                     "hostname": reservation.hostname if reservation else None,
+                     "leased_ip": lease.ip if lease else None})
+    return {"name": vm.name, "state": str(state), "macs": [interface.mac for interface in interfaces], "nics": nics}
+
+
+def _of_nics(key: str) -> Callable[[Record], object]:
+    """Every NIC's ``key`` that is set."""
+    return lambda r: [nic[key] for nic in r["nics"] if nic[key] is not None]
 
 
 VM_COLUMNS: list[Column] = [
-    ("name", lambda r: r["name"]),
-    ("state", lambda r: r["state"]),
-    ("macs", lambda r: r["macs"]),
-    ("networks", lambda r: [nic["network"] for nic in r["nics"]]),
-    ("reserved ip", lambda r: [nic["ip"] for nic in r["nics"] if nic["ip"] is not None]),
-    ("leased ip", lambda r: [nic["leased_ip"] for nic in r["nics"] if nic["leased_ip"] is not None]),
-    ("hostname", lambda r: [nic["hostname"] for nic in r["nics"] if nic["hostname"] is not None]),
+    *_columns("name", "state", "macs"),
+    ("networks", _of_nics("network")),
+    ("reserved ip", _of_nics("ip")),
+    ("leased ip", _of_nics("leased_ip")),
+    ("hostname", _of_nics("hostname")),
 ]
 
 
@@ -231,10 +205,8 @@ def net_reserve_many(hv: Hypervisor, args: argparse.Namespace) -> None:
     lines, hosts = _host_lines(args.file)
     try:
         done = hv.network(args.network).reserve_many(hosts, restart_idle=not args.no_restart)
-    except InvalidSpec as exc:  # hosts[i] is line lines[i] of the file: say so
-        raise InvalidSpec(_at_line(exc.field or "", args.file, lines), exc.value, exc.reason) from None
-    except AddressConflict as exc:
-        raise type(exc)(_at_line(str(exc), args.file, lines), other=exc.other) from None
+    except (InvalidSpec, AddressConflict) as exc:  # hosts[i] is line lines[i] of the file: say so
+        raise exc.relocated(lambda text: _at_line(text, args.file, lines)) from exc
     _show(args, [_reservation_record(args.network, res) for res in done], RESERVATION_COLUMNS)
 
 
@@ -287,8 +259,22 @@ def net_leases(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm vm list"""
-    leases = _Leases(hv)
-    _show(args, [_vm_record(vm, leases) for vm in hv.vms()], VM_COLUMNS)
+    facts = NicFacts()
+    _show(args, [_vm_record(vm, facts) for vm in hv.vms()], VM_COLUMNS)
+
+
+def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> None:
+    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet);
+    a host that did not answer is a row with its error, never a failure of the others."""
+    from .fleet import Fleet
+
+    with Fleet(uris) as fleet:
+        listing = fleet.vms()
+        facts = NicFacts()
+        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts)} for vm in listing if vm.hypervisor is not None]
+        records += [{"host": uri, "name": None, "state": f"unreachable: {error}", "macs": [], "nics": []}
+                    for uri, error in listing.errors.items()]
+        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS])
 
 
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -305,7 +291,7 @@ def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
         virt_type=args.virt_type,
         start=args.start,
     )
-    _show(args, _vm_record(vm, _Leases(hv)), VM_COLUMNS)
+    _show(args, _vm_record(vm, NicFacts()), VM_COLUMNS)
 
 
 def vm_wait_ip(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -357,8 +343,9 @@ def _global_options(*, defaults: bool) -> _Parser:
         return value if defaults else argparse.SUPPRESS
 
     options = _Parser(add_help=False)
-    options.add_argument("--uri", default=default(None),
-                         help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+    options.add_argument("--uri", action="append", default=default(None),
+                         help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system); "
+                              "repeat it for 'vm list' across several hosts")
     options.add_argument("--json", action="store_true", default=default(False),
                          help="print JSON instead of a table")
     options.add_argument("--debug", action="store_true", default=default(False),
@@ -501,10 +488,17 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
+    uris = args.uri or [None]
+    if len(uris) > 1 and args.handler is not vm_list:
+        print("libvm: error: only 'vm list' takes several --uri (see 'libvm --help')", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        with connect(args.uri) as hv:
-            args.handler(hv, args)
-            sys.stdout.flush()
+        if len(uris) > 1:
+            fleet_vm_list(uris, args)
+        else:
+            with connect(uris[0]) as hv:
+                args.handler(hv, args)
+        sys.stdout.flush()
     except BrokenPipeError:
         # Python would report the failed flush again at exit; write the rest to nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import netaddr
 
-from .addressing import IpLike, MacLike, check_hostname, parse_ip, parse_mac
+from .addressing import IpLike, MacLike, check_hostname, check_usable_subnet, parse_ip, parse_mac
 from .errors import InvalidSpec
 
 __all__ = [
@@ -165,14 +165,20 @@ class SeedNic(NamedTuple):
     """One guest NIC's static addressing for :func:`network_config`.
 
     ``dns`` defaults to ``gateway``: libvirt's dnsmasq answers DNS on the
-    network's own address.
+    network's own address. ``gateway=None`` gives no default route (an
+    isolated network, where libvirt's DHCP gives none either); ``dns`` must
+    then be given. ``ip6``/``prefixlen6``/``gateway6``: the NIC's IPv6
+    address too (dual stack).
     """
 
     mac: MacLike
     ip: IpLike
     prefixlen: int
-    gateway: IpLike
+    gateway: IpLike | None
     dns: IpLike | None = None
+    ip6: IpLike | None = None
+    prefixlen6: int | None = None
+    gateway6: IpLike | None = None
 
 
 def effective_hostname(ci: CloudInit, default_hostname: str) -> str:
@@ -194,7 +200,8 @@ def meta_data(instance_id: str, hostname: str) -> str:
     cloud-init runs its once-per-instance modules again whenever the instance
     id changes, so give one that is stable for the life of the VM (its UUID).
     """
-    if not isinstance(instance_id, str) or not instance_id.strip() or len(instance_id.splitlines()) != 1:
+    # Not splitlines(): "id\n" is one line to it, and the newline would end up in the seed.
+    if not isinstance(instance_id, str) or not instance_id.strip() or not instance_id.isprintable():
         raise InvalidSpec("instance_id", instance_id, "a non-empty single-line string (the domain's UUID)")
     check_hostname(hostname, "hostname")
     return _dump({"instance-id": instance_id, "local-hostname": hostname})
@@ -234,29 +241,79 @@ def network_config(nics: Sequence[SeedNic]) -> str:
         if mac in seen:
             raise InvalidSpec(f"{where}.mac", nic.mac, "two NICs with the same MAC")
         seen.add(mac)
-        ip = parse_ip(nic.ip, f"{where}.ip")
-        gateway = parse_ip(nic.gateway, f"{where}.gateway")
+        ip, prefixlen, gateway = _static(nic.ip, nic.prefixlen, nic.gateway, nic, where, "")
+        if gateway is None and nic.dns is None:
+            raise InvalidSpec(f"{where}.dns", None, "give the DNS server when there is no gateway")
         dns = gateway if nic.dns is None else parse_ip(nic.dns, f"{where}.dns")
-        width = 32 if ip.version == 4 else 128
-        prefixlen = nic.prefixlen
-        if isinstance(prefixlen, bool) or not isinstance(prefixlen, int) or not 0 <= prefixlen <= width:
-            raise InvalidSpec(f"{where}.prefixlen", prefixlen, f"an integer from 0 to {width}")
-        if gateway.version != ip.version:
-            raise InvalidSpec(f"{where}.gateway", nic.gateway, f"an IPv{ip.version} address, as the NIC's IP is")
+        addresses = [f"{ip}/{prefixlen}"]
+        gateway6 = None
+        if nic.ip6 is not None:
+            ip6, prefixlen6, gateway6 = _static(nic.ip6, nic.prefixlen6, nic.gateway6, nic, where, "6")
+            if ip6.version != 6:
+                raise InvalidSpec(f"{where}.ip6", nic.ip6, "an IPv6 address")
+            addresses.append(f"{ip6}/{prefixlen6}")
         name = f"eth{index}"
         entry: dict[str, Any] = {
             "match": {"macaddress": str(netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded))},
             "set-name": name,
-            "addresses": [f"{ip}/{prefixlen}"],
+            "addresses": addresses,
         }
-        if index == 0:
-            # "0.0.0.0/0", not netplan's "default": cloud-init's own v2 parser
-            # (used wherever netplan is not the renderer: Debian, Fedora...) and
-            # netplan 0.99 (Ubuntu 20.04) accept only an address there.
-            entry["routes"] = [{"to": "0.0.0.0/0" if ip.version == 4 else "::/0", "via": str(gateway)}]
+        if index == 0 and gateway6 is not None:
+            entry["gateway6"] = str(gateway6)
+        if index == 0 and gateway is not None:
+            # gateway4/gateway6, not a "routes: [{to: 0.0.0.0/0, via: GW}]" item:
+            # cloud-init 22.4's ENI renderer (Debian's ifupdown) turns such a route
+            # into "post-up route add default gw GW || true", which needs net-tools
+            # (absent from minimal images: the guest silently has no default route),
+            # while gatewayN becomes a native "gateway GW" there, [Route] Gateway= for
+            # networkd, GATEWAY= for sysconfig and stays gatewayN for netplan
+            # (deprecated there since 0.103 but accepted, with a warning).
+            entry[f"gateway{ip.version}"] = str(gateway)
         entry["nameservers"] = {"addresses": [str(dns)]}
         ethernets[name] = entry
     return _dump({"version": 2, "ethernets": ethernets})
+
+
+def _static(ip_: IpLike, prefixlen: object, gateway_: IpLike | None, nic: SeedNic, where: str,
+            family: str) -> tuple[netaddr.IPAddress, int, netaddr.IPAddress | None]:
+    """One family's ``(ip, prefixlen, gateway)`` of a :class:`SeedNic`, checked (``family``: "" or "6")."""
+    ip = parse_ip(ip_, f"{where}.ip{family}")
+    width = 32 if ip.version == 4 else 128
+    if isinstance(prefixlen, bool) or not isinstance(prefixlen, int) or not 1 <= prefixlen <= width:
+        raise InvalidSpec(f"{where}.prefixlen{family}", prefixlen, f"an integer from 1 to {width}")
+    if gateway_ is None:
+        _check_static_address(ip, prefixlen, None, nic, where)
+        return ip, prefixlen, None
+    gateway = parse_ip(gateway_, f"{where}.gateway{family}")
+    if gateway.version != ip.version:
+        raise InvalidSpec(f"{where}.gateway{family}", gateway_, f"an IPv{ip.version} address, as the NIC's IP is")
+    _check_static_address(ip, prefixlen, gateway, nic, where)
+    return ip, prefixlen, gateway
+
+
+def _check_static_address(ip: netaddr.IPAddress, prefixlen: int, gateway: netaddr.IPAddress | None, nic: SeedNic,
+                          where: str) -> None:
+    """Refuse an address the guest could not hold, or a gateway it could not reach, in ``ip/prefixlen``.
+
+    netplan and cloud-init write any of these without complaint; the guest then has
+    no route out (an off-link gateway) or an address the kernel treats as the subnet's own.
+    """
+    subnet = netaddr.IPNetwork(f"{ip}/{prefixlen}")
+    check_usable_subnet(subnet, f"{where}.ip", nic.ip)
+    if gateway is None:
+        if ip == subnet.network or (ip.version == 4 and ip == subnet.broadcast):
+            raise InvalidSpec(f"{where}.ip", str(ip), f"is the network or broadcast address of {subnet.cidr}")
+        return
+    if gateway == ip:
+        raise InvalidSpec(f"{where}.gateway", nic.gateway, "is the NIC's own address")
+    # fe80::/10 is on every IPv6 link: a router's link-local address is a fine gateway.
+    if gateway not in subnet and not (gateway.version == 6 and gateway.is_link_local()):
+        raise InvalidSpec(f"{where}.gateway", nic.gateway,
+                          f"off-link: outside {subnet.cidr}, the NIC's subnet, so the guest cannot reach it")
+    for address, name in ((ip, "ip"), (gateway, "gateway")):
+        if address == subnet.network or (address.version == 4 and address == subnet.broadcast):
+            raise InvalidSpec(f"{where}.{name}", getattr(nic, name),
+                              f"is the network or broadcast address of {subnet.cidr}")
 
 
 def _check_doc(value: object, field_: str) -> bytes:

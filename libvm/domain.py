@@ -5,21 +5,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import libvirt
 import netaddr
 
-from ._live import InvalidState, Live, Unsupported, translate
-from .addressing import format_mac
-from .domainxml import DomainDoc, DomainSpec, read_domain
-from .errors import AddressMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
-from .network import Network
-from .values import Lease, Nic, Reservation, check_int
-from .views import NicRow, Rendered, Table, lease_of, reservation_of, vm_table
+from . import _live
+from ._live import DomainHandle, InvalidState, Live
+from .domainxml import DomainDoc, DomainSpec, Interface, read_domain
+from .errors import AddressMismatch, DomainStopped, InvalidSpec, NotFound, NothingToWaitFor, WaitTimeout
+from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, reservation_of
+from .views import NicRow, Rendered, Table, vm_table
+
+if TYPE_CHECKING:
+    from .hypervisor import Hypervisor
+    from .network import Network
+    from .ssh import SshTarget
 
 log = logging.getLogger("libvm")
 
@@ -41,16 +47,27 @@ class VMState(str, enum.Enum):
         return self.value
 
 
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: VMState.NOSTATE,
-    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: VMState.BLOCKED,
-    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PMSUSPENDED,
-}
+_STATES = {code: VMState[name] for name, code in _live.DOMAIN_STATES.items()}
+#: The states in which qemu runs for the domain.
+_ALIVE = (VMState.RUNNING, VMState.BLOCKED, VMState.PAUSED, VMState.SHUTDOWN)
+
+
+def _network(live: Live, name: str) -> Network:
+    """The network ``name`` on ``live`` (:class:`NotFound` if there is none).
+
+    The one place this module reaches for :mod:`libvm.network`, imported here:
+    the network module needs nothing from this one, and should never have to.
+    """
+    from .network import Network
+
+    return Network(live, live.network(name))
+
+
+def _forget(live: Live, network: str, nics: list[Nic]) -> None:
+    """What deleted NICs leave on ``network``: reservations (IPv6 ones too), DNS names, leases."""
+    with contextlib.suppress(NotFound):  # the network went first
+        _network(live, network).forget(*(nic.mac for nic in nics if nic.mac is not None),
+                                       ips=[nic.ip6 for nic in nics if isinstance(nic.ip6, netaddr.IPAddress)])
 
 
 class VM(Rendered):
@@ -59,7 +76,11 @@ class VM(Rendered):
     In Jupyter or IPython it shows as a table: one row per NIC (see :mod:`libvm.views`).
     """
 
-    def __init__(self, live: Live, handle: libvirt.virDomain) -> None:
+    #: The :class:`Hypervisor` the domain is on, where libvm knows it: every VM a
+    #: :class:`libvm.Fleet` returns has it (``vm.hypervisor.uri``: where it landed); else ``None``.
+    hypervisor: Hypervisor | None = None
+
+    def __init__(self, live: Live, handle: DomainHandle) -> None:
         self._live = live
         self._dom = handle
         self._generation = live.generation
@@ -79,24 +100,25 @@ class VM(Rendered):
         """The VM's NICs: state, MAC, reserved IP, hostname, leased IP and its expiry."""
         return vm_table(nic_rows([self]))
 
+    @classmethod
+    def rows_of(cls, items: Sequence[VM]) -> list[tuple[str, ...]]:
+        """The rows of many VMs' tables, reading each network's reservations and leases once."""
+        return [row.cells() for row in nic_rows(items)]
+
     @property
-    def handle(self) -> libvirt.virDomain:
+    def handle(self) -> DomainHandle:
         """The underlying ``libvirt.virDomain``, for what libvm does not cover.
 
         Looked up again after the connection was re-established (libvirtd restart).
         """
-        if self._generation != self._live.generation or self._live.closed:
+        if self._generation != self._live.ensure():
             self._dom = self._live.domain(self.name)
             self._generation = self._live.generation
         return self._dom
 
     def xml(self, inactive: bool = False) -> str:
         """The domain XML as libvirt has it (``inactive``: the persistent config)."""
-        if not isinstance(inactive, bool):
-            raise InvalidSpec("inactive", inactive, "True or False")
-        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        with translate(f"domain {self.name!r}"):
-            return str(self.handle.XMLDesc(flags))
+        return _live.domain_xml(self.handle, inactive=check_bool(inactive, "inactive"))
 
     def document(self) -> DomainDoc:
         """The persistent config read once: its :class:`DomainSpec` and every interface.
@@ -113,8 +135,7 @@ class VM(Rendered):
     def state(self) -> VMState:
         """The current state; ``UNDEFINED`` once the domain is gone."""
         try:
-            with translate(f"state of domain {self.name!r}"):
-                code = self.handle.state()[0]
+            code = _live.domain_state(self.handle)
         except NotFound:
             return VMState.UNDEFINED
         return _STATES.get(code, VMState.NOSTATE)
@@ -122,7 +143,7 @@ class VM(Rendered):
     @property
     def running(self) -> bool:
         """Whether qemu is running for this domain."""
-        return self.state in (VMState.RUNNING, VMState.BLOCKED, VMState.PAUSED, VMState.SHUTDOWN)
+        return self.state in _ALIVE
 
     @property
     def macs(self) -> list[str]:
@@ -136,7 +157,7 @@ class VM(Rendered):
         result = []
         for nic in self.spec().nics:
             try:
-                reservation = Network(self._live, self._live.network(nic.network)).reservation_for(nic.mac)
+                reservation = _network(self._live, nic.network).reservation_for(nic.mac)
             except NotFound:
                 reservation = None
             if reservation is not None:
@@ -160,11 +181,9 @@ class VM(Rendered):
     def _lease(self, nic: Nic) -> Lease | None:
         """``nic``'s lease (the one on its reserved address if it has several)."""
         try:
-            leases = [x for x in Network(self._live, self._live.network(nic.network)).leases() if x.mac == nic.mac]
+            return lease_of(nic.mac, nic.ip, _network(self._live, nic.network).leases())
         except NotFound:
             return None
-        preferred = [x for x in leases if x.ip == nic.ip] or leases
-        return preferred[0] if preferred else None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -172,9 +191,8 @@ class VM(Rendered):
         """Boot the domain (no-op if it runs)."""
         if not self.running:
             # A network that reserve_many is restarting must not lose this guest's port.
-            with self._live.attaching(nic.network for nic in self.spec().nics), \
-                    translate(f"starting domain {self.name!r}"):
-                self.handle.create()
+            with self._live.attaching(nic.network for nic in self.spec().nics):
+                _live.start_domain(self.handle)
 
     def shutdown(self, timeout: float | None = 60.0, *, poll: float = 0.25) -> bool:
         """Ask the guest to power off (ACPI power button) and wait up to ``timeout``
@@ -190,8 +208,8 @@ class VM(Rendered):
         _check_seconds("poll", poll)
         if not self.running:
             return True
-        with contextlib.suppress(InvalidState), translate(f"shutting down domain {self.name!r}"):
-            self.handle.shutdown()  # InvalidState: it stopped meanwhile
+        with contextlib.suppress(InvalidState):  # it stopped meanwhile
+            _live.shutdown_domain(self.handle)
         if timeout is None:
             return True
         deadline = time.monotonic() + timeout
@@ -207,8 +225,7 @@ class VM(Rendered):
         """Power off at once (idempotent)."""
         with contextlib.suppress(NotFound, InvalidState):  # gone, or stopped since the check
             if self.running:
-                with translate(f"destroying domain {self.name!r}"):
-                    self.handle.destroy()
+                _live.destroy_domain(self.handle)
 
     def undefine(self) -> None:
         """Remove the domain's definition (idempotent).
@@ -216,18 +233,8 @@ class VM(Rendered):
         A running domain keeps running, transient (libvirt's rule), and is gone
         once it stops; :meth:`delete` powers it off first.
         """
-        # NVRAM: a UEFI guest made by virt-install cannot be undefined without it.
-        flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-        for attempt in (flags, 0):
-            try:
-                with translate(f"undefining domain {self.name!r}"):
-                    self.handle.undefineFlags(attempt)
-                return
-            except NotFound:
-                return
-            except Unsupported:
-                if not attempt:  # drivers without NVRAM support (test:///) refuse the flag
-                    raise
+        with contextlib.suppress(NotFound):
+            _live.undefine_domain(self.handle)
 
     def delete(self, *, release: bool = True, storage: bool = False) -> None:
         """Destroy, undefine and (``release``) drop its reservations and leases.
@@ -239,26 +246,35 @@ class VM(Rendered):
         image, never a disk given by path. Raises :class:`InvalidSpec` for
         non-bool flags, :class:`LibvirtFailure` if libvirt fails.
         """
-        for flag, value in (("release", release), ("storage", storage)):
-            if not isinstance(value, bool):
-                raise InvalidSpec(flag, value, "True or False")
-        exists = self.state is not VMState.UNDEFINED
-        nics = self.nics if exists else []
-        owned = self.spec().volumes if exists and storage else ()
-        self.destroy()
+        check_bool(release, "release")
+        check_bool(storage, "storage")
+        # One reading of the definition and the state (at once over a network link).
+        try:
+            xml, code = self._live.fan_out(lambda: _live.domain_xml(self.handle, inactive=True),
+                                           lambda: _live.domain_state(self.handle))
+        except NotFound:
+            log.info("domain %s is gone already", self.name)
+            return
+        spec = read_domain(xml).spec
+        if _STATES.get(code) in _ALIVE:
+            with contextlib.suppress(NotFound, InvalidState):  # stopped meanwhile
+                _live.destroy_domain(self.handle)
         self.undefine()
+        owned = (spec.volumes if storage else ()) + spec.scratch
         for path in owned:
             try:
-                with translate(f"deleting volume {path}"):
-                    self._live.volume_at(path).delete(0)
+                _live.delete_volume(self._live, path)
                 log.info("deleted volume %s of domain %s", path, self.name)
             except NotFound:
                 log.warning("volume %s of domain %s is in no storage pool any more (pool deleted?); "
                             "its file, if any, is left alone", path, self.name)
         if release:
-            for nic in nics:
-                with contextlib.suppress(NotFound):  # the network went first
-                    Network(self._live, self._live.network(nic.network)).forget(nic.mac)
+            # Each network read once for all of the VM's NICs on it; networks at once over a link.
+            by_network: dict[str, list[Nic]] = {}
+            for nic in spec.nics:
+                by_network.setdefault(nic.network, []).append(nic)
+            self._live.fan_out(*(functools.partial(_forget, self._live, network, nics)
+                                 for network, nics in by_network.items()))
         log.info("deleted domain %s", self.name)
 
     # -- addresses ---------------------------------------------------------------
@@ -271,7 +287,9 @@ class VM(Rendered):
         DHCP client-id already seen from another running VM's MAC raises
         :class:`ClientIdShared` (cloned images share one lease).
         Raises :class:`WaitTimeout` if the guest has not obtained all its
-        addresses in ``timeout`` seconds, or :class:`LibvmError` if it stops.
+        addresses in ``timeout`` seconds, :class:`DomainStopped` if it stops,
+        :class:`NothingToWaitFor` if it has no interface on a libvirt network or
+        takes no lease (``CloudInit(static_network=True)``).
         """
         return wait_for_leases([self], timeout, poll)[self.name]
 
@@ -282,29 +300,41 @@ class VM(Rendered):
         return found[first]
 
 
-    def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5) -> netaddr.IPAddress:
+    def wait_for_ssh(self, timeout: float = 300.0, *, port: int = 22, poll: float = 0.5,
+                     via: SshTarget | str | None = "auto") -> netaddr.IPAddress:
         """Wait until the guest is ready: its reserved address, then an SSH server on it.
 
         Stage 1 is :meth:`wait_for_ip` (the lease must be the reserved address;
         skipped for a guest created with ``CloudInit(static_network=True)``, which
         takes no lease, so the first reserved address is probed);
-        stage 2 connects to ``port`` (TCP) on that address from where the caller
-        runs and waits for a line starting with ``SSH-`` (the server's banner).
-        ``timeout`` (seconds) covers both stages. Returns the address.
+        stage 2 connects to ``port`` (TCP) on that address and waits for a line
+        starting with ``SSH-`` (the server's banner). ``timeout`` (seconds)
+        covers both stages. Returns the address.
+
+        ``via``: where stage 2 connects from. ``"auto"`` (default): through the
+        hypervisor's SSH for a ``qemu+ssh://`` connection (same user, host, port
+        and key: ``ssh -W``; a guest on the hypervisor's NAT network is not
+        routable from here), directly otherwise; ``None``: directly; an
+        :class:`libvm.ssh.SshTarget` or ``"user@host[:port]"``: through that
+        host. The hop's host key is checked against ``known_hosts`` as ``ssh``
+        checks it.
 
         Raises :class:`WaitTimeout` naming the stage that did not finish and what
         was seen (no lease; connection refused; no banner; another banner),
-        :class:`AddressMismatch` as :meth:`wait_for_ip` does, :class:`InvalidSpec`
-        for bad arguments.
+        :class:`AddressMismatch` as :meth:`wait_for_ip` does, :class:`DomainStopped`
+        if the guest stops, :class:`NothingToWaitFor` for a static guest without
+        a reserved address, :class:`InvalidSpec` for bad arguments.
         """
         _check_seconds("timeout", timeout)
         _check_seconds("poll", poll)
         check_int(port, "port", 1, 65535)
+        hop = _hop(self._live.uri, via)
         deadline = time.monotonic() + timeout
         if self.spec().static_network:  # no lease to wait for: probe the reserved address
             reserved = next((nic.ip for nic in self.nics if nic.ip is not None), None)
             if reserved is None:
-                raise LibvmError(f"domain {self.name!r} has no reserved address to probe")
+                raise NothingToWaitFor(f"domain {self.name!r} sets its addresses itself (cloud-init "
+                                       f"static_network) and has no reserved address to probe", domain=self.name)
             ip = reserved
         else:
             try:
@@ -314,14 +344,20 @@ class VM(Rendered):
         seen = "nothing yet"
         while True:
             left = deadline - time.monotonic()
-            banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
+            if hop is None:
+                banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
+            else:
+                banner, seen = _ssh_banner_via(hop, str(ip), port, max(1.0, min(15.0, left)))
             if banner:
                 return ip
+            where = "" if hop is None else f" through {hop.destination}"
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}): no 'SSH-' banner "
-                                  f"after {timeout:g} s; last attempt: {seen}")
-            if not self.running:
-                raise LibvmError(f"domain {self.name!r} is {self.state} while waiting for SSH on {ip}:{port}")
+                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}{where}): no 'SSH-' "
+                                  f"banner after {timeout:g} s; last attempt: {seen}")
+            state = self.state
+            if state not in _ALIVE:
+                raise DomainStopped(f"domain {self.name!r} is {state} while waiting for SSH on {ip}:{port}",
+                                    domain=self.name, state=str(state))
             time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
@@ -339,16 +375,16 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
     networks: dict[tuple[int, str], Network] = {}
     for vm in vms:
         if vm.document().spec.static_network:
-            raise LibvmError(f"domain {vm.name!r} sets its addresses itself (cloud-init static_network): "
-                             f"there is no DHCP lease to wait for; use wait_for_ssh()")
+            raise NothingToWaitFor(f"domain {vm.name!r} sets its addresses itself (cloud-init static_network): "
+                                   f"there is no DHCP lease to wait for; use wait_for_ssh()", domain=vm.name)
         nics = vm.nics
         if not nics:
-            raise LibvmError(f"domain {vm.name!r} has no interface on a libvirt network")
+            raise NothingToWaitFor(f"domain {vm.name!r} has no interface on a libvirt network", domain=vm.name)
         pending[vm.name] = (vm, nics)
         for nic in nics:
             key = (id(vm._live), nic.network)
             if key not in networks:
-                networks[key] = Network(vm._live, vm._live.network(nic.network))
+                networks[key] = _network(vm._live, nic.network)
     deadline = time.monotonic() + timeout
     found: dict[str, dict[str, netaddr.IPAddress]] = {name: {} for name in pending}
     while True:
@@ -361,7 +397,7 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
                 mac = str(nic.mac)
                 if mac in found[name]:
                     continue
-                lease = lease_of(format_mac(nic.mac), nic.ip, leases[(id(vm._live), nic.network)])
+                lease = lease_of(nic.mac, nic.ip, leases[(id(vm._live), nic.network)])
                 if lease is None:
                     continue
                 if nic.ip is not None and lease.ip != nic.ip:
@@ -375,8 +411,10 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
         if not pending:
             return found
         for vm, _ in pending.values():
-            if not vm.running:
-                raise LibvmError(f"domain {vm.name!r} is {vm.state} before all NICs got an address")
+            state = vm.state
+            if state not in _ALIVE:
+                raise DomainStopped(f"domain {vm.name!r} is {state} before all NICs got an address",
+                                    domain=vm.name, state=str(state))
         if time.monotonic() > deadline:
             missing = "; ".join(
                 f"domain {name!r}: no lease for " + ", ".join(str(n.mac) for n in nics if str(n.mac) not in found[name])
@@ -387,20 +425,34 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
                          min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
+class NicFacts:
+    """What tables and listings show of many VMs' NICs: each network's reservations and
+    leases, read once however many VMs and NICs are on it."""
+
+    def __init__(self) -> None:
+        self._networks: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
+
+    def of(self, vm: VM, interface: Interface) -> tuple[Reservation | None, Lease | None]:
+        """``interface``'s reservation and lease (the one on its reserved address if it holds several)."""
+        if interface.network is None:
+            return None, None
+        key = (id(vm._live), interface.network)
+        if key not in self._networks:
+            try:
+                net = _network(vm._live, interface.network)
+                self._networks[key] = (net.reservations(), net.leases())
+            except NotFound:
+                self._networks[key] = None
+        known = self._networks[key]
+        if known is None:
+            return None, None
+        reservation = reservation_of(interface.mac, known[0])
+        return reservation, lease_of(interface.mac, reservation.ip if reservation else None, known[1])
+
+
 def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
     """A table row per NIC of each VM, reading each network's reservations and leases once."""
-    cache: dict[tuple[int, str], tuple[list[Reservation], list[Lease]] | None] = {}
-
-    def facts(vm: VM, network: str) -> tuple[list[Reservation], list[Lease]] | None:
-        key = (id(vm._live), network)
-        if key not in cache:
-            try:
-                net = Network(vm._live, vm._live.network(network))
-                cache[key] = (net.reservations(), net.leases())
-            except NotFound:
-                cache[key] = None
-        return cache[key]
-
+    facts = NicFacts()
     rows = []
     for vm in vms:
         state = vm.state
@@ -411,11 +463,8 @@ def nic_rows(vms: Iterable[VM]) -> list[NicRow]:
         if not interfaces:
             rows.append(NicRow(vm.name, str(state), None, None, None, None))
         for index, interface in enumerate(interfaces):
-            known = facts(vm, interface.network) if interface.network is not None else None
-            reservation = reservation_of(interface.mac, known[0]) if known else None
-            lease = lease_of(interface.mac, reservation.ip if reservation else None, known[1]) if known else None
             rows.append(NicRow(vm.name if index == 0 else "", str(state) if index == 0 else "",
-                               interface.network, interface.mac, reservation, lease))
+                               interface.network, interface.mac, *facts.of(vm, interface)))
     return rows
 
 
@@ -460,6 +509,63 @@ def _ssh_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
     if line.startswith(b"SSH-"):
         return True, line.decode(errors="replace")
     return False, f"banner {line[:60]!r}" if line else "connection closed without a banner"
+
+
+def _hop(uri: str, via: object) -> SshTarget | None:
+    """Where ``wait_for_ssh`` connects from: ``None`` (here) or an SSH hop (see its ``via``)."""
+    from .ssh import SshTarget, hypervisor_target, parse_target
+
+    if via == "auto":
+        return hypervisor_target(uri)
+    if via is None or isinstance(via, SshTarget):
+        return via
+    if isinstance(via, str):
+        return parse_target(via, "via")
+    raise InvalidSpec("via", via, "'auto', None, a libvm.ssh.SshTarget or 'user@host[:port]'")
+
+
+def _ssh_banner_via(hop: SshTarget, host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """:func:`_ssh_banner` through ``hop`` (``ssh -W host:port``); a failing hop raises, as
+    waiting longer would not help (its key or authentication is refused)."""
+    import selectors
+    import subprocess
+
+    from .errors import HopFailed
+
+    argv = [hop.program, *hop.options(), "-W", f"{host}:{port}", hop.destination]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise HopFailed(f"cannot run ssh to reach {hop.destination}: {exc.strerror}", hop=hop.destination) from exc
+    assert proc.stdout is not None and proc.stdin is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    try:
+        # The server speaks first and then waits for us: read its first line, then hang up.
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in line and len(line) < 256 and time.monotonic() < deadline:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    break
+                chunk = os.read(proc.stdout.fileno(), 256)
+                if not chunk:
+                    break
+                line += chunk
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate()[1]
+    first = line.split(b"\n", 1)[0].strip()
+    if first.startswith(b"SSH-"):
+        return True, first.decode(errors="replace")
+    text = err.decode(errors="replace").strip()
+    if "open failed" in text or "connect failed" in text or "Connection refused" in text:
+        return False, f"{hop.destination} could not connect: {text.splitlines()[-1][:200]}"
+    if proc.returncode == 255 and not first:  # ssh's own failure: the hop itself
+        raise HopFailed(f"hop 1 of 2 (ssh {hop.destination}) failed: {text[-300:] or 'no message'}",
+                        hop=hop.destination)
+    return False, f"banner {first[:60]!r}" if first else f"no banner through {hop.destination}"
 
 
 def _check_seconds(name: str, value: object) -> None:

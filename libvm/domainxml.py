@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 import re
-import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_name, format_mac, parse_mac, parse_memory
+from .addressing import check_name, format_mac, parse_mac
 from .errors import InvalidSpec
+from .units import MIB, parse_memory, unit_bytes
 from .values import Disk, Nic, PathLike, Vnc, _trusted, as_items, check_bool, check_int, check_path, check_text
 
 VIRT_TYPES = ("qemu", "kvm")
@@ -30,7 +31,7 @@ METADATA_NS = "https://libvm.invalid/xmlns/domain/1"
 MAX_VCPUS = 4096
 
 
-_ARCH = re.compile(r"^[A-Za-z0-9_]+$")
+_ARCH = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _paths(value: object, field_name: str) -> tuple[object, ...]:
@@ -70,6 +71,9 @@ class DomainSpec:
     volumes: tuple[str, ...] = ()
     firmware: str = "bios"
     static_network: bool = False
+    #: Volumes holding copies of the caller's own files (a kernel, an initrd uploaded to a
+    #: remote hypervisor): deleted with the VM, ``storage=True`` or not.
+    scratch: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class DomainSpec:
         volumes: Iterable[str] = (),
         firmware: str = "bios",
         static_network: bool = False,
+        scratch: Iterable[str] = (),
     ) -> None:
         values = {
             "name": check_name(name),
@@ -111,6 +116,7 @@ class DomainSpec:
             "firmware": firmware,
             "static_network": check_bool(static_network, "static_network"),
             "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
+            "scratch": tuple(check_text(v, f"scratch[{i}]") for i, v in enumerate(_paths(scratch, "scratch"))),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -123,12 +129,14 @@ class DomainSpec:
             raise InvalidSpec("graphics", self.graphics, "a libvm.Vnc or None")
         if not isinstance(self.virt_type, str) or self.virt_type not in VIRT_TYPES:
             raise InvalidSpec("virt_type", self.virt_type, f"one of {', '.join(VIRT_TYPES)}")
-        if not isinstance(self.arch, str) or not _ARCH.match(self.arch):
+        if not isinstance(self.arch, str) or not _ARCH.fullmatch(self.arch):
             raise InvalidSpec("arch", self.arch, "a libvirt architecture name such as x86_64 or aarch64")
         if self.uuid is not None:
             check_text(self.uuid, "uuid")
             try:
-                uuidlib.UUID(self.uuid)
+                import uuid  # here: rarely given, and uuid costs ~1.5 ms to import
+
+                uuid.UUID(self.uuid)
             except ValueError as exc:
                 raise InvalidSpec("uuid", self.uuid, "not a UUID") from exc
         if (self.initrd is not None or self.cmdline) and self.kernel is None:
@@ -161,7 +169,8 @@ class DomainSpec:
         _xml.sub(dom, "name", self.name)
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
-        if self.volumes or self.static_network:
+        dual = [nic for nic in self.nics if isinstance(nic.ip6, netaddr.IPAddress)]
+        if self.volumes or self.static_network or dual or self.scratch:
             # libvirt keeps one <metadata> element per namespace: everything libvm records is in <libvm:vm>.
             mine = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}vm", nsmap={"libvm": METADATA_NS})
             for path in self.volumes:
@@ -170,6 +179,13 @@ class DomainSpec:
             if self.static_network:
                 # The guest sets its addresses itself (cloud-init network-config): no DHCP lease to wait for.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}static-network")
+            for path in self.scratch:
+                # A copy of the caller's file (kernel, initrd): removed with the VM, whatever delete() is asked.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}scratch", path=path)
+            for nic in dual:
+                # libvirt keys an IPv6 reservation by hostname, not MAC: this is how delete() finds it.
+                etree.SubElement(mine, f"{{{METADATA_NS}}}nic", mac=format_mac(nic.mac) if nic.mac else "",
+                                 ip6=str(nic.ip6))
         _xml.sub(dom, "memory", str(self.memory), unit="MiB")
         _xml.sub(dom, "vcpu", str(self.vcpus))
         os_el = _xml.sub(dom, "os", firmware="efi") if self.firmware == "efi" else _xml.sub(dom, "os")
@@ -263,6 +279,8 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         raise InvalidSpec("domain xml", dom.tag, "root element is not <domain>")
     interfaces: list[Interface] = []
     nics: list[Nic] = []
+    ip6s = {el.get("mac", "").lower(): el.get("ip6", "")
+            for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/{{{METADATA_NS}}}nic") if el.get("ip6")}
     for iface in dom.iterfind("devices/interface"):
         address = _attr(iface, "mac", "address", "")
         if not address:
@@ -275,7 +293,7 @@ def read_domain(xml: str | bytes) -> DomainDoc:
         interfaces.append(interface)
         if iface.get("type") == "network" and interface.network:
             # No <model>: keep libvm's default rather than guess qemu's per machine type.
-            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio"))
+            nics.append(Nic.trusted(interface.network, mac, interface.model or "virtio", ip6=ip6s.get(mac)))
     disks = [
         Disk.trusted(
             path=_attr(disk, "source", "file", ""),
@@ -319,6 +337,8 @@ def read_domain(xml: str | bytes) -> DomainDoc:
                      if _attr(el, "source", "file", "")),
         volumes=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
                                                               f"{{{METADATA_NS}}}volume") if el.get("path")),
+        scratch=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
+                                                              f"{{{METADATA_NS}}}scratch") if el.get("path")),
     )
     return DomainDoc(spec, tuple(interfaces))
 
@@ -342,9 +362,8 @@ def _attr(parent: etree._Element, path: str, name: str, default: str) -> str:
 
 
 def _memory_mib(amount: str, unit: str) -> int:
-    factors = {"b": 2**-20, "bytes": 2**-20, "k": 2**-10, "kib": 2**-10, "m": 1, "mib": 1,
-               "g": 2**10, "gib": 2**10, "t": 2**20, "tib": 2**20}
-    return max(16, int(_int(amount, "memory") * factors.get(unit.lower(), 2**-10)))
+    """``<memory unit=...>`` in MiB (libvirt's default unit is KiB)."""
+    return max(16, _int(amount, "memory") * unit_bytes(unit, 1024) // MIB)
 
 
 _TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd", "fdc": "fd", "xen": "xvd"}

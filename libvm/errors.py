@@ -6,7 +6,10 @@ call keep the original ``libvirt.libvirtError`` as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import pickle
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
     "AddressConflict",
@@ -14,22 +17,51 @@ __all__ = [
     "AlreadyExists",
     "ClientIdShared",
     "ConnectionClosed",
+    "DnsmasqFailure",
+    "DomainStopped",
+    "HopFailed",
     "HostnameReserved",
     "InUse",
     "InvalidSpec",
+    "InvalidState",
     "IpInDhcpRange",
     "IpLeased",
     "IpReserved",
     "LibvirtFailure",
     "LibvmError",
+    "LockFailure",
     "MacInUse",
     "MacReserved",
     "NetworkMismatch",
+    "NoEligibleHost",
     "NoFreeAddress",
     "NotFound",
+    "NothingToWaitFor",
+    "SourceChanged",
     "SubnetOverlap",
+    "Unsupported",
     "WaitTimeout",
 ]
+
+E = TypeVar("E", bound="LibvmError")
+S = TypeVar("S", bound="InvalidSpec")
+
+
+def _picklable(value: Any) -> Any:
+    """``value`` if it survives a pickle round trip, else its ``repr()``.
+
+    An error may carry anything a caller passed (a lambda, a generator, a
+    libvirt handle as ``InvalidSpec.value``); it must still reach the parent of
+    a process pool as itself, not as a ``TypeError`` about pickling.
+    """
+    try:
+        pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unrepresentable {type(value).__qualname__}>"
+    return value
 
 
 def _rebuild(cls: type[LibvmError], args: tuple[Any, ...], state: dict[str, Any]) -> LibvmError:
@@ -50,12 +82,31 @@ class LibvmError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's own __reduce__ calls cls(*self.args), which fails for the
         # subclasses whose __init__ takes the fields and builds the message.
-        return _rebuild, (type(self), self.args, self.__dict__)
+        args = tuple(_picklable(arg) for arg in self.args)
+        return _rebuild, (type(self), args, {name: _picklable(value) for name, value in self.__dict__.items()})
 
-    def at(self, prefix: str) -> LibvmError:
-        """The same error placed at ``prefix``, a position in the caller's input
-        (``"nics[0]"``, ``"hosts[3]"``, ``"specs[1]"``): its message starts with it."""
-        return _rebuild(type(self), (f"{prefix}: {self}",), dict(self.__dict__))
+    def at(self: E, prefix: str) -> E:
+        """The same error, of the same class, placed at ``prefix`` (``"nics[0]"``, ``"hosts[3]"``).
+
+        An :class:`InvalidSpec` gets ``prefix`` in front of its field
+        (``nics[0].ip``); every other error in front of its message
+        (``nics[0]: 10.0.0.5 is already reserved ...``). Attributes and
+        ``__cause__`` are kept. Inside the ``except`` block that caught ``exc``:
+        ``raise exc.at("nics[0]") from exc``.
+        """
+        return self.relocated(lambda text: f"{prefix}: {text}")
+
+    def relocated(self: E, edit: Callable[[str], str]) -> E:
+        """The same error with the text that says where it happened rewritten by ``edit``.
+
+        That text is the message, or an :class:`InvalidSpec`'s field. :meth:`at`
+        is ``relocated`` with a prefix; the command line uses it to name
+        ``FILE:LINE`` instead of ``hosts[i]``.
+        """
+        error = copy.copy(self)  # __reduce__: same class and attributes, without __init__
+        error.args = (edit(str(self)),)
+        error.__cause__ = self.__cause__
+        return error
 
 
 class InvalidSpec(LibvmError, ValueError):
@@ -71,9 +122,17 @@ class InvalidSpec(LibvmError, ValueError):
         self.reason = reason
         super().__init__(f"{field}={value!r}: {reason}")
 
-    def at(self, prefix: str) -> InvalidSpec:
-        """The same error with ``prefix`` before its field: ``ip`` at ``nics[0]`` is ``nics[0].ip``."""
-        return InvalidSpec(f"{prefix}.{self.field}", self.value, self.reason)
+    def at(self: S, prefix: str) -> S:
+        """The same error with ``prefix`` in front of its field: ``ip`` at ``nics[0]`` is ``nics[0].ip``."""
+        return self.relocated(lambda field: f"{prefix}.{field}" if field else prefix)
+
+    def relocated(self: S, edit: Callable[[str], str]) -> S:
+        """The same error with its field rewritten by ``edit`` (and its message to match)."""
+        error = copy.copy(self)
+        error.field = edit(self.field)
+        error.args = (f"{error.field}={self.value!r}: {self.reason}",)
+        error.__cause__ = self.__cause__
+        return error
 
 
 class NotFound(LibvmError, LookupError):
@@ -115,6 +174,42 @@ class LibvirtFailure(LibvmError):
 
 class ConnectionClosed(LibvirtFailure):
     """The :class:`Hypervisor` (and so every object got from it) was closed."""
+
+
+class InvalidState(LibvirtFailure):
+    """libvirt refused because of the object's state (``VIR_ERR_OPERATION_INVALID``):
+    a domain that is not running, a ``<host>`` entry that is already there."""
+
+
+class Unsupported(LibvirtFailure):
+    """The driver does not support the call or a flag of it (``VIR_ERR_NO_SUPPORT``,
+    ``VIR_ERR_INVALID_ARG`` for flags such as ``VIR_DOMAIN_UNDEFINE_NVRAM`` on ``test:///``)."""
+
+
+class DnsmasqFailure(LibvmError):
+    """A DHCP lease could not be released: the daemon is on another host, the
+    network's dnsmasq is not visible here, or ``dhcp_release`` (dnsmasq-utils) is
+    missing or failed. The lease expires by itself. (A release dnsmasq does not
+    act on within 5 s is a :class:`WaitTimeout`.)"""
+
+
+class HopFailed(LibvmError):
+    """The SSH hop to a guest (usually the hypervisor's own SSH) refused or failed: its host
+    key, the authentication, or the connection. ``hop`` is its ``user@host``."""
+
+    def __init__(self, message: str, *, hop: str = "") -> None:
+        self.hop = hop
+        super().__init__(message)
+
+
+class LockFailure(LibvmError):
+    """libvm's lock file (``$LIBVM_LOCK_DIR``, default /run/lock) cannot be opened;
+    set ``LIBVM_LOCK_DIR`` to a writable directory."""
+
+
+class SourceChanged(LibvmError):
+    """A local file changed (grew or shrank) while :meth:`Pool.upload` sent it;
+    the half-written volume was removed. Upload it again once it is complete."""
 
 
 class AddressConflict(LibvmError):
@@ -193,6 +288,32 @@ class WaitTimeout(LibvmError, TimeoutError):
     """A guest did not obtain its address in time."""
 
 
+class DomainStopped(LibvmError):
+    """The domain stopped (shut off, crashed) while libvm waited for its address or its SSH server.
+
+    ``domain`` is its name, ``state`` its state then (``"shut off"``). Waiting
+    longer cannot help: look at its console log, then start it again.
+    """
+
+    def __init__(self, message: str, *, domain: str | None = None, state: str | None = None) -> None:
+        self.domain = domain
+        self.state = state
+        super().__init__(message)
+
+
+class NothingToWaitFor(LibvmError):
+    """The domain has no address libvm can wait for: no interface on a libvirt
+    network, or (``CloudInit(static_network=True)``) a guest that takes no DHCP
+    lease, for which :meth:`VM.wait_for_ssh` probes the reserved address instead.
+
+    ``domain`` is its name.
+    """
+
+    def __init__(self, message: str, *, domain: str | None = None) -> None:
+        self.domain = domain
+        super().__init__(message)
+
+
 class AddressMismatch(LibvmError):
     """The guest obtained an address other than the one reserved for it."""
 
@@ -204,3 +325,16 @@ class AddressMismatch(LibvmError):
             f"guest NIC {mac} obtained {obtained}, but {reserved} is reserved for it; "
             f"a stale lease or a second DHCP server is handing out addresses"
         )
+
+
+# -- fleets (libvm.Fleet) ---------------------------------------------------------
+
+
+class NoEligibleHost(LibvmError):
+    """No host of a :class:`libvm.Fleet` can take the VM; ``reasons`` says why, per host URI."""
+
+    def __init__(self, vm: str, reasons: dict[str, list[str]]) -> None:
+        self.vm = vm
+        self.reasons = reasons
+        detail = "; ".join(f"{uri}: {', '.join(why)}" for uri, why in reasons.items()) or "the fleet has no host"
+        super().__init__(f"no host can take VM {vm!r}: {detail}")

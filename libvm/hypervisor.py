@@ -7,18 +7,17 @@ import dataclasses
 import inspect
 import logging
 import os
-import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import netaddr
 
-from . import _live, provision
+from . import _live
 from ._live import Live, Unsupported, open_connection
 from ._xml import parse as parse_xml
-from .addressing import check_name, format_mac
-from .cloudinit import CloudInit, SeedNic, effective_hostname, render_seed
+from .addressing import check_name, dns_label, format_mac
 from .domain import VM, wait_for_leases
 from .domainxml import VIRT_TYPES, DomainSpec, mac_list
 from .errors import (
@@ -31,13 +30,16 @@ from .errors import (
 )
 from .network import Network
 from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
-from .plan import VmRequest
 from .progress import Progress, ProgressArg
 from .reservations import HostLike, parse_hosts, plan_hosts
-from .storage import Pool
 from .storagexml import pool_xml, read_pool
 from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
 from .views import NetworkList, Rendered, Table, VMList
+
+if TYPE_CHECKING:  # loaded on first use: most programs never build a seed or a pool
+    from . import provision
+    from .cloudinit import CloudInit, SeedNic
+    from .storage import Pool
 
 log = logging.getLogger("libvm")
 
@@ -52,7 +54,7 @@ def connect(uri: str | None = None) -> Hypervisor:
     :class:`InvalidSpec` for a URI that is not a string, :class:`LibvirtFailure`
     if libvirt cannot connect.
     """
-    if uri is not None and (not isinstance(uri, str) or not uri.strip() or "\x00" in uri):
+    if uri is not None and (not isinstance(uri, str) or not uri.strip() or not uri.isprintable()):
         raise InvalidSpec("uri", uri, "a libvirt URI such as 'qemu:///system'")
     uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
     return Hypervisor(open_connection(uri), uri)
@@ -103,7 +105,7 @@ class Hypervisor(Rendered):
 
     def network(self, name: str) -> Network:
         """The existing network ``name``; :class:`NotFound` if there is none."""
-        return Network(self._live, self._live.network(_name(name)))
+        return Network(self._live, self._live.network(check_name(name, lookup=True)))
 
     def networks(self) -> NetworkList:
         """Every network, active or not, sorted by name (a list that renders as a table)."""
@@ -181,10 +183,14 @@ class Hypervisor(Rendered):
 
     def pool(self, name: str) -> Pool:
         """The existing storage pool ``name``; :class:`NotFound` if there is none."""
-        return Pool(self._live, self._live.pool(_name(name)))
+        from .storage import Pool
+
+        return Pool(self._live, self._live.pool(check_name(name, lookup=True)))
 
     def pools(self) -> list[Pool]:
         """Every storage pool, active or not, sorted by name."""
+        from .storage import Pool
+
         return sorted((Pool(self._live, p) for p in self._live.pools()), key=lambda p: p.name)
 
     def ensure_pool(self, name: str, path: str | os.PathLike[str]) -> Pool:
@@ -196,7 +202,7 @@ class Hypervisor(Rendered):
         Raises :class:`InvalidSpec` for a bad name or path, :class:`LibvirtFailure`
         if libvirt cannot build or start it.
         """
-        name = check_name(_name(name))
+        name = check_name(name)
         target = str(check_path(path, "path"))
         if not os.path.isabs(target):
             raise InvalidSpec("path", target, "an absolute directory path on the daemon's host")
@@ -204,12 +210,14 @@ class Hypervisor(Rendered):
             pool = self.pool(name)
         except NotFound:
             return self._define_pool(name, target)
-        info = read_pool(_live.call(pool.handle, "XMLDesc", f"pool {name!r}", 0))
+        info = read_pool(_live.pool_xml_desc(pool.handle, f"pool {name!r}"))
         if info.type != "dir" or os.path.normpath(info.path or "") != os.path.normpath(target):
             raise AlreadyExists(f"storage pool {name!r} exists as a {info.type} pool at {info.path}, "
                                 f"not a dir pool at {target}")
         if not pool.active:
-            _live.call(pool.handle, "create", f"starting pool {name!r}", 0)
+            # build first: a stopped pool whose directory was removed does not start without it.
+            _live.call(pool.handle, "build", f"building pool {name!r}", 0)
+            _live.pool_start(pool.handle, f"starting pool {name!r}")
         return pool
 
     def _define_pool(self, name: str, path: str) -> Pool:
@@ -222,13 +230,15 @@ class Hypervisor(Rendered):
                 _live.call(handle, "undefine", f"undefining storage pool {name!r}")
             raise
         log.info("defined and started storage pool %s at %s", name, path)
+        from .storage import Pool
+
         return Pool(self._live, handle)
 
     # -- domains ---------------------------------------------------------------
 
     def vm(self, name: str) -> VM:
         """The existing domain ``name``; :class:`NotFound` if there is none."""
-        return VM(self._live, self._live.domain(_name(name)))
+        return VM(self._live, self._live.domain(check_name(name, lookup=True)))
 
     def vms(self) -> VMList:
         """Every domain, running or not, sorted by name (a list that renders as a table)."""
@@ -240,7 +250,7 @@ class Hypervisor(Rendered):
 
     def domain_active(self, name: str) -> bool:
         """Whether domain ``name`` exists and runs."""
-        return self._live.domain_running(_name(name))
+        return self._live.domain_running(check_name(name, lookup=True))
 
     @property
     def kvm_usable(self) -> bool:
@@ -290,6 +300,7 @@ class Hypervisor(Rendered):
         pool: tuple[str, str] | None = None,
         cloud_init: CloudInit | None = None,
         firmware: str = "bios",
+        upload: bool | None = None,
     ) -> VM:
         """Reserve every NIC's address, define the domain and boot it.
 
@@ -303,7 +314,14 @@ class Hypervisor(Rendered):
                 address reserved or leased), within ``pool`` if given. A NIC
                 without ``mac`` gets one derived from its network and IP.
             disks: existing disk images (:class:`Disk`).
-            kernel, initrd, cmdline: direct kernel boot (paths on the daemon's host).
+            kernel, initrd, cmdline: direct kernel boot. Over a network link
+                (``qemu+ssh://``, ``qemu+tcp://``...) a ``kernel`` or ``initrd`` that
+                is a file on this machine is uploaded to the hypervisor's scratch
+                pool and removed with the VM; see ``upload``.
+            upload: ``None`` (default): upload the ``kernel``/``initrd`` files
+                of this machine when the hypervisor is remote, as above;
+                ``False``: the paths are on the hypervisor (never upload);
+                ``True``: upload even to a local daemon.
             serial_log: a file the serial console is written to.
             graphics: :class:`Vnc` or ``None``.
             virt_type: ``"kvm"``, ``"qemu"`` (TCG) or ``None`` for
@@ -342,7 +360,9 @@ class Hypervisor(Rendered):
         order = self._order(name, memory, vcpus, nics, disks=disks, kernel=kernel, initrd=initrd, cmdline=cmdline,
                             serial_log=serial_log, graphics=graphics, virt_type=virt_type, uuid=uuid, start=start,
                             autostart=autostart, allow_dynamic=allow_dynamic, pool=pool, cloud_init=cloud_init,
-                            firmware=firmware)
+                            firmware=firmware, upload=upload)
+        from . import provision
+
         return provision.Provisioner(self._live).create([order])[0]
 
     def _order(self, name: str, memory: int | str = 512, vcpus: int = 1, nics: Iterable[Nic] = (), *,
@@ -350,9 +370,15 @@ class Hypervisor(Rendered):
                cmdline: str | None = None, serial_log: PathLike | None = None, graphics: Vnc | None = None,
                virt_type: str | None = None, uuid: str | None = None, start: bool = True, autostart: bool = False,
                allow_dynamic: bool = True, pool: tuple[str, str] | None = None, cloud_init: CloudInit | None = None,
-               firmware: str = "bios", where: str = "") -> provision.Order:
+               firmware: str = "bios", upload: bool | None = None, where: str = "") -> provision.Order:
         """:meth:`create_vm`'s arguments validated into an order (nothing read from libvirt but
         the capabilities)."""
+        import uuid as uuidlib
+
+        from . import provision
+        from .cloudinit import CloudInit, effective_hostname
+        from .plan import VmRequest
+
         items = as_items(nics, "nics", Nic)
         # Everything but the NICs is validated first; NICs once they have addresses.
         spec = DomainSpec(name, memory, vcpus, (), disks, kernel, initrd, cmdline, serial_log,
@@ -374,14 +400,24 @@ class Hypervisor(Rendered):
         hostname = None
         if cloud_init is not None:
             # The name the guest gives itself is the name DHCP and DNS should give it too.
-            hostname = effective_hostname(cloud_init, provision.dns_label(spec.name) or "localhost")
+            hostname = effective_hostname(cloud_init, dns_label(spec.name) or "localhost")
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
             spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
             seed = _seed_builder(cloud_init, spec)
-        request = VmRequest(spec.name, tuple(items), hostname or provision.dns_label(spec.name), allow_dynamic,
+        request = VmRequest(spec.name, tuple(items), hostname or dns_label(spec.name), allow_dynamic,
                             pool, where)
-        return provision.Order(request, spec, start, virt_type is None, seed)
+        # A kernel or initrd that is a file here, for a hypervisor over a network link: libvm
+        # uploads it (a path that is no file here is taken as one on the hypervisor).
+        if upload is not None:
+            check_bool(upload, "upload")
+        wanted = self._live.remote_link if upload is None else upload
+        uploads = tuple((field, Path(path)) for field, path in (("kernel", spec.kernel), ("initrd", spec.initrd))
+                        if path is not None and wanted and (upload or Path(path).is_file()))
+        for field, path in uploads:
+            if not path.is_file():
+                raise InvalidSpec(field, str(path), "upload=True: a file on this machine")
+        return provision.Order(request, spec, start, virt_type is None, seed, uploads)
 
     def _require_efi(self, spec: DomainSpec) -> None:
         """Refuse ``firmware="efi"`` clearly when libvirt has no UEFI firmware for this guest."""
@@ -425,6 +461,8 @@ class Hypervisor(Rendered):
             except InvalidSpec as exc:
                 raise exc.at(f"specs[{index}]") from exc
         with report.run(len(items), "creating VMs", "VM") as step:
+            from . import provision
+
             return VMList(provision.Provisioner(self._live).create(orders, step))
 
     def wait_for_ips(self, vms: Iterable[VM | str], timeout: float = 120.0, *, poll: float = 0.5,
@@ -483,21 +521,12 @@ class Hypervisor(Rendered):
 
 def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
     """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
+    from .cloudinit import render_seed
+
     def seed(nics: Sequence[SeedNic]) -> bytes:
         assert spec.uuid is not None
-        return render_seed(ci, spec.uuid, provision.dns_label(spec.name) or "localhost", nics)
+        return render_seed(ci, spec.uuid, dns_label(spec.name) or "localhost", nics)
     return seed
-
-
-def _name(name: object) -> str:
-    """A name to look up: libvirt's rules, and UTF-8 (libvirt-python encodes it)."""
-    if not isinstance(name, str) or not name or any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise InvalidSpec("name", name, "the name of a libvirt object")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidSpec("name", name, "not valid Unicode text (a lone surrogate)") from exc
-    return name
 
 
 def _compare(wanted: NetworkSpec, actual: NetworkSpec) -> None:

@@ -17,13 +17,22 @@ import netaddr
 from lxml import etree
 
 from . import _xml
-from .addressing import check_host_ip, check_hostname, check_name, format_mac, in_range, parse_ip, parse_subnet
+from .addressing import (
+    check_host_ip,
+    check_hostname,
+    check_name,
+    check_usable_subnet,
+    format_mac,
+    in_range,
+    parse_ip,
+    parse_subnet,
+)
 from .errors import InvalidSpec
-from .values import Reservation, as_items
+from .values import Reservation, _trusted, as_items, check_bool
 
 FORWARD_MODES = ("nat", "route", "open", "none")
 # Linux's dev_valid_name(): at most IFNAMSIZ-1 characters, no '/', ':' or white space.
-_BRIDGE = re.compile(r"^[^/:\s\x00-\x1f\x7f]{1,15}$")
+_BRIDGE = re.compile(r"[^/:\s\x00-\x1f\x7f]{1,15}")
 
 IpRange = tuple[netaddr.IPAddress, netaddr.IPAddress]
 
@@ -47,6 +56,23 @@ class IpSpec:
     dhcp_ranges: tuple[IpRange, ...] = ()
     hosts: tuple[Reservation, ...] = ()
     dhcp: bool = False
+
+    def __post_init__(self) -> None:
+        # A spec written by hand is checked as NetworkSpec.build checks its values;
+        # build's own specs and those read from libvirt are made by _trusted_ip.
+        if not isinstance(self.subnet, netaddr.IPNetwork):
+            raise InvalidSpec("subnet", self.subnet, "a netaddr.IPNetwork (NetworkSpec.build takes strings)")
+        check_usable_subnet(self.subnet)
+        if not isinstance(self.dhcp_ranges, tuple) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(a, netaddr.IPAddress) for a in pair)
+                for pair in self.dhcp_ranges):
+            raise InvalidSpec("dhcp_ranges", self.dhcp_ranges, "a tuple of (start, end) netaddr.IPAddress pairs")
+        if not isinstance(self.hosts, tuple) or not all(isinstance(h, Reservation) for h in self.hosts):
+            raise InvalidSpec("hosts", self.hosts, "a tuple of libvm.Reservation")
+        check_bool(self.dhcp, "dhcp")
+        for index, (start, end) in enumerate(self.dhcp_ranges):
+            _check_range(start, end, self.subnet, f"dhcp_ranges[{index}]", (str(start), str(end)))
+        _check_hosts(self.hosts, self.subnet)
 
     @property
     def gateway(self) -> netaddr.IPAddress:
@@ -92,7 +118,8 @@ class NetworkSpec:
         check_name(name)
         if not isinstance(forward, str) or forward not in FORWARD_MODES:
             raise InvalidSpec("forward", forward, f"one of {', '.join(FORWARD_MODES)}")
-        if bridge is not None and (not isinstance(bridge, str) or not _BRIDGE.match(bridge) or bridge in (".", "..")):
+        if bridge is not None and (not isinstance(bridge, str) or not _BRIDGE.fullmatch(bridge)
+                                   or bridge in (".", "..")):
             raise InvalidSpec("bridge", bridge, "an interface name of 1 to 15 characters without '/', ':' or spaces")
         if domain is not None:
             # libvirt does not check the name: a domain such as "corp&lab" is
@@ -144,7 +171,7 @@ class NetworkSpec:
             if found is None:
                 raise InvalidSpec("hosts", str(host.ip), f"outside network {self.name!r}'s subnets")
             added.setdefault(found[0], []).append(host)
-        ips = tuple(dataclasses.replace(ip, hosts=ip.hosts + tuple(added[i]), dhcp=True) if i in added else ip
+        ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, ip.hosts + tuple(added[i]), True) if i in added else ip
                     for i, ip in enumerate(self.ips))
         return dataclasses.replace(self, ips=ips)
 
@@ -182,7 +209,8 @@ class NetworkSpec:
         hosts: dict[int, list[Reservation]] = {}
         for entry in entries:
             hosts.setdefault(entry.ip_index, []).append(entry.reservation())
-        ips = tuple(dataclasses.replace(ip, hosts=tuple(hosts.get(i, ()))) for i, ip in enumerate(spec.ips))
+        ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, tuple(hosts.get(i, ())), ip.dhcp)
+                    for i, ip in enumerate(spec.ips))
         return dataclasses.replace(spec, ips=ips)
 
 
@@ -195,14 +223,30 @@ def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: Sequence[str | netaddr
             raise InvalidSpec(range_field, dhcp_range, "a (start, end) pair of IP addresses")
         start = parse_ip(dhcp_range[0], f"{range_field}[0]")
         end = parse_ip(dhcp_range[1], f"{range_field}[1]")
-        check_host_ip(start, net, f"{range_field}[0]")
-        check_host_ip(end, net, f"{range_field}[1]")
-        if int(start) > int(end):
-            raise InvalidSpec(range_field, dhcp_range, "start is after end")
+        _check_range(start, end, net, range_field, dhcp_range)
         ranges = ((start, end),)
+    _check_hosts(hosts, net)
+    return _trusted_ip(net, ranges, hosts, bool(ranges or hosts))  # checked above, with the caller's names
+
+
+def _check_range(start: netaddr.IPAddress, end: netaddr.IPAddress, subnet: netaddr.IPNetwork, field: str,
+                 value: object) -> None:
+    """Refuse a DHCP range libvirt would refuse (outside the subnet, reversed, too large)."""
+    check_host_ip(start, subnet, f"{field}[0]")
+    check_host_ip(end, subnet, f"{field}[1]")
+    if int(start) > int(end):
+        raise InvalidSpec(field, value, "start is after end")
+    if int(start) >> 16 != int(end) >> 16:
+        # libvirt 9.0's virSocketAddrGetRange (virsocketaddr.c) refuses a range whose
+        # ends differ above the last 16 bits ("is too large (> 65535)"), measured on
+        # the test driver: 10.0.0.2-10.0.255.255 is taken, 10.0.255.250-10.1.0.5 is not.
+        raise InvalidSpec(field, value, "libvirt takes a range only within one /16 (IPv4) or /112 "
+                          "(IPv6) block: its ends may differ only in the last 16 bits (65,536 addresses)")
+
+
+def _check_hosts(hosts: tuple[Reservation, ...], subnet: netaddr.IPNetwork) -> None:
     for index, host in enumerate(hosts):
-        check_host_ip(host.ip, net, f"hosts[{index}].ip")
-    return IpSpec(subnet=net, dhcp_ranges=ranges, hosts=hosts, dhcp=bool(ranges or hosts))
+        check_host_ip(host.ip, subnet, f"hosts[{index}].ip")
 
 
 class HostEntry(NamedTuple):
@@ -298,7 +342,15 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
         raise
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
-    return IpSpec(subnet=subnet, dhcp_ranges=ranges, dhcp=ip_el.find("dhcp") is not None)
+    return _trusted_ip(subnet, ranges, (), ip_el.find("dhcp") is not None)
+
+
+def _trusted_ip(subnet: netaddr.IPNetwork, ranges: tuple[IpRange, ...], hosts: tuple[Reservation, ...],
+                dhcp: bool) -> IpSpec:
+    """An ``IpSpec`` made without :meth:`IpSpec.__post_init__`'s checks: one read from libvirt,
+    which may hold what libvm would not define (a link-local subnet) and must still be read, or
+    one whose values were checked already (by ``build``, naming the caller's parameters)."""
+    return _trusted(IpSpec, subnet=subnet, dhcp_ranges=ranges, hosts=hosts, dhcp=dhcp)
 
 
 def _natural_prefix(address: netaddr.IPAddress) -> int:

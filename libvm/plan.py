@@ -18,7 +18,16 @@ from dataclasses import dataclass
 import netaddr
 
 from .addressing import IpLike, format_mac, generate_mac
-from .errors import AddressConflict, InvalidSpec, IpReserved, MacInUse, SubnetOverlap
+from .errors import (
+    AddressConflict,
+    InvalidSpec,
+    IpLeased,
+    IpReserved,
+    LibvmError,
+    MacInUse,
+    MacReserved,
+    SubnetOverlap,
+)
 from .networkxml import DnsHost, HostEntry
 from .reservations import (
     HostIndex,
@@ -83,6 +92,9 @@ class NicPlan:
     reservation: Reservation | None
     dns: DnsHost | None
     reclaim: tuple[Lease, ...]
+    #: The IPv6 ``<host>`` (by hostname) if the NIC has an ``ip6``, and its subnet.
+    reservation6: Reservation | None = None
+    subnet6: netaddr.IPNetwork | None = None
 
 
 @dataclass(frozen=True)
@@ -95,22 +107,43 @@ class VmPlan:
         return tuple(plan.nic for plan in self.nics)
 
 
+class Stale(Exception):
+    """An address libvm allocated clashes with the host: the snapshot is older than another
+    caller's change (its reservation read before, its domain after). Snapshot and plan again."""
+
+    def __init__(self, conflict: LibvmError) -> None:
+        super().__init__(str(conflict))
+        self.conflict = conflict
+
+
 class _Network:
     """One network while the VMs are planned: what it holds plus what the plan adds."""
 
-    def __init__(self, state: NetworkState, wanted: set[int]) -> None:
+    def __init__(self, state: NetworkState, wanted: set[netaddr.IPAddress]) -> None:
         self.state = state
         self.index = HostIndex(state.spec)
         self.entries: list[HostEntry] = list(state.hosts)  # and the plan's new ones
         for entry in self.entries:
             self.index.add(entry)
         self.dns: list[DnsHost] = list(state.dns)
-        primary = state.spec.ips.index(state.spec.primary)
-        family = state.spec.primary.subnet.version
-        self.used = ip_ints((e.ip for e in state.hosts if e.ip_index == primary), family)
-        self.used |= {int(x.ip) for x in state.leases or () if x.ip.version == family}
-        self.used |= wanted  # addresses some NIC of the plan asks for by name
+        #: Per <ip> element: the addresses (as ints) reserved, leased, planned or asked for by some NIC.
+        self.used: dict[int, set[int]] = {}
+        for index, ip in enumerate(state.spec.ips):
+            family = ip.subnet.version
+            used = ip_ints((e.ip for e in state.hosts if e.ip_index == index), family)
+            used |= {int(x.ip) for x in state.leases or () if x.ip.version == family}
+            used |= {int(a) for a in wanted if a.version == family}
+            # An address the DNS already names is not handed to a new guest either.
+            used |= {int(netaddr.IPAddress(d.ip)) for d in state.dns if netaddr.IPAddress(d.ip).version == family}
+            self.used[index] = used
         self.planned: dict[str, str] = {}  # ip -> the NIC it is planned for ("specs[0].nics[1]")
+
+    def take(self, ip: netaddr.IPAddress, who: str) -> None:
+        """Mark ``ip`` as planned for ``who`` (the next NICs must not get it)."""
+        found = self.state.spec.ip_for(ip)
+        if found is not None:
+            self.used[found[0]].add(int(ip))
+        self.planned[str(ip)] = who
 
     def reservation_for(self, mac: str) -> Reservation | None:
         return next((e.reservation() for e in self.index.by_mac(mac) if e in self.state.hosts), None)
@@ -122,11 +155,12 @@ def plan_vms(requests: Sequence[VmRequest], snapshot: Snapshot) -> list[VmPlan]:
     Raises :class:`InvalidSpec` or an :class:`AddressConflict` subclass naming
     the NIC (``nics[1]``, ``specs[2].nics[0]``), or :class:`NoFreeAddress`.
     """
-    wanted: dict[str, set[int]] = {}
+    wanted: dict[str, set[netaddr.IPAddress]] = {}
     for request in requests:
         for nic in request.nics:
-            if nic.ip is not None:
-                wanted.setdefault(nic.network, set()).add(int(nic.ip))
+            for asked in (nic.ip, nic.ip6):
+                if isinstance(asked, netaddr.IPAddress):
+                    wanted.setdefault(nic.network, set()).add(asked)
     networks = {name: _Network(state, wanted.get(name, set())) for name, state in snapshot.networks.items()}
     macs: dict[str, str] = {}  # MAC -> the NIC of this plan that has it
     plans = []
@@ -138,6 +172,8 @@ def plan_vms(requests: Sequence[VmRequest], snapshot: Snapshot) -> list[VmPlan]:
                 decided.append(_plan_nic(request, index, nic, networks[nic.network], snapshot, decided, macs))
             except (InvalidSpec, AddressConflict) as exc:
                 raise exc.at(where) from None
+            except Stale as stale:
+                raise Stale(stale.conflict.at(where)) from None
         plans.append(VmPlan(request, tuple(decided)))
     return plans
 
@@ -159,53 +195,102 @@ def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot:
                                                       "address only; reserve IPv6 addresses with "
                                                       "Network.reserve(None, ip, hostname=...)")
         bounds = parse_pool(request.pool, spec)
-        ip = free_address(state.name, spec, net.used, pool=bounds, allow_dynamic=request.allow_dynamic)
+        ip = free_address(state.name, spec, net.used[spec.ips.index(spec.primary)], pool=bounds,
+                          allow_dynamic=request.allow_dynamic)
         allocated = True
-    mac = nic.mac if nic.mac is not None else generate_mac(nic.network, ip)
-    mac_s = format_mac(mac)
-    first_on_network = all(other.nic.network != nic.network for other in earlier)
-    if hostname is None and first_on_network and held is None:
-        hostname = request.label
-    # The address first: two NICs given one address also get one derived MAC.
-    if str(ip) in net.planned:
-        raise IpReserved(f"{ip} on network {nic.network!r} is also given to {net.planned[str(ip)]}",
-                         other=net.planned[str(ip)])
-    if mac_s in snapshot.mac_owners:
-        owner = snapshot.mac_owners[mac_s]
-        raise MacInUse(f"MAC {mac_s} is already on an interface of domain {owner!r}", other=owner)
-    if mac_s in macs:
-        raise MacInUse(f"MAC {mac_s} is also given to {macs[mac_s]}", other=macs[mac_s])
-    for other, subnet in snapshot.running:
-        if other != nic.network and ip.version == subnet.version and ip in subnet:
-            raise SubnetOverlap(f"{ip} of network {nic.network!r} is also inside {subnet.cidr} of running network "
-                                f"{other!r}; the address would be ambiguous", other=other)
-    full = Nic(nic.network, ip=ip, mac=mac, model=nic.model, hostname=hostname, dns=nic.dns)
-    found = spec.ip_for(ip)
-    probe = HostEntry(-1 if found is None else found[0], mac_s, str(ip), hostname, None)
-    reservation, exists = check_host(state.name, spec, net.index.near(probe), mac, ip, hostname, None,
-                                     request.allow_dynamic)
-    if not exists:
-        check_dhcp_name(state.name, net.dns, ip, hostname)
-    reclaim: list[Lease] = []
-    for lease in leases_in_way(state.leases or (), reservation):
-        holder = None if lease.mac is None else snapshot.mac_owners.get(format_mac(lease.mac))
-        refuse_lease(state.name, lease, reservation, holder, reclaim_stale=True)
-        reclaim.append(lease)
-    dns = None
-    if nic.dns:
-        dns = _plan_dns(request, index, full, net, earlier)
-    assert found is not None  # check_host refuses an address outside the subnets
-    # What the next NICs must not take.
+    try:
+        mac = nic.mac if nic.mac is not None else generate_mac(nic.network, ip)
+        mac_s = format_mac(mac)
+        first_on_network = all(other.nic.network != nic.network for other in earlier)
+        if hostname is None and first_on_network and held is None:
+            hostname = request.label
+        # The address first: two NICs given one address also get one derived MAC.
+        if str(ip) in net.planned:
+            raise IpReserved(f"{ip} on network {nic.network!r} is also given to {net.planned[str(ip)]}",
+                             other=net.planned[str(ip)])
+        if mac_s in snapshot.mac_owners:
+            owner = snapshot.mac_owners[mac_s]
+            raise MacInUse(f"MAC {mac_s} is already on an interface of domain {owner!r}", other=owner)
+        if mac_s in macs:
+            raise MacInUse(f"MAC {mac_s} is also given to {macs[mac_s]}", other=macs[mac_s])
+        for other, subnet in snapshot.running:
+            if other != nic.network and ip.version == subnet.version and ip in subnet:
+                raise SubnetOverlap(f"{ip} of network {nic.network!r} is also inside {subnet.cidr} of running network "
+                                    f"{other!r}; the address would be ambiguous", other=other)
+        full = Nic(nic.network, ip=ip, mac=mac, model=nic.model, hostname=hostname, dns=nic.dns)
+        found = spec.ip_for(ip)
+        probe = HostEntry(-1 if found is None else found[0], mac_s, str(ip), hostname, None)
+        reservation, exists = check_host(state.name, spec, net.index.near(probe), mac, ip, hostname, None,
+                                         request.allow_dynamic)
+        if not exists:
+            check_dhcp_name(state.name, net.dns, ip, hostname)
+        reclaim: list[Lease] = []
+        for lease in leases_in_way(state.leases or (), reservation):
+            holder = None if lease.mac is None else snapshot.mac_owners.get(format_mac(lease.mac))
+            refuse_lease(state.name, lease, reservation, holder, reclaim_stale=True)
+            reclaim.append(lease)
+        dns = None
+        if nic.dns:
+            dns = _plan_dns(request, index, full, net, earlier)
+        assert found is not None  # check_host refuses an address outside the subnets
+        # What the next NICs must not take.
+        if not exists:
+            net.index.add(entry_for(spec, reservation))
+            net.entries.append(entry_for(spec, reservation))
+        who = f"{where} of VM {request.name!r}"
+        net.take(ip, who)
+        macs[mac_s] = who
+        if dns is not None:
+            net.dns.append(dns)
+    except (MacInUse, IpReserved, MacReserved, IpLeased) as exc:
+        # An address libvm chose (and the MAC derived from it) clashes: the snapshot
+        # is older than another caller's change. Any other conflict is real.
+        if allocated and (nic.mac is None or not isinstance(exc, MacInUse)):
+            raise Stale(exc) from None
+        raise
+    name = hostname or (held.hostname if held else None)
+    six = _plan_ip6(request, nic, net, name, who) if nic.ip6 is not None else None
+    resolved = dataclasses.replace(full, hostname=name, ip6=None if six is None else six[0].ip)
+    return NicPlan(resolved, found[1].subnet, allocated, None if exists else reservation, dns, tuple(reclaim),
+                   six[0] if six is not None and six[2] else None, None if six is None else six[1])
+
+
+def _plan_ip6(request: VmRequest, nic: Nic, net: _Network, name: str | None,
+              who: str) -> tuple[Reservation, netaddr.IPNetwork, bool]:
+    """A NIC's IPv6 reservation: ``(reservation, subnet, whether it is new)``.
+
+    libvirt binds IPv6 to the DHCPv6 client's hostname (or DUID), never to a
+    MAC: the reservation carries the NIC's DHCP name, the same as its IPv4
+    one, so dnsmasq pairs the two.
+    """
+    state, spec = net.state, net.state.spec
+    six = next((index for index, ip in enumerate(spec.ips) if ip.subnet.version == 6), None)
+    if six is None:
+        raise InvalidSpec("ip6", str(nic.ip6), f"network {state.name!r} has no IPv6 subnet")
+    if name is None:
+        raise InvalidSpec("ip6", str(nic.ip6), "libvirt binds an IPv6 address to the DHCPv6 client's hostname: "
+                                               "give the NIC a hostname (Nic(hostname=...)), or the VM a name "
+                                               "that is a DNS name")
+    if nic.ip6 == "auto":
+        address = free_address(state.name, spec, net.used[six], pool=None, allow_dynamic=request.allow_dynamic,
+                               ip_index=six)
+    else:
+        assert isinstance(nic.ip6, netaddr.IPAddress)
+        address = nic.ip6
+        if str(address) in net.planned:
+            raise IpReserved(f"{address} on network {nic.network!r} is also given to {net.planned[str(address)]}",
+                             other=net.planned[str(address)])
+    probe = HostEntry(six, None, str(address), name, None)
+    try:
+        reservation, exists = check_host(state.name, spec, net.index.near(probe), None, address, name, None,
+                                         request.allow_dynamic)
+    except InvalidSpec as exc:
+        raise InvalidSpec("ip6", exc.value, exc.reason) from None
     if not exists:
         net.index.add(entry_for(spec, reservation))
         net.entries.append(entry_for(spec, reservation))
-    net.used.add(int(ip))
-    net.planned[str(ip)] = f"{where} of VM {request.name!r}"
-    macs[mac_s] = f"{where} of VM {request.name!r}"
-    if dns is not None:
-        net.dns.append(dns)
-    return NicPlan(dataclasses.replace(full, hostname=hostname or (held.hostname if held else None)),
-                   found[1].subnet, allocated, None if exists else reservation, dns, tuple(reclaim))
+    net.take(address, who)
+    return reservation, spec.ips[six].subnet, not exists
 
 
 def _plan_dns(request: VmRequest, index: int, nic: Nic, net: _Network, earlier: list[NicPlan]) -> DnsHost | None:

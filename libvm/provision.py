@@ -28,17 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import netaddr
-
 from . import _live
 from ._live import InvalidState, Live, sigint_deferred
-from .addressing import check_hostname
 from .cloudinit import SeedNic
 from .domain import VM
 from .domainxml import DomainSpec
 from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvirtFailure, LibvmError, NotFound
 from .network import Network
-from .plan import Snapshot, VmPlan, VmRequest, plan_vms
+from .plan import NicPlan, Snapshot, Stale, VmPlan, VmRequest, plan_vms
+from .reservations import NetworkState
 from .storage import Pool, Volume
 from .values import Disk, Reservation
 
@@ -61,6 +59,9 @@ class Order:
     start: bool = True
     auto_virt: bool = False
     seed: Seed | None = None
+    #: The caller's own files the domain needs on a remote hypervisor: ``(field, local path)``
+    #: (``kernel``, ``initrd``), uploaded to the scratch pool.
+    uploads: tuple[tuple[str, Path], ...] = ()
 
 
 class Journal:
@@ -135,7 +136,7 @@ class Provisioner:
             journal = Journal(self._live)
             try:
                 return self._create(orders, journal, done)
-            except _LostRace as lost:
+            except (_LostRace, Stale) as lost:
                 journal.rollback()
                 if attempt == _ALLOCATION_ATTEMPTS:
                     raise lost.conflict from None
@@ -166,34 +167,47 @@ class Provisioner:
     # -- snapshot ----------------------------------------------------------------
 
     def _snapshot(self, orders: Sequence[Order]) -> tuple[Snapshot, list[list[_VolumeStep]]]:
-        """Read what the plan needs, once: the names, the involved networks, the MACs, the volumes."""
-        names: set[str] = set()
+        """Read what the plan needs, once: the names, the involved networks, the MACs, the volumes.
+
+        Independent reads go out together (:meth:`Live.fan_out`): over a network
+        link the snapshot costs two or three round trips, not one per read.
+        """
+        names: list[str] = []
         for order in orders:
-            name = order.spec.name
-            if name in names:
-                raise AlreadyExists(f"{order.request.where}name: {name!r} is given to two VMs of this call")
-            names.add(name)
-            try:
-                self._live.domain(name)
+            if order.spec.name in names:
+                raise AlreadyExists(f"{order.request.where}name: {order.spec.name!r} is given to two VMs of this call")
+            names.append(order.spec.name)
+        involved = list(dict.fromkeys(nic.network for order in orders for nic in order.request.nics))
+        reads: list[Callable[[], object]] = [functools.partial(self._taken, name) for name in names]
+        reads += [functools.partial(self._read_network, network) for network in involved]
+        reads += [functools.partial(self._live.networks, True), self._live.mac_owners]
+        found = self._live.fan_out(*reads)
+        for name, taken in zip(names, found, strict=False):
+            if taken:
                 raise AlreadyExists(f"a domain named {name!r} already exists")
-            except NotFound:
-                pass
-        networks = {}
-        for order in orders:
-            for nic in order.request.nics:
-                if nic.network not in networks:
-                    self._networks[nic.network] = Network.named(self._live, nic.network)
-                    networks[nic.network] = self._networks[nic.network].state(leases=True)
-        running: list[tuple[str, netaddr.IPNetwork]] = []
-        for handle in self._live.networks(active=True):
-            name = handle.name()
-            state = networks.get(name)
-            spec = state.spec if state is not None else Network(self._live, handle).spec()
-            if state is None or state.active:
-                running.extend((name, ip.subnet) for ip in spec.ips)
+        networks: dict[str, NetworkState] = {}
+        for network, state in zip(involved, found[len(names):], strict=False):
+            assert isinstance(state, NetworkState)
+            networks[network] = state
+        running_handles, owners = found[-2], found[-1]
+        assert isinstance(running_handles, list) and isinstance(owners, dict)
+        others = [Network(self._live, handle) for handle in running_handles if handle.name() not in networks]
+        specs = self._live.fan_out(*(other.spec for other in others))
+        running = [(other.name, ip.subnet) for other, spec in zip(others, specs, strict=True) for ip in spec.ips]
+        running += [(name, ip.subnet) for name, state in networks.items() if state.active for ip in state.spec.ips]
         volumes = [self._plan_volumes(order.spec, order.seed is not None) for order in orders]
-        snapshot = Snapshot(networks, tuple(running), self._live.mac_owners() if orders else {})
-        return snapshot, volumes
+        return Snapshot(networks, tuple(running), owners), volumes
+
+    def _taken(self, name: str) -> bool:
+        try:
+            self._live.domain(name)
+        except NotFound:
+            return False
+        return True
+
+    def _read_network(self, name: str) -> NetworkState:
+        net = self._networks[name] = Network.named(self._live, name)
+        return net.state(leases=True)
 
     def _plan_volumes(self, spec: DomainSpec, with_seed: bool) -> list[_VolumeStep]:
         """Check every volume this VM needs, before anything is created.
@@ -252,16 +266,23 @@ class Provisioner:
                     if nic.allocated:
                         raise _LostRace(exc) from exc
                     raise
+            if nic.reservation6 is not None:
+                host6 = nic.reservation6
+                journal.run(f"reservation {host6} on network {net.name!r}",
+                            functools.partial(net.update_host, state, _live.ADD, host6, "reserving"),
+                            functools.partial(_release, self._live, net.name, host6),
+                            refused=(AddressConflict, InvalidSpec))
             if nic.dns is not None:
                 journal.run(f"DNS entry {nic.dns.ip} on network {net.name!r}",
                             functools.partial(net.update_dns, _live.ADD, nic.dns, state.flags),
                             functools.partial(_remove_dns, self._live, net.name, nic.dns.ip),
                             refused=(InvalidState,))
         spec = dataclasses.replace(order.spec, nics=plan.resolved)
+        if order.uploads:
+            spec = self._upload(spec, order.uploads, journal)
         seed = None
         if order.seed is not None:
-            seed = order.seed([SeedNic(n.nic.mac, n.nic.ip, n.subnet.prefixlen, n.subnet.ip)
-                               for n in plan.nics if n.nic.mac is not None and n.nic.ip is not None])
+            seed = order.seed([_seed_nic(n, snapshot.networks[n.nic.network].spec.forward) for n in plan.nics])
         spec = self._make_volumes(spec, volumes, journal, seed)
         name = spec.name
         handle = journal.run(f"domain {name!r}", lambda: _live.define(self._live, "domain", spec.to_xml(), name),
@@ -270,6 +291,25 @@ class Provisioner:
         if spec.autostart:
             _live.call(handle, "setAutostart", f"setting autostart of domain {name!r}", 1)
         return spec, handle
+
+    def _upload(self, spec: DomainSpec, uploads: tuple[tuple[str, Path], ...], journal: Journal) -> DomainSpec:
+        """Copy the caller's files the domain needs (kernel, initrd) to the hypervisor's scratch
+        pool, as virt-install does for a remote host; the spec then names the copies."""
+        from .storage import Pool
+
+        pool = Pool(self._live, _scratch_pool(self._live))
+        changes: dict[str, object] = {}
+        scratch: list[str] = []
+        for field, local in uploads:
+            name = f"{_volume_stem(spec.name)}-{field}"
+            if pool.has(name):
+                raise AlreadyExists(f"pool {pool.name!r} already has a volume named {name!r}")
+            vol = journal.run(f"volume {pool.name}/{name}", functools.partial(pool.upload, name, local, fmt="raw"),
+                              functools.partial(_delete_volume, self._live, pool.name, name),
+                              refused=(AlreadyExists, InvalidState))
+            changes[field] = Path(vol.path)
+            scratch.append(vol.path)
+        return dataclasses.replace(spec, scratch=(*spec.scratch, *scratch), **changes)  # type: ignore[arg-type]
 
     def _make_volumes(self, spec: DomainSpec, steps: list[_VolumeStep], journal: Journal,
                       seed: bytes | None) -> DomainSpec:
@@ -305,6 +345,42 @@ class Provisioner:
             redefined = _live.define(self._live, "domain", qemu.to_xml(), spec.name)
             with self._live.attaching(nic.network for nic in spec.nics):
                 _live.call(redefined, "create", f"starting domain {spec.name!r}")
+
+
+#: Where libvm keeps copies of the caller's files on a remote hypervisor (a dir pool, made on first use).
+SCRATCH_POOL = ("libvm-scratch", "/var/lib/libvirt/images/libvm-scratch")
+
+
+def _scratch_pool(live: Live) -> _live.PoolHandle:
+    """The hypervisor's scratch pool, defined, built and started if it is not there."""
+    from .storagexml import pool_xml
+
+    name, path = SCRATCH_POOL
+    try:
+        handle = live.pool(name)
+    except NotFound:
+        handle = _live.define(live, "storage pool", pool_xml(name, path), name)
+        for verb, arg in (("build", 0), ("setAutostart", 1)):
+            _live.call(handle, verb, f"preparing storage pool {name!r}", arg)
+    if not _live.pool_active(handle, f"pool {name!r}"):
+        _live.pool_start(handle, f"starting pool {name!r}")
+    return handle
+
+
+def _seed_nic(nic: NicPlan, forward: str) -> SeedNic:
+    """A planned NIC's addresses as ``static_network`` pins them in the guest.
+
+    The network's own address is the gateway and the DNS server (libvirt's
+    dnsmasq); on an isolated network (``forward="none"``) there is no default
+    route, as libvirt's DHCP gives none there either.
+    """
+    assert nic.nic.mac is not None and nic.nic.ip is not None  # planned
+    routed = forward != "none"
+    six = nic.subnet6
+    return SeedNic(nic.nic.mac, nic.nic.ip, nic.subnet.prefixlen, nic.subnet.ip if routed else None,
+                   dns=nic.subnet.ip, ip6=nic.nic.ip6 if six is not None else None,
+                   prefixlen6=None if six is None else six.prefixlen,
+                   gateway6=six.ip if six is not None and routed else None)
 
 
 def _release(live: Live, network: str, host: Reservation) -> None:
@@ -343,11 +419,3 @@ def _volume_stem(name: str) -> str:
     """The VM name as the start of a volume file name (other characters become '_')."""
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "vm"
     return stem[:120]
-
-
-def dns_label(name: str) -> str | None:
-    """The VM name as its DHCP hostname, if it is a valid DNS name."""
-    try:
-        return check_hostname(name)
-    except InvalidSpec:
-        return None

@@ -9,7 +9,6 @@ them for every NIC of every VM against one snapshot of the host.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Collection, Iterable, Mapping, Set
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import netaddr
 
-from .addressing import check_host_ip, check_hostname, format_mac, next_free, parse_ip, parse_mac
+from .addressing import check_duid, check_host_ip, check_hostname, format_mac, next_free, parse_ip, parse_mac
 from .errors import (
     AddressConflict,
     HostnameReserved,
@@ -93,7 +92,6 @@ def entry_for(spec: NetworkSpec, host: Reservation) -> HostEntry:
     return HostEntry(-1 if found is None else found[0], *host_key(host))
 
 
-_DUID = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){3,129}")
 
 
 def wanted_host(mac: object, address: netaddr.IPAddress, hostname: object, client_id: object) -> Reservation:
@@ -109,8 +107,8 @@ def wanted_host(mac: object, address: netaddr.IPAddress, hostname: object, clien
     if mac is not None:
         raise InvalidSpec("mac", mac, "libvirt binds IPv6 addresses by hostname or DUID (client_id), "
                                       "not by MAC; pass mac=None")
-    if client_id is not None and (not isinstance(client_id, str) or not _DUID.fullmatch(client_id)):
-        raise InvalidSpec("client_id", client_id, "a DHCPv6 DUID in colon-separated hex")
+    if client_id is not None:
+        client_id = check_duid(client_id)
     if hostname is None and client_id is None:
         raise InvalidSpec("hostname", None, "an IPv6 reservation needs a hostname or a client_id (DUID)")
     return Reservation(None, address, hostname, client_id.lower() if client_id else None)  # type: ignore[arg-type]

@@ -2,20 +2,39 @@
 
 Everything goes through libvirt (``virStorageVolCreateXML``, ``virStorageVolUpload``
 streams), never through the caller's filesystem, so it works the same when the
-daemon runs on another host.
+daemon runs on another host. The libvirt calls themselves are in ``_live``.
+
+Teardown (``delete``) succeeds on a pool or volume that is gone already; every
+other call on one raises :class:`NotFound`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import libvirt
-
-from ._live import Live, translate
+from ._live import (
+    Live,
+    PoolHandle,
+    VolumeHandle,
+    pool_active,
+    pool_create_volume,
+    pool_name,
+    pool_refresh,
+    pool_start,
+    pool_teardown,
+    pool_volume,
+    pool_volumes,
+    pool_xml_desc,
+    volume_delete,
+    volume_name,
+    volume_pool,
+    volume_resize,
+    volume_upload,
+    volume_xml_desc,
+)
 from .errors import AlreadyExists, InUse, InvalidSpec, LibvirtFailure, NotFound
 from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, parse_size, read_pool, read_volume, volume_xml
 from .values import check_bool, check_path
@@ -30,27 +49,41 @@ Progress = Callable[[int, int], object]
 
 
 class Volume:
-    """A storage volume (a file in a pool). Get one from :meth:`Pool.volume` or :meth:`Pool.upload`."""
+    """A storage volume (a file in a pool). Get one from :meth:`Pool.volume` or :meth:`Pool.upload`.
 
-    def __init__(self, live: Live, handle: libvirt.virStorageVol, pool: str) -> None:
+    Two ``Volume`` objects are equal when they name the same volume of the same
+    pool on the same connection.
+    """
+
+    def __init__(self, live: Live, handle: VolumeHandle, pool: str) -> None:
         self._live = live
         self._vol = handle
+        self._generation = live.generation
         self.pool = pool
-        self.name: str = handle.name()
+        self.name: str = volume_name(handle)
 
     def __repr__(self) -> str:
         return f"<libvm.Volume {self.pool}/{self.name}>"
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Volume) and other._live is self._live
+                and (other.pool, other.name) == (self.pool, self.name))
+
+    def __hash__(self) -> int:
+        return hash((id(self._live), self.pool, self.name))
+
     @property
-    def handle(self) -> libvirt.virStorageVol:
-        """The underlying ``libvirt.virStorageVol``."""
+    def handle(self) -> VolumeHandle:
+        """The underlying ``libvirt.virStorageVol`` (looked up again after a reconnect)."""
         self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
+        if self._generation != self._live.ensure():
+            self._vol = pool_volume(self._live.pool(self.pool), self.pool, self.name)
+            self._generation = self._live.generation
         return self._vol
 
     def info(self) -> VolumeInfo:
         """Name, path, format, capacity (virtual size) and allocation in bytes, backing file."""
-        with translate(f"volume {self.pool}/{self.name}"):
-            return read_volume(self.handle.XMLDesc(0))
+        return read_volume(volume_xml_desc(self.handle, f"volume {self.pool}/{self.name}"))
 
     @property
     def path(self) -> str:
@@ -67,7 +100,7 @@ class Volume:
         return self.info().capacity
 
     def delete(self, *, force: bool = False) -> None:
-        """Remove the volume (idempotent).
+        """Remove the volume (idempotent: a volume that is gone already is fine).
 
         Refused (:class:`InUse`) while a domain uses the file as a disk or cdrom,
         or while another volume of its pool is an overlay backed by it (a base
@@ -75,117 +108,155 @@ class Volume:
         removes it anyway.
         """
         check_bool(force, "force")
-        if not force:
-            self._refuse_if_used()
         try:
-            with translate(f"deleting volume {self.pool}/{self.name}"):
-                self.handle.delete(0)
+            if not force:
+                self._refuse_if_used()
+            volume_delete(self.handle, f"deleting volume {self.pool}/{self.name}")
         except NotFound:
-            pass
+            return
         log.info("deleted volume %s/%s", self.pool, self.name)
 
     def _refuse_if_used(self) -> None:
-        try:
-            info = self.info()
-        except NotFound:
-            return
+        info = self.info()
         owner = self._live.files_in_use().get(info.path)
         if owner is not None:
             raise InUse(f"volume {self.pool}/{self.name} is a disk of domain {owner!r}; delete that domain "
                         f"first (vm.delete(storage=True)) or pass force=True")
-        with translate(f"pool {self.pool!r}"):
-            siblings = self.handle.storagePoolLookupByVolume().listAllVolumes(0)
-        for vol in siblings:
-            with translate(f"volume {self.pool}/{vol.name()}"):
-                backing = read_volume(vol.XMLDesc(0)).backing
+        siblings = pool_volumes(volume_pool(self.handle, f"pool {self.pool!r}"), f"pool {self.pool!r}")
+        for handle in siblings:
+            sibling = Volume(self._live, handle, self.pool)
+            try:
+                backing = sibling.info().backing
+            except NotFound:
+                continue  # deleted meanwhile
             if backing == info.path:
-                raise InUse(f"volume {self.pool}/{self.name} is the base of overlay {self.pool}/{vol.name()}; "
+                raise InUse(f"volume {self.pool}/{self.name} is the base of overlay {self.pool}/{sibling.name}; "
                             f"delete the VMs made from it first, or pass force=True")
 
 
 class Pool:
-    """A libvirt storage pool. Get one from :meth:`Hypervisor.ensure_pool` or :meth:`Hypervisor.pool`."""
+    """A libvirt storage pool. Get one from :meth:`Hypervisor.ensure_pool` or :meth:`Hypervisor.pool`.
 
-    def __init__(self, live: Live, handle: libvirt.virStoragePool) -> None:
+    Two ``Pool`` objects are equal when they name the same pool on the same connection.
+    """
+
+    def __init__(self, live: Live, handle: PoolHandle) -> None:
         self._live = live
         self._pool = handle
-        self.name: str = handle.name()
+        self._generation = live.generation
+        self.name: str = pool_name(handle)
 
     def __repr__(self) -> str:
         return f"<libvm.Pool {self.name!r}>"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pool) and other._live is self._live and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self._live), self.name))
+
     @property
-    def handle(self) -> libvirt.virStoragePool:
-        """The underlying ``libvirt.virStoragePool``."""
+    def handle(self) -> PoolHandle:
+        """The underlying ``libvirt.virStoragePool`` (looked up again after a reconnect)."""
         self._live.conn  # noqa: B018 (raises ConnectionClosed after close())
+        if self._generation != self._live.ensure():
+            self._pool = self._live.pool(self.name)
+            self._generation = self._live.generation
         return self._pool
 
     @property
     def path(self) -> str | None:
         """The directory the pool keeps its volumes in (on the daemon's host)."""
-        with translate(f"pool {self.name!r}"):
-            return read_pool(self.handle.XMLDesc(0)).path
+        return read_pool(pool_xml_desc(self.handle, f"pool {self.name!r}")).path
 
     @property
     def active(self) -> bool:
-        with translate(f"pool {self.name!r}"):
-            return bool(self.handle.isActive())
+        return pool_active(self.handle, f"pool {self.name!r}")
 
     def delete(self, *, volumes: bool = False) -> None:
         """Stop and undefine the pool (idempotent); its directory goes too if it is empty.
 
-        ``volumes=True`` first deletes every volume in it; otherwise volumes
-        stay on disk (libvirt finds them again if the pool is redefined).
+        ``volumes=True`` first deletes every volume in it (the pool is refreshed
+        first, so a file removed behind libvirt's back is no obstacle);
+        otherwise volumes stay on disk (libvirt finds them again if the pool is
+        redefined) and the pool is refused (:class:`InUse`) while it holds any.
         """
         check_bool(volumes, "volumes")
         try:
-            held = self.volumes()
-            if held and not volumes:
-                raise InUse(f"pool {self.name!r} still holds {', '.join(v.name for v in held)}; delete them "
-                            f"(or pass volumes=True), else they stay on disk out of libvirt's sight")
-            used = self._live.files_in_use()
-            for vol in held:
-                owner = used.get(vol.path)
-                if owner is not None:
-                    raise InUse(f"volume {self.name}/{vol.name} of pool {self.name!r} is a disk of domain "
-                                f"{owner!r}; delete that domain first")
-            for vol in sorted(held, key=lambda v: v.info().backing is None):  # overlays before their bases
-                vol.delete(force=True)
-            with translate(f"stopping pool {self.name!r}"):
-                if self.handle.isActive():
-                    self.handle.destroy()
-            with contextlib.suppress(LibvirtFailure), translate(f"removing the directory of pool {self.name!r}"):
-                self.handle.delete(0)  # an inactive dir pool: rmdir (fails if something else is in it)
-            with translate(f"undefining pool {self.name!r}"):
-                if self.handle.isPersistent():
-                    self.handle.undefine()
+            listed = self._volumes_to_delete()
         except NotFound:
-            pass
+            return  # the pool is gone already
+        held: dict[Volume, VolumeInfo] = {}
+        for vol in listed:
+            try:
+                held[vol] = vol.info()
+            except NotFound:
+                continue  # removed since the listing: nothing to delete
+        if held and not volumes:
+            raise InUse(f"pool {self.name!r} still holds {', '.join(v.name for v in held)}; delete them "
+                        f"(or pass volumes=True), else they stay on disk out of libvirt's sight")
+        used = self._live.files_in_use()
+        for vol, info in held.items():
+            owner = used.get(info.path)
+            if owner is not None:
+                raise InUse(f"volume {self.name}/{vol.name} of pool {self.name!r} is a disk of domain "
+                            f"{owner!r}; delete that domain first")
+        for vol in sorted(held, key=lambda v: held[v].backing is None):  # overlays before their bases
+            vol.delete(force=True)
+        try:
+            pool_teardown(self.handle, self.name)
+        except NotFound:
+            return  # removed by someone else meanwhile
         log.info("deleted storage pool %s", self.name)
 
+    def _volumes_to_delete(self) -> list[Volume]:
+        """The volumes, of a stopped pool too: libvirt lists only an active pool's
+        volumes, so a stopped one is started first; one that cannot start (its
+        directory is gone) has none."""
+        if not self.active:
+            try:
+                pool_start(self.handle, f"starting pool {self.name!r} to list its volumes")
+            except LibvirtFailure as exc:
+                log.warning("pool %s cannot start (%s): deleting it without listing volumes", self.name, exc)
+                return []
+        return self.volumes()
+
     def refresh(self) -> None:
-        """Re-read the pool's directory (files added behind libvirt's back)."""
-        with translate(f"refreshing pool {self.name!r}"):
-            self.handle.refresh(0)
+        """Re-read the pool's directory (files added or removed behind libvirt's back)."""
+        pool_refresh(self.handle, f"refreshing pool {self.name!r}")
+
+    def _rescan(self) -> None:
+        """Refresh before a name is looked up or taken, at best.
+
+        libvirt lists a dir pool's files as of its last refresh: without one, a
+        file copied in by hand was NotFound for :meth:`volume` but AlreadyExists
+        for :meth:`upload`, and a removed one was found. A refresh fails while
+        an upload into the pool runs (libvirt refuses it during async jobs) or
+        when the pool is stopped: then the lookup goes on with libvirt's list.
+        """
+        try:
+            pool_refresh(self.handle, f"refreshing pool {self.name!r}")
+        except LibvirtFailure as exc:
+            log.debug("pool %s not refreshed before a lookup: %s", self.name, exc)
 
     def volumes(self) -> list[Volume]:
         """Every volume of the pool, sorted by name."""
-        with translate(f"listing volumes of pool {self.name!r}"):
-            handles = self.handle.listAllVolumes(0)
+        self._rescan()
+        handles = pool_volumes(self.handle, f"listing volumes of pool {self.name!r}")
         return sorted((Volume(self._live, h, self.name) for h in handles), key=lambda v: v.name)
 
     def volume(self, name: str) -> Volume:
         """The volume called ``name``; :class:`NotFound` if there is none."""
         check_volume_name(name)
-        try:
-            with translate(f"looking up volume {self.name}/{name}"):
-                return Volume(self._live, self.handle.storageVolLookupByName(name), self.name)
-        except NotFound:
-            raise NotFound(f"no volume named {name!r} in pool {self.name!r}") from None
+        self._rescan()
+        return Volume(self._live, pool_volume(self.handle, self.name, name), self.name)
 
     def has(self, name: str) -> bool:
+        """Whether the pool has a volume called ``name`` (:class:`NotFound` if the pool is gone)."""
+        check_volume_name(name)
+        self._rescan()  # raises NotFound for a pool that is gone
         try:
-            self.volume(name)
+            pool_volume(self.handle, self.name, name)
         except NotFound:
             return False
         return True
@@ -197,21 +268,30 @@ class Pool:
         Raises :class:`InvalidSpec`, :class:`AlreadyExists` (the name is taken)
         or :class:`LibvirtFailure`.
         """
-        check_volume_name(name)
-        capacity = parse_size(capacity, "capacity")
         if fmt not in ("qcow2", "raw"):
             raise InvalidSpec("fmt", fmt, "qcow2 or raw")
+        return self._create(name, capacity, fmt, backing)
+
+    def _create(self, name: str, capacity: int | str, fmt: str, backing: Volume | None = None) -> Volume:
+        check_volume_name(name)
+        size = parse_size(capacity, "capacity")
         if backing is not None and not isinstance(backing, Volume):
             raise InvalidSpec("backing", backing, "a libvm.Volume or None")
         if backing is not None and fmt != "qcow2":
             raise InvalidSpec("fmt", fmt, "an overlay (backing=...) is qcow2")
-        if self.has(name):
-            raise AlreadyExists(f"pool {self.name!r} already has a volume named {name!r}")
-        back = None if backing is None else (backing.path, backing.format)
-        with translate(f"creating volume {self.name}/{name}"):
-            handle = self.handle.createXML(volume_xml(name, capacity, fmt, back), 0)
+        self._refuse_taken(name)
+        back = None
+        if backing is not None:
+            base = backing.info()
+            back = (base.path, base.format)
+        handle = pool_create_volume(self.handle, volume_xml(name, size, fmt, back),
+                                    f"creating volume {self.name}/{name}")
         log.info("created volume %s/%s", self.name, name)
         return Volume(self._live, handle, self.name)
+
+    def _refuse_taken(self, name: str) -> None:
+        if self.has(name):
+            raise AlreadyExists(f"pool {self.name!r} already has a volume named {name!r}")
 
     def clone(self, name: str, source: Volume, capacity: int | str | None = None) -> Volume:
         """A full copy of ``source`` named ``name``, grown to ``capacity`` bytes (an int or
@@ -220,19 +300,18 @@ class Pool:
         if not isinstance(source, Volume):
             raise InvalidSpec("source", source, "a libvm.Volume")
         wanted = None if capacity is None else parse_size(capacity, "capacity")
-        if self.has(name):
-            raise AlreadyExists(f"pool {self.name!r} already has a volume named {name!r}")
+        self._refuse_taken(name)
         info = source.info()
         if wanted is not None and wanted < info.capacity:
             raise InvalidSpec("capacity", capacity,
                               f"smaller than {source.name}'s virtual size ({info.capacity} bytes)")
         size = wanted or info.capacity
-        with translate(f"cloning volume {source.pool}/{source.name} to {self.name}/{name}"):
-            handle = self.handle.createXMLFrom(volume_xml(name, size, info.format), source.handle, 0)
+        handle = pool_create_volume(self.handle, volume_xml(name, size, info.format),
+                                    f"cloning volume {source.pool}/{source.name} to {self.name}/{name}",
+                                    source.handle)
         vol = Volume(self._live, handle, self.name)
         if size > vol.capacity:
-            with translate(f"resizing volume {self.name}/{name}"):
-                handle.resize(size, 0)
+            volume_resize(handle, size, f"resizing volume {self.name}/{name}")
         return vol
 
     def upload(self, name: str, source: str | os.PathLike[str], *, fmt: str | None = None,
@@ -261,52 +340,44 @@ class Pool:
             raise InvalidSpec("source", str(source), "not a qcow2 image (no qcow2 header); pass fmt='raw'")
         if progress is not None and not callable(progress):
             raise InvalidSpec("progress", progress, "a callable progress(sent, total) or None")
-        vol = self.create(name, max(size, 1), fmt)
+        vol = self._create(name, max(size, 1), fmt)
         try:
-            self._stream(vol, path, size, progress)
-            self.refresh()  # libvirt probes the uploaded image: format, virtual size
+            sent = volume_upload(vol.handle, size, _file_chunks(path, size, progress),
+                                 f"uploading {path} to {self.name}/{name}")
+            if sent != size:
+                raise LibvirtFailure(f"{path} changed during the upload ({sent} of {size} bytes sent)")
         except BaseException:
-            vol.delete()
+            vol.delete(force=True)
             raise
         log.info("uploaded %s to %s/%s (%d bytes)", path, self.name, name, size)
-        return self.volume(name)
+        return self.volume(name)  # refreshed: libvirt probes the uploaded image's format and virtual size
 
     def upload_bytes(self, name: str, data: bytes, fmt: str = "raw") -> Volume:
-        """A new volume ``name`` holding ``data`` (a cloud-init seed, say)."""
-        vol = self.create(name, max(len(data), 1), fmt)
+        """A new volume ``name`` holding ``data`` (bytes; a cloud-init seed, say)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidSpec("data", data, "bytes (the volume's contents)")
+        data = bytes(data)
+        if fmt not in VOLUME_FORMATS:
+            raise InvalidSpec("fmt", fmt, f"one of {', '.join(VOLUME_FORMATS)}")
+        vol = self._create(name, max(len(data), 1), fmt)
         try:
-            with translate(f"uploading to volume {self.name}/{name}"):
-                stream = self.handle.connect().newStream(0)
-                vol.handle.upload(stream, 0, len(data), 0)
-                try:
-                    for offset in range(0, len(data), CHUNK):
-                        stream.send(data[offset:offset + CHUNK])
-                    stream.finish()
-                except BaseException:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        stream.abort()
-                    raise
+            volume_upload(vol.handle, len(data), (data[at:at + CHUNK] for at in range(0, len(data), CHUNK)),
+                          f"uploading to volume {self.name}/{name}")
         except BaseException:
-            vol.delete()
+            vol.delete(force=True)
             raise
         return vol
 
-    def _stream(self, vol: Volume, path: Path, size: int, progress: Progress | None) -> None:
-        with translate(f"uploading {path} to {self.name}/{vol.name}"):
-            stream = self.handle.connect().newStream(0)
-            vol.handle.upload(stream, 0, size, 0)
-            sent = 0
-            try:
-                with open(path, "rb") as source:
-                    while chunk := source.read(CHUNK):
-                        stream.send(chunk)
-                        sent += len(chunk)
-                        if progress is not None:
-                            progress(sent, size)
-                stream.finish()
-            except BaseException:
-                with contextlib.suppress(libvirt.libvirtError):
-                    stream.abort()
-                raise
-        if sent != size:
-            raise LibvirtFailure(f"{path} changed during the upload ({sent} of {size} bytes sent)")
+
+def _file_chunks(path: Path, size: int, progress: Progress | None) -> Iterator[bytes]:
+    """``path`` in :data:`CHUNK` pieces; ``progress(sent, size)`` after each one is sent."""
+    sent = 0
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(CHUNK):
+                yield chunk
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, size)
+    except OSError as exc:
+        raise InvalidSpec("source", str(path), f"cannot read it: {exc.strerror}") from exc

@@ -14,11 +14,11 @@ from lxml import etree
 
 from . import _xml
 from .errors import InvalidSpec
+from .units import parse_size as parse_size  # kept importable from here
+from .units import unit_bytes
 
 VOLUME_FORMATS = ("qcow2", "raw", "iso")
-_SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
-_FACTORS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 
 
 class PoolInfo(NamedTuple):
@@ -40,25 +40,9 @@ class VolumeInfo(NamedTuple):
     backing: str | None
 
 
-def parse_size(value: object, field: str) -> int:
-    """Bytes from an int (bytes) or a string such as ``"10GiB"``, ``"512M"`` (powers of 1024)."""
-    if isinstance(value, bool):
-        raise InvalidSpec(field, value, "give bytes as an int or a string like '10GiB'")
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE.match(value) if isinstance(value, str) else None
-        if not match:
-            raise InvalidSpec(field, value, "give bytes as an int or a string like '10GiB'")
-        size = int(match.group(1)) * _FACTORS[match.group(2).upper()]
-    if not 1 <= size <= 2**50:
-        raise InvalidSpec(field, value, "from 1 byte to 1 PiB")
-    return size
-
-
 def check_volume_name(name: object, field: str = "name") -> str:
     """A volume file name: letters, digits, '.', '_', '+', '-' (no '/', no leading '.')."""
-    if not isinstance(name, str) or not _VOLUME_NAME.match(name) or name.startswith("."):
+    if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name) or name.startswith("."):
         raise InvalidSpec(field, name, "a file name of letters, digits, '.', '_', '+', '-'")
     return name
 
@@ -108,7 +92,4 @@ def _bytes(root: etree._Element, tag: str) -> int:
     element = root.find(tag)
     if element is None or not (element.text or "").strip().isdigit():
         return 0
-    unit = element.get("unit", "bytes").lower()
-    factor = {"b": 1, "bytes": 1, "kib": 2**10, "k": 2**10, "mib": 2**20, "m": 2**20,
-              "gib": 2**30, "g": 2**30, "tib": 2**40, "t": 2**40}.get(unit, 1)
-    return int((element.text or "0").strip()) * factor
+    return int((element.text or "0").strip()) * unit_bytes(element.get("unit", "bytes"), 1)

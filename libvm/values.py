@@ -10,16 +10,16 @@ import datetime as dt
 import os
 import re
 import socket
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import netaddr
 
-from .addressing import IpLike, MacLike, check_hostname, check_name, generate_mac, parse_ip, parse_mac
+from .addressing import IpLike, MacLike, check_duid, check_hostname, check_name, generate_mac, parse_ip, parse_mac
 from .errors import InvalidSpec
-from .storagexml import parse_size
+from .units import parse_size
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -31,18 +31,21 @@ DISK_BUSES = ("virtio", "sata", "scsi", "ide")
 
 # Characters an XML document cannot hold: lxml refuses them when the spec is written.
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# A path also refuses tab, newline and CR, which XML holds: "/images/a.img\n" (a line
+# read from a file) names a file that does not exist, or a pool directory nobody meant.
+_NOT_PATH = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-_MAC_TEXT = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_TEXT = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def _trusted_mac(text: str) -> netaddr.EUI:
     """libvirt's canonical ``52:54:00:aa:bb:01`` as an EUI, from its integer (3x faster than parsing)."""
-    if _MAC_TEXT.match(text):
+    if _MAC_TEXT.fullmatch(text):
         return netaddr.EUI(int(text.replace(":", ""), 16), version=48, dialect=netaddr.mac_unix_expanded)
     return netaddr.EUI(text, dialect=netaddr.mac_unix_expanded)
 
@@ -68,8 +71,8 @@ def check_path(value: object, field: str) -> Path:
     path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not isinstance(path, str) or not path.strip():
         raise InvalidSpec(field, value, "a file path (str or pathlib.Path)")
-    if _NOT_XML.search(path):
-        raise InvalidSpec(field, value, "contains control characters libvirt's XML cannot hold")
+    if _NOT_PATH.search(path):
+        raise InvalidSpec(field, value, "contains control characters (a newline?)")
     return Path(path)
 
 
@@ -129,6 +132,13 @@ class Nic:
     same address always gets the same MAC. ``dns=True`` also puts the hostname
     (``hostname``, else the VM's name) in the network's DNS, so the network's
     dnsmasq resolves it to ``ip``.
+
+    ``ip6`` gives the NIC an IPv6 address too (dual stack), on a network with
+    an IPv6 subnet: an address, ``"auto"`` (the next free one), or ``None``
+    (none). libvirt binds an IPv6 address to a DHCPv6 client's hostname, not to
+    a MAC, so the reservation carries the NIC's hostname (``hostname``, else
+    the VM's name); a guest created with ``CloudInit(static_network=True)``
+    gets the address pinned in its network-config instead of asking DHCPv6.
     """
 
     network: str
@@ -137,6 +147,7 @@ class Nic:
     model: str = "virtio"
     hostname: str | None = None
     dns: bool = False
+    ip6: netaddr.IPAddress | Literal["auto"] | None = None
 
     def __init__(
         self,
@@ -146,6 +157,7 @@ class Nic:
         model: str = "virtio",
         hostname: str | None = None,
         dns: bool = False,
+        ip6: IpLike | Literal["auto"] | None = None,
     ) -> None:
         check_name(network, "nic.network")
         if not isinstance(model, str) or model not in NIC_MODELS:
@@ -160,9 +172,20 @@ class Nic:
         _set(self, "model", model)
         _set(self, "hostname", None if hostname is None else check_hostname(hostname, "nic.hostname"))
         _set(self, "dns", check_bool(dns, "nic.dns"))
+        if addr is not None and addr.version != 4:
+            raise InvalidSpec("nic.ip", str(addr), "an IPv4 address (libvirt binds a MAC to IPv4 only); "
+                                                    "give the IPv6 address as ip6=")
+        if ip6 is None or ip6 == "auto":
+            _set(self, "ip6", ip6)
+        else:
+            six = parse_ip(ip6, "nic.ip6")
+            if six.version != 6:
+                raise InvalidSpec("nic.ip6", str(six), "an IPv6 address, \"auto\" or None")
+            _set(self, "ip6", six)
 
     @classmethod
-    def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None) -> Nic:
+    def trusted(cls, network: str, mac: str, model: str, ip: str | None = None, hostname: str | None = None,
+                ip6: str | None = None) -> Nic:
         """Build from values libvirt already validated (its own XML), skipping the checks.
 
         Any ``model`` libvirt knows is kept (``ne2k_pci``...), not only :data:`NIC_MODELS`.
@@ -170,6 +193,7 @@ class Nic:
         return _trusted(
             cls, network=network, ip=None if ip is None else netaddr.IPAddress(ip),
             mac=netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded), model=model, hostname=hostname, dns=False,
+            ip6=None if ip6 is None else netaddr.IPAddress(ip6),
         )
 
 
@@ -289,9 +313,7 @@ class Reservation:
         _set(self, "mac", None if mac is None else parse_mac(mac))
         _set(self, "ip", parse_ip(ip))
         _set(self, "hostname", None if hostname is None else check_hostname(hostname))
-        if client_id is not None and not check_text(client_id, "client_id").strip():
-            raise InvalidSpec("client_id", client_id, "a DHCPv6 DUID such as 00:04:...")
-        _set(self, "client_id", client_id)
+        _set(self, "client_id", None if client_id is None else check_duid(client_id))
         if self.mac is None and hostname is None and client_id is None:
             raise InvalidSpec("mac", mac, "a reservation needs a MAC, a hostname or a client id")
 
@@ -321,3 +343,21 @@ class Lease:
     expires: dt.datetime | None = None
     client_id: str | None = None
     interface: str = field(default="", compare=False)
+
+
+def lease_of(mac: MacLike | None, reserved: netaddr.IPAddress | None, leases: Iterable[Lease]) -> Lease | None:
+    """``mac``'s lease among ``leases``: the one on its ``reserved`` address if it holds several
+    (a guest that had another address before its reservation), else its first."""
+    if mac is None:
+        return None
+    wanted = mac if isinstance(mac, netaddr.EUI) else _trusted_mac(mac)
+    mine = [lease for lease in leases if lease.mac is not None and lease.mac == wanted]
+    return next((lease for lease in mine if lease.ip == reserved), mine[0] if mine else None)
+
+
+def reservation_of(mac: MacLike | None, reservations: Iterable[Reservation]) -> Reservation | None:
+    """``mac``'s reservation among ``reservations`` (the first), or ``None``."""
+    if mac is None:
+        return None
+    wanted = mac if isinstance(mac, netaddr.EUI) else _trusted_mac(mac)
+    return next((r for r in reservations if r.mac is not None and r.mac == wanted), None)

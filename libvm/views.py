@@ -6,9 +6,10 @@ The list types here are ``list`` subclasses that only add those two methods
 and :meth:`table`: indexing, ``len``, iteration, ``==`` with a plain list and
 pickling behave as for a list. Every value is HTML-escaped.
 
-This module is pure: it renders rows. The live modules gather them
-(``libvm.domain.nic_rows``, ``libvm.network.network_rows``) with one
+This module is pure: it renders rows, and imports no live module. The live
+objects gather their rows (``VM.rows_of``, ``Network.table``) with one
 ``leases()`` and one reservations read per network, whatever the number of VMs.
+The command line prints its listings through :class:`Table` and :func:`cell` too.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ import datetime as dt
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import netaddr
 
 from .addressing import format_mac
 from .errors import LibvmError
-from .values import Lease, Reservation
+from .values import Lease, Reservation, lease_of
 
-if TYPE_CHECKING:
-    from .domain import VM
-    from .network import Network
+if TYPE_CHECKING:  # the items' types, named (as strings) in VMList's and NetworkList's bases only
+    from .domain import VM  # noqa: F401
+    from .network import Network  # noqa: F401
 
 #: What a table shows for a value that is not there.
 MISSING = "-"
@@ -64,14 +65,14 @@ class Table:
         return (f'<table class="libvm">{caption}<thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
-    def text(self) -> str:
-        """Aligned columns, the caption on the first line."""
+    def text(self, *, empty: str = "(none)") -> str:
+        """Aligned columns, the caption on the first line; ``empty`` under the headings when there is no row."""
         widths = [max([len(c), *(len(r[i]) for r in self.rows)]) for i, c in enumerate(self.columns)]
         lines = [self.caption] if self.caption else []
         for row in (self.columns, *self.rows):
             lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if not self.rows:
-            lines.append("(none)")
+        if not self.rows and empty:
+            lines.append(empty)
         return "\n".join(lines)
 
 
@@ -87,7 +88,7 @@ class NicRow:
     lease: Lease | None
 
     def cells(self) -> tuple[str, ...]:
-        return (self.vm, self.state, _text(self.network), _text(self.mac), *_join_cells(self.reservation, self.lease))
+        return (self.vm, self.state, cell(self.network), cell(self.mac), *_join_cells(self.reservation, self.lease))
 
 
 @dataclass(frozen=True)
@@ -103,24 +104,9 @@ class NetworkRow:
     leases: int
 
     def cells(self) -> tuple[str, ...]:
-        return (self.name, "active" if self.active else "inactive", _text(self.bridge),
+        return (self.name, "active" if self.active else "inactive", cell(self.bridge),
                 ", ".join(self.subnets) or MISSING, ", ".join(self.dhcp_ranges) or MISSING,
                 str(self.reservations), str(self.leases))
-
-
-def lease_of(mac: str | None, reserved: netaddr.IPAddress | None, leases: Iterable[Lease]) -> Lease | None:
-    """``mac``'s lease: the one on its reserved address if it holds several."""
-    if mac is None:
-        return None
-    mine = [x for x in leases if x.mac is not None and format_mac(x.mac) == mac]
-    preferred = [x for x in mine if reserved is not None and x.ip == reserved] or mine
-    return preferred[0] if preferred else None
-
-
-def reservation_of(mac: str | None, reservations: Iterable[Reservation]) -> Reservation | None:
-    if mac is None:
-        return None
-    return next((r for r in reservations if r.mac is not None and format_mac(r.mac) == mac), None)
 
 
 def vm_table(rows: Sequence[NicRow], caption: str = "") -> Table:
@@ -141,41 +127,49 @@ def host_table(reservations: Sequence[Reservation], leases: Sequence[Lease], cap
         if lease is not None:
             shown.add(id(lease))
         who = mac or res.client_id
-        rows.append((_text(who), *_join_cells(res, lease)))
+        rows.append((cell(who), *_join_cells(res, lease)))
     for lease in leases:
         if id(lease) not in shown:
             who = format_mac(lease.mac) if lease.mac is not None else lease.client_id
-            rows.append((_text(who), *_join_cells(None, lease)))
+            rows.append((cell(who), *_join_cells(None, lease)))
     return Table(HOST_COLUMNS, tuple(rows), caption)
 
 
 def reservation_table(reservations: Iterable[Reservation], caption: str = "") -> Table:
     return Table(RESERVATION_COLUMNS, tuple(
-        (_text(format_mac(r.mac) if r.mac is not None else None), str(r.ip), _text(r.hostname), _text(r.client_id))
-        for r in reservations), caption)
+        (cell(r.mac), str(r.ip), cell(r.hostname), cell(r.client_id)) for r in reservations), caption)
 
 
 def lease_table(leases: Iterable[Lease], caption: str = "") -> Table:
     return Table(LEASE_COLUMNS, tuple(
-        (_text(format_mac(x.mac) if x.mac is not None else None), str(x.ip), _text(x.hostname),
-         _when(x.expires), _text(x.client_id))
-        for x in leases), caption)
+        (cell(x.mac), str(x.ip), cell(x.hostname), cell(x.expires), cell(x.client_id)) for x in leases), caption)
 
 
 def _join_cells(res: Reservation | None, lease: Lease | None) -> tuple[str, str, str, str]:
     hostname = (res.hostname if res is not None else None) or (lease.hostname if lease is not None else None)
-    return (_text(res.ip if res is not None else None), _text(hostname),
-            _text(lease.ip if lease is not None else None), _when(lease.expires if lease is not None else None))
+    return (cell(res.ip if res is not None else None), cell(hostname),
+            cell(lease.ip if lease is not None else None), cell(lease.expires if lease is not None else None))
 
 
-def _text(value: object) -> str:
-    return MISSING if value is None or value == "" else str(value)
+def count(number: int, noun: str) -> str:
+    """``1 VM``, ``3 VMs``: a table's caption."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _when(value: dt.datetime | None) -> str:
-    if value is None:
+def cell(value: object) -> str:
+    """How a table shows a value: :data:`MISSING` for nothing (``None``, ``""``, an empty list),
+    a list comma-joined, ``yes``/``no``, a MAC as libvirt writes it, a time in UTC."""
+    if value is None or (isinstance(value, (str, list, tuple)) and not value):
         return MISSING
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (list, tuple)):
+        return ",".join(cell(item) for item in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, netaddr.EUI):
+        return format_mac(value)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
 
 
 class Rendered:
@@ -200,6 +194,15 @@ class Rendered:
         """What the object shows: its :meth:`table`, for most."""
         return [self.table()]
 
+    @classmethod
+    def rows_of(cls: type[R], items: Sequence[R]) -> list[tuple[str, ...]]:
+        """The rows of a list of such objects: each one's :meth:`table` rows, in order.
+
+        A class whose objects share reads when shown together (VMs on one
+        network) gathers them itself.
+        """
+        return [row for item in items for row in item.table().rows]
+
     def _repr_html_(self) -> str:
         try:
             return "".join(t.html() for t in self.tables())
@@ -216,35 +219,45 @@ class Rendered:
             p.text(f"{self!r}: {exc}")
 
 
-class VMList(list["VM"], Rendered):
-    """The VMs of :meth:`Hypervisor.vms` and :meth:`Hypervisor.create_vms`: a list that renders as a table."""
+R = TypeVar("R", bound=Rendered)
+
+
+class RenderedList(list[R], Rendered):
+    """A list of rendered objects that renders as one table: a row (or a few) per item."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+    noun: ClassVar[str] = "item"
 
     def table(self) -> Table:
-        """One row per NIC: state, MAC, reserved IP, hostname, leased IP and its expiry."""
-        from .domain import nic_rows  # here: domain imports this module
-
-        return vm_table(nic_rows(self), f"{len(self)} VM{'' if len(self) == 1 else 's'}")
+        rows = type(self[0]).rows_of(self) if self else []
+        return Table(self.columns, tuple(rows), count(len(self), self.noun))
 
 
-class NetworkList(list["Network"], Rendered):
-    """The networks of :meth:`Hypervisor.networks`: a list that renders as a table."""
+class VMList(RenderedList["VM"]):
+    """The VMs of :meth:`Hypervisor.vms` and :meth:`Hypervisor.create_vms`: a list that renders as a table,
+    one row per NIC (state, MAC, reserved IP, hostname, leased IP and its expiry)."""
 
-    def table(self) -> Table:
-        """One row per network: state, bridge, subnets, DHCP range, reservation and lease counts."""
-        from .network import network_rows  # here: network imports this module
+    columns = VM_COLUMNS
+    noun = "VM"
 
-        return network_table(network_rows(self), f"{len(self)} network{'' if len(self) == 1 else 's'}")
+
+class NetworkList(RenderedList["Network"]):
+    """The networks of :meth:`Hypervisor.networks`: a list that renders as a table, one row per
+    network (state, bridge, subnets, DHCP range, reservation and lease counts)."""
+
+    columns = NETWORK_COLUMNS
+    noun = "network"
 
 
 class ReservationList(list[Reservation], Rendered):
     """The reservations of :meth:`Network.reservations`: a list that renders as a table."""
 
     def table(self) -> Table:
-        return reservation_table(self, f"{len(self)} reservation{'' if len(self) == 1 else 's'}")
+        return reservation_table(self, count(len(self), "reservation"))
 
 
 class LeaseList(list[Lease], Rendered):
     """The leases of :meth:`Network.leases`: a list that renders as a table."""
 
     def table(self) -> Table:
-        return lease_table(self, f"{len(self)} lease{'' if len(self) == 1 else 's'}")
+        return lease_table(self, count(len(self), "lease"))

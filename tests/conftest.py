@@ -8,6 +8,7 @@ Real-stack tests (``tests/realstack/``) get their connection URI from the
 
 from __future__ import annotations
 
+import ast
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +55,19 @@ def ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def runtime_imports(tree: ast.Module) -> list[str]:
+    """Modules imported outside ``if TYPE_CHECKING:``, at any depth (functions included)."""
+    guards = [node for node in ast.walk(tree) if isinstance(node, ast.If)
+              and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    skipped = {id(inner) for guard in guards for inner in ast.walk(guard)}
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names

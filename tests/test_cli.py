@@ -382,3 +382,25 @@ def test_ctrl_c_exits_130_and_a_bug_exits_1(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cli, "net_list", buggy)
     assert cli.main(["--uri", TEST_URI, "net", "list"]) == 1
     assert capsys.readouterr().err == "libvm: internal error: TypeError: oops\n"
+
+
+def test_vm_list_reads_each_network_once_and_each_domain_once(
+        hv: libvm.Hypervisor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(3):
+        hv.create_vm(f"pc{index}", nics=[libvm.Nic("lab"), libvm.Nic("default")], virt_type="qemu", start=False)
+    leases, xmls = libvm.Network.leases, libvm.VM.xml
+    calls: list[str] = []
+
+    def counted_leases(self: libvm.Network) -> libvm.LeaseList:
+        calls.append(f"leases {self.name}")
+        return leases(self)
+
+    def counted_xml(self: libvm.VM, inactive: bool = False) -> str:
+        calls.append(f"xml {self.name}")
+        return xmls(self, inactive)
+
+    monkeypatch.setattr(libvm.Network, "leases", counted_leases)
+    monkeypatch.setattr(libvm.VM, "xml", counted_xml)
+    records = json.loads(invoke(hv, capsys, "--json", "vm", "list"))
+    assert sorted(calls) == ["leases default", "leases lab", "xml legacy", "xml pc0", "xml pc1", "xml pc2"]
+    assert [nic["ip"] is not None for nic in records[1]["nics"]] == [True, True]  # both reserved by create_vm

@@ -245,7 +245,7 @@ def test_network_config_v2() -> None:
                 "match": {"macaddress": "52:54:00:12:34:56"},
                 "set-name": "eth0",
                 "addresses": ["192.168.150.88/24"],
-                "routes": [{"to": "0.0.0.0/0", "via": "192.168.150.1"}],
+                "gateway4": "192.168.150.1",
                 "nameservers": {"addresses": ["192.168.150.1"]},
             },
             "eth1": {
@@ -263,7 +263,7 @@ def test_network_config_takes_netaddr_values_and_a_dns_server() -> None:
                   netaddr.IPAddress("fd00::1"), dns="fd00::53")
     eth0 = yaml.safe_load(network_config([nic]))["ethernets"]["eth0"]
     assert eth0["match"] == {"macaddress": "52:54:00:aa:bb:cc"}
-    assert eth0["routes"] == [{"to": "::/0", "via": "fd00::1"}]
+    assert eth0["gateway6"] == "fd00::1" and "routes" not in eth0
     assert eth0["nameservers"] == {"addresses": ["fd00::53"]}
 
 
@@ -293,6 +293,33 @@ def test_network_config_takes_netaddr_values_and_a_dns_server() -> None:
 )
 def test_bad_network_config_names_the_field(nics: Any, field: str) -> None:
     _refused(lambda: network_config(nics), field)
+
+
+@pytest.mark.parametrize(
+    ("nic", "field"),
+    [
+        (NIC0._replace(prefixlen=0), "nics[0].prefixlen"),
+        (NIC1._replace(prefixlen=0), "nics[0].prefixlen"),
+        (NIC0._replace(gateway="192.168.151.1"), "nics[0].gateway"),       # off-link
+        (NIC0._replace(prefixlen=32), "nics[0].gateway"),                  # every gateway is off-link
+        (NIC1._replace(gateway="fd00:151::1"), "nics[0].gateway"),
+        (NIC0._replace(gateway="192.168.150.88"), "nics[0].gateway"),      # the NIC itself
+        (NIC0._replace(gateway="192.168.150.0"), "nics[0].gateway"),
+        (NIC0._replace(gateway="192.168.150.255"), "nics[0].gateway"),
+        (NIC0._replace(ip="192.168.150.0"), "nics[0].ip"),                 # the network address
+        (NIC0._replace(ip="192.168.150.255"), "nics[0].ip"),               # the broadcast address
+        (NIC1._replace(ip="fd00:150::"), "nics[0].ip"),
+        (SeedNic(NIC0.mac, "169.254.0.5", 16, "169.254.0.1"), "nics[0].ip"),
+        (SeedNic(NIC0.mac, "127.0.0.5", 8, "127.0.0.1"), "nics[0].ip"),
+    ],
+)
+def test_network_config_refuses_an_address_the_guest_cannot_use(nic: SeedNic, field: str) -> None:
+    _refused(lambda: network_config([NIC1, nic] if field.startswith("nics[1]") else [nic]), field)
+
+
+def test_network_config_takes_a_link_local_ipv6_gateway() -> None:
+    eth0 = yaml.safe_load(network_config([NIC1._replace(gateway="fe80::1")]))["ethernets"]["eth0"]
+    assert eth0["addresses"] == ["fd00:150::58/64"]
 
 
 # --- the ISO -------------------------------------------------------------------

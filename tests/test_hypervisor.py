@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,21 @@ def test_create_vms_rollback_keeps_older_reservations(hv: libvm.Hypervisor) -> N
         ])
     assert snapshot(hv) == before
     assert Reservation("66:66:66:66:66:0b", "192.168.150.88", "pc001") in lab.reservations()
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"upload": "yes"}, "upload"),
+                                               ({"upload": True, "kernel": "/nonexistent/vmlinuz"}, "kernel")])
+def test_upload_is_checked_before_anything(hv: libvm.Hypervisor, kwargs: dict[str, object], field: str) -> None:
+    before = snapshot(hv)
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.create_vm("up", nics=[Nic("lab")], virt_type="qemu", **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert snapshot(hv) == before
+
+
+def test_a_local_daemon_boots_from_the_paths_given(hv: libvm.Hypervisor, tmp_path: Path) -> None:
+    """Only a hypervisor over a network link gets the caller's files uploaded (upload=None)."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    vm = hv.create_vm("local", nics=[Nic("lab")], virt_type="qemu", kernel=kernel, start=False)
+    assert vm.spec().kernel == kernel and vm.spec().scratch == ()

@@ -90,10 +90,35 @@ def test_ensure_network_compares_ipv6_part(hv: libvm.Hypervisor, dual: libvm.Net
     assert info.value.field == "subnet6"
 
 
-def test_create_vm_refuses_ipv6_nic(hv: libvm.Hypervisor, dual: libvm.Network) -> None:
+def test_an_ipv6_address_as_the_nics_ip_is_refused_pointing_at_ip6(hv: libvm.Hypervisor,
+                                                                   dual: libvm.Network) -> None:
     before = canonical(dual.xml())
     with pytest.raises(InvalidSpec) as info:
         hv.create_vm("v6vm", nics=[libvm.Nic("dual", ip="fd00:160::9")], virt_type="qemu")
-    assert info.value.field == "nics[0].ip"
+    assert info.value.field == "nic.ip"
+    assert "ip6=" in info.value.reason
     assert canonical(dual.xml()) == before
     assert "v6vm" not in [vm.name for vm in hv.vms()]
+
+
+def test_a_dual_stack_nic_gets_and_gives_back_both_addresses(hv: libvm.Hypervisor, dual: libvm.Network) -> None:
+    before = canonical(dual.xml())
+    vm = hv.create_vm("web6", nics=[libvm.Nic("dual", ip6="auto")], virt_type="qemu", start=False)
+    nic = vm.nics[0]
+    assert str(nic.ip) == "192.168.160.2" and str(nic.ip6) == "fd00:160::2"
+    assert {"name": "web6", "ip": "fd00:160::2"} in hosts_of(dual, "ipv6")  # keyed by the DHCP name
+    assert {"mac": str(nic.mac), "name": "web6", "ip": "192.168.160.2"} in hosts_of(dual, "ipv4")
+    with pytest.raises(libvm.HostnameReserved):  # the name is taken in both families now
+        hv.create_vm("other", nics=[libvm.Nic("dual", hostname="web6", ip6="auto")], virt_type="qemu")
+    vm.delete()
+    assert canonical(dual.xml()) == before
+
+
+def test_an_ipv6_address_of_another_host_is_refused_and_nothing_changes(hv: libvm.Hypervisor,
+                                                                       dual: libvm.Network) -> None:
+    dual.reserve(None, "fd00:160::7", hostname="printer")
+    before = canonical(dual.xml())
+    with pytest.raises(libvm.IpReserved, match="printer"):
+        hv.create_vm("web6", nics=[libvm.Nic("dual", ip6="fd00:160::7")], virt_type="qemu", start=False)
+    assert canonical(dual.xml()) == before
+    assert "web6" not in [vm.name for vm in hv.vms()]

@@ -141,3 +141,43 @@ def test_create_vms_plans_every_vm_before_it_makes_one(hv: libvm.Hypervisor, lab
                           {"name": "b", "nics": [Nic("lab", ip="192.168.150.2")], "virt_type": "qemu",
                            "start": False}])
     assert [str(vm.nics[0].ip) for vm in made] == ["192.168.150.3", "192.168.150.2"]
+
+
+def test_a_clash_on_an_allocated_address_means_the_snapshot_is_stale() -> None:
+    """Another caller reserved .2 and defined its domain between our two reads: our reading of
+    the network misses the reservation, our MAC index has the domain. Plan again, not fail."""
+    from libvm.addressing import format_mac, generate_mac
+    from libvm.plan import Stale
+
+    theirs = format_mac(generate_mac("lab", netaddr.IPAddress("192.168.150.2")))
+    with pytest.raises(Stale) as info:
+        plan_vms([VmRequest("a", (Nic("lab"),))], snap(state(), {theirs: "other"}))
+    assert isinstance(info.value.conflict, libvm.MacInUse)
+    assert str(info.value.conflict).startswith("nics[0]: ")
+    # The same clash on an address the caller chose is a real conflict.
+    with pytest.raises(libvm.MacInUse):
+        plan_vms([VmRequest("a", (Nic("lab", ip="192.168.150.2"),))], snap(state(), {theirs: "other"}))
+
+
+def test_an_address_the_dns_names_is_not_allocated() -> None:
+    plans = plan_vms([VmRequest("a", (Nic("lab"),))], snap(state(dns=[DnsHost("192.168.150.2", ("printer",))])))
+    assert ips(plans) == ["192.168.150.3"]
+
+
+def test_dual_stack_nic_reserves_its_ipv6_address_by_name() -> None:
+    dual = NetworkSpec.build("lab", "192.168.150.0/24", dhcp_range=("192.168.150.30", "192.168.150.39"),
+                             subnet6="fd00:150::/64", dhcp_range6=("fd00:150::100", "fd00:150::1ff"))
+    plans = plan_vms([VmRequest("web", (Nic("lab", ip6="auto"),), label="web"),
+                      VmRequest("db", (Nic("lab", ip6="fd00:150::2"),), label="db")], snap(state(spec=dual)))
+    web, db = plans[0].nics[0], plans[1].nics[0]
+    assert str(web.nic.ip6) == "fd00:150::3"  # ::2 is asked for by db
+    assert web.reservation6 is not None and (web.reservation6.hostname, web.reservation6.mac) == ("web", None)
+    assert str(db.nic.ip6) == "fd00:150::2" and str(db.subnet6) == "fd00:150::1/64"
+    taken = HostEntry(1, None, "fd00:150::2", "other", None)
+    with pytest.raises(libvm.IpReserved, match=r"^nics\[0\]: "):
+        plan_vms([VmRequest("db", (Nic("lab", ip6="fd00:150::2"),), label="db")], snap(state([taken], spec=dual)))
+    with pytest.raises(libvm.InvalidSpec) as info:
+        plan_vms([VmRequest("x", (Nic("lab", ip6="auto"),))], snap(state(spec=dual)))  # no name to key it by
+    assert info.value.field == "nics[0].ip6"
+    with pytest.raises(libvm.InvalidSpec, match="no IPv6 subnet"):
+        plan_vms([VmRequest("x", (Nic("lab", ip6="auto"),), label="x")], snap(state()))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 
+import libvirt
 import pytest
 
 import libvm
-from libvm import Disk, Nic
+from libvm import Disk, Nic, _live, storage
+from tests.conftest import TEST_URI
 from tests.test_hypervisor import LEGACY_UUID, SEED_NIC
 
 GiB = 2**30
@@ -203,3 +207,95 @@ def test_dns_name_outside_the_network_is_refused(hv: libvm.Hypervisor) -> None:
     with pytest.raises(libvm.InvalidSpec) as info:
         hv.network("lab").add_dns_host("1.2.3.4", "x")
     assert info.value.field == "ip"
+
+
+def test_pools_and_volumes_compare_by_connection_and_name(hv: libvm.Hypervisor, pool: libvm.Pool,
+                                                          base: libvm.Volume) -> None:
+    assert hv.pool("images") == pool and hash(hv.pool("images")) == hash(pool)
+    assert pool.volume("base.qcow2") == base and hash(pool.volume("base.qcow2")) == hash(base)
+    assert len({pool, hv.pool("images"), *hv.pools()}) == 1
+    assert len({base, *pool.volumes()}) == 1
+    assert base != pool.create("other.raw", 2**20, "raw") and pool != base
+    with libvm.connect(TEST_URI) as other:
+        twin = other.ensure_pool("images", "/var/lib/libvirt/images/libvm")
+        assert twin != pool and twin.create("base.qcow2", GiB, "qcow2") != base  # another connection
+
+
+@pytest.mark.parametrize("data", [None, "cidata", 5, ["c"]])
+def test_upload_bytes_refuses_what_is_not_bytes(pool: libvm.Pool, data: object) -> None:
+    with pytest.raises(libvm.InvalidSpec) as info:
+        pool.upload_bytes("seed.iso", data)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.value) == ("data", data)
+    assert volumes(pool) == []
+
+
+def test_a_missing_volume_keeps_libvirts_error_as_cause(pool: libvm.Pool) -> None:
+    with pytest.raises(libvm.NotFound, match=r"no volume named 'nope\.qcow2' in pool 'images'") as info:
+        pool.volume("nope.qcow2")
+    assert isinstance(info.value.__cause__, libvirt.libvirtError)
+
+
+def test_pool_delete_goes_on_past_a_volume_removed_behind_its_back(
+        hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool.create("web1-disk0.qcow2", GiB, "qcow2", backing=base)
+    listed = libvm.Pool.volumes
+
+    def listing_then_gone(self: libvm.Pool) -> list[libvm.Volume]:
+        found = listed(self)
+        found[0].handle.delete(0)  # removed after libvm listed it (a file removed by hand, a second caller)
+        return found
+
+    monkeypatch.setattr(libvm.Pool, "volumes", listing_then_gone)
+    pool.delete(volumes=True)
+    assert "images" not in [p.name for p in hv.pools()]  # not a silent no-op: the pool is gone
+
+
+def test_lookups_and_creates_refresh_the_pool_first(pool: libvm.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    refreshed: list[str] = []
+    real = _live.pool_refresh
+
+    def counting(handle: _live.PoolHandle, what: str) -> None:
+        refreshed.append(what)
+        real(handle, what)
+
+    monkeypatch.setattr(storage, "pool_refresh", counting)
+    calls: list[Callable[[], object]] = [
+        pool.volumes, lambda: pool.has("a.raw"), lambda: pool.create("a.raw", 2**20, "raw"),
+        lambda: pool.volume("a.raw")]
+    for call in calls:
+        before = len(refreshed)
+        call()
+        assert len(refreshed) > before
+
+
+def test_a_refresh_that_fails_does_not_stop_a_lookup(pool: libvm.Pool, base: libvm.Volume,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def busy(handle: object, what: str) -> None:
+        raise libvm.LibvirtFailure(f"{what}: pool 'images' has asynchronous jobs running.")
+
+    monkeypatch.setattr(storage, "pool_refresh", busy)
+    assert pool.volume("base.qcow2") == base and pool.has("base.qcow2")
+    with pytest.raises(libvm.LibvirtFailure, match="asynchronous"):
+        pool.refresh()  # asked for by name: its failure is the caller's
+
+
+def test_storage_makes_every_libvirt_call_through_the_live_boundary() -> None:
+    tree = ast.parse(Path(storage.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert "libvirt" not in imported
+
+
+def test_a_stopped_pool_is_deleted_too(hv: libvm.Hypervisor, pool: libvm.Pool, base: libvm.Volume) -> None:
+    pool.handle.destroy()
+    with pytest.raises(libvm.InUse, match=r"base\.qcow2"):
+        pool.delete()  # libvirt lists only a running pool's volumes: started to look
+    pool.handle.destroy()
+    pool.delete(volumes=True)
+    assert hv.pools() == []
+    empty = hv.ensure_pool("empty", "/var/lib/libvirt/images/empty")
+    empty.handle.destroy()
+    empty.delete()
+    assert hv.pools() == []

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import netaddr
 import pytest
 from lxml import html as lxml_html
 
 import libvm
-from libvm import Lease, LeaseList, Network, NetworkList, Nic, Reservation, ReservationList, Table, VMList
-from libvm.views import HOST_COLUMNS, LEASE_COLUMNS, NETWORK_COLUMNS, RESERVATION_COLUMNS, VM_COLUMNS
+from libvm import Lease, LeaseList, Network, NetworkList, Nic, Reservation, ReservationList, Table, VMList, views
+from libvm.views import HOST_COLUMNS, LEASE_COLUMNS, NETWORK_COLUMNS, RESERVATION_COLUMNS, VM_COLUMNS, cell
+from tests.conftest import runtime_imports
 
 EVIL = "<script>alert(1)<\\script>&amp;"
 EXPIRES = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -57,6 +60,19 @@ def test_empty_table_says_none() -> None:
     table = Table(("a", "b"), ())
     assert cells(table.html()) == [["a", "b"], ["none"]]
     assert table.text().splitlines() == ["a  b", "(none)"]
+    assert table.text(empty="").splitlines() == ["a  b"]  # the command line: headings only
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "-"), ("", "-"), ([], "-"), ((), "-"), ("x", "x"), (0, "0"), (True, "yes"), (False, "no"),
+    (netaddr.EUI("66-66-66-66-66-0B"), "66:66:66:66:66:0b"), (netaddr.IPAddress("10.0.0.5"), "10.0.0.5"),
+    (netaddr.IPNetwork("10.0.0.0/24"), "10.0.0.0/24"),
+    (["a", None, netaddr.EUI("02:00:00:00:00:01")], "a,-,02:00:00:00:00:01"),
+    (EXPIRES, "2030-01-02 03:04:05"),
+    (dt.datetime(2030, 1, 2, 5, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2030-01-02 03:04:05"),
+])
+def test_cell_shows_every_value_one_way(value: object, shown: str) -> None:
+    assert cell(value) == shown
 
 
 def test_reservation_and_lease_lists_render_their_columns() -> None:
@@ -167,3 +183,17 @@ def test_a_closed_connection_renders_as_a_message(hv: libvm.Hypervisor) -> None:
     for obj in (hv, vms, lab):
         assert "is closed" in obj._repr_html_()
         assert "is closed" in pretty(obj)
+
+
+def test_views_imports_no_live_module_at_run_time() -> None:
+    """views renders rows: the live objects gather them (VM.rows_of, Network.table), so views
+    needs neither libvm.domain nor libvm.network, and they can import views without a circle."""
+    tree = ast.parse(Path(views.__file__).read_text())
+    imported = runtime_imports(tree)
+    assert not {".domain", ".network", "libvm.domain", "libvm.network", "libvirt", "._live"} & set(imported)
+
+
+def test_network_list_rows_are_its_networks_rows(hv: libvm.Hypervisor) -> None:
+    networks = hv.networks()
+    assert networks.table().rows == tuple(row for net in networks for row in net.table().rows)
+    assert NetworkList().table().rows == () and NetworkList().table().caption == "0 networks"

@@ -1,7 +1,9 @@
 """Real-stack test helpers: a libvirtd sandbox in a network namespace, a second
 libvirt host reached only over the network (:class:`RemoteHypervisor`, with a
-latency :class:`Relay`), and a tiny DHCP test guest (kernel + initramfs, or a bootable disk image) that reads
-a NoCloud seed.  Needs root and Debian packages (see
+latency :class:`Relay`), a tiny DHCP test guest (kernel + initramfs, or a
+bootable disk image) that reads a NoCloud seed, real Debian 12 cloud images
+(:func:`build_debian_image`) and cloud-init's own network renderers
+(:func:`render_network`).  Needs root and Debian packages (see
 :func:`libvm.testing.sandbox.ensure_packages`).
 
 Names are imported lazily, so ``python -m libvm.testing.sandbox`` and
@@ -14,16 +16,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from libvm.testing.debian import build_debian_image
     from libvm.testing.disk import build_disk_image
     from libvm.testing.guest import GuestImage, SeedReport, build_guest, console_done, parse_console, parse_seed_lines
     from libvm.testing.relay import Relay
     from libvm.testing.remote import RemoteHypervisor, remote_link
+    from libvm.testing.renderers import cloud_init_tree, render_network
     from libvm.testing.sandbox import Sandbox, SandboxError, ensure_packages, netns_exec
 
 _WHERE = {
     "GuestImage": "guest",
     "SeedReport": "guest",
+    "build_debian_image": "debian",
     "build_disk_image": "disk",
+    "cloud_init_tree": "renderers",
+    "render_network": "renderers",
     "parse_seed_lines": "guest",
     "build_guest": "guest",
     "console_done": "guest",
@@ -44,14 +51,17 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SeedReport",
+    "build_debian_image",
     "build_disk_image",
     "build_guest",
+    "cloud_init_tree",
     "console_done",
     "ensure_packages",
     "netns_exec",
     "parse_console",
     "parse_seed_lines",
     "remote_link",
+    "render_network",
 ]
 
 

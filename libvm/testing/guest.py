@@ -34,7 +34,6 @@ beyond the Debian mirror is needed, and the result is cached.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import json
@@ -45,11 +44,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
+
+from libvm.testing.build import GuestBuildError as GuestBuildError  # raised here too: importable from here
+from libvm.testing.build import build_once, mkdirs_traversable, run
 
 log = logging.getLogger("libvm.testing")
 
@@ -299,10 +299,6 @@ _SSHKEY_RE = re.compile(r"^LIBVM-SSHKEY (.+?)\r?$", re.MULTILINE)
 _SEED_RE = re.compile(r"^LIBVM-SEED dev=(\S*) instance-id=(.*?)\r?$", re.MULTILINE)
 
 
-class GuestBuildError(RuntimeError):
-    """Building the test guest failed."""
-
-
 @dataclass(frozen=True)
 class GuestImage:
     """A bootable guest: use as <kernel>, <initrd> and <cmdline> in domain XML."""
@@ -385,29 +381,16 @@ def build_guest(cache_dir: Path | None = None) -> GuestImage:
     base = cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR
     final = base / _build_key()
     image = GuestImage(kernel=final / "vmlinuz", initrd=final / "initrd.img")
-    if image.kernel.is_file() and image.initrd.is_file():
+
+    def built() -> bool:
+        return image.kernel.is_file() and image.initrd.is_file()
+
+    if built():
         return image
-    _mkdirs_traversable(base)
-    with _locked(base / ".lock"):
-        if image.kernel.is_file() and image.initrd.is_file():
-            return image
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=base))
-        try:
-            _build_into(staging)
-            staging.chmod(0o755)
-            os.rename(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    mkdirs_traversable(base)
+    build_once(final, built, _build_into, ".build-")
     log.info("built test guest in %s", final)
     return image
-
-
-def _mkdirs_traversable(path: Path) -> None:
-    # qemu (libvirt-qemu) must traverse every directory: ignore a strict umask.
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    path.mkdir(parents=True, exist_ok=True)
-    for p in missing:
-        p.chmod(0o755)
 
 
 def _build_key() -> str:
@@ -417,37 +400,19 @@ def _build_key() -> str:
     return h.hexdigest()[:16]
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _run(argv: list[str], cwd: Path | None = None) -> str:
-    log.debug("running %s", argv)
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise GuestBuildError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def resolve_kernel_package() -> str:
     """Name of the real kernel package behind ``linux-image-cloud-amd64``."""
     try:
-        out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE])
+        out = run(["apt-cache", "depends", KERNEL_META_PACKAGE])
     except GuestBuildError:
         out = ""
     found = re.search(r"Depends:\s+(linux-image-\S+-cloud-amd64)\b", out)
     if found is None and os.geteuid() == 0:
         log.info("apt lists do not know %s; running apt-get update", KERNEL_META_PACKAGE)
-        _run(["apt-get", "update"])
+        run(["apt-get", "update"])
         found = re.search(
             r"Depends:\s+(linux-image-\S+-cloud-amd64)\b",
-            _run(["apt-cache", "depends", KERNEL_META_PACKAGE]),
+            run(["apt-cache", "depends", KERNEL_META_PACKAGE]),
         )
     if found is None:
         raise GuestBuildError(f"cannot resolve {KERNEL_META_PACKAGE}; run 'apt-get update' as root first")
@@ -459,10 +424,10 @@ def _build_into(out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="libvm-guest-") as tmp_s:
         tmp = Path(tmp_s)
         log.info("downloading %s and busybox-static", kpkg)
-        _run(["apt-get", "download", kpkg, "busybox-static"], cwd=tmp)
+        run(["apt-get", "download", kpkg, "busybox-static"], cwd=tmp)
         kroot, broot, initroot = tmp / "kernel", tmp / "busybox", tmp / "initramfs"
-        _run(["dpkg-deb", "-x", str(next(tmp.glob("linux-image-*.deb"))), str(kroot)])
-        _run(["dpkg-deb", "-x", str(next(tmp.glob("busybox-static_*.deb"))), str(broot)])
+        run(["dpkg-deb", "-x", str(next(tmp.glob("linux-image-*.deb"))), str(kroot)])
+        run(["dpkg-deb", "-x", str(next(tmp.glob("busybox-static_*.deb"))), str(broot)])
         vmlinuz = next((kroot / "boot").glob("vmlinuz-*"))
         kver = vmlinuz.name.removeprefix("vmlinuz-")
         for d in ("bin", "etc", "lib/modules"):

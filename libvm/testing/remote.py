@@ -72,14 +72,14 @@ from libvm.testing.sandbox import (
     KVM_ORIGINAL,
     Sandbox,
     SandboxError,
-    _alive,
-    _comm,
-    _netns_inode,
-    _terminate,
-    _which,
+    alive,
+    comm,
     ensure_packages,
     grant_kvm,
+    netns_inode,
+    terminate,
     wait_for_libvirtd,
+    which,
 )
 from libvm.testing.sandbox import (
     REQUIRED_TOOLS as SANDBOX_TOOLS,
@@ -293,7 +293,7 @@ class RemoteHypervisor(Service):
         d = self.ssh_dir
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(mode=0o700)
-        keygen = _which("ssh-keygen") or "ssh-keygen"
+        keygen = which("ssh-keygen") or "ssh-keygen"
         for key, comment in (("host_ed25519_key", "libvm-remote host"), ("id_ed25519", "libvm-remote client")):
             _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(d / key)], "ssh-keygen")
         (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
@@ -326,7 +326,7 @@ Host *
   BatchMode yes
   ConnectTimeout 20
 """)
-        ssh = _which("ssh") or "/usr/bin/ssh"
+        ssh = which("ssh") or "/usr/bin/ssh"
         self.ssh_command.write_text(f'#!/bin/sh\nexec {ssh} -F {d / "ssh_config"} "$@"\n')
         self.ssh_command.chmod(0o755)
 
@@ -385,13 +385,13 @@ Host *
     def _holder_pid(self) -> int | None:
         return self._pid("holder", "sleep")
 
-    def _pid(self, name: str, comm: str | None = None) -> int | None:
-        """PID from our pidfile if it is a live ``comm`` in our namespaces."""
+    def _pid(self, name: str, command: str | None = None) -> int | None:
+        """PID from our pidfile if it is a live ``command`` (default ``name``) in our namespaces."""
         try:
             pid = int(self._pidfile(name).read_text().strip())
         except (OSError, ValueError):
             return None
-        if _comm(pid) != (comm or name) or not _alive(pid):
+        if comm(pid) != (command or name) or not alive(pid):
             return None
         return pid if _ns_inodes(pid) == self._recorded_inodes() else None
 
@@ -420,7 +420,7 @@ Host *
         self._pidfile(daemon).unlink(missing_ok=True)
         env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{self.state_dir / (daemon + '.log')}")
         with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
-            rc = subprocess.run(self.nsenter([exe or _which(daemon) or daemon, *args]), stdin=subprocess.DEVNULL,
+            rc = subprocess.run(self.nsenter([exe or which(daemon) or daemon, *args]), stdin=subprocess.DEVNULL,
                                 stdout=err, stderr=err, env=env, check=False).returncode
         if rc != 0:
             raise SandboxError(f"{daemon} failed to start ({rc}); see {self.state_dir}/{daemon}.stderr")
@@ -439,7 +439,7 @@ Host *
                           self.state_dir / "libvirtd.log")
 
     def _start_sshd(self) -> None:
-        sshd = _which("sshd") or "/usr/sbin/sshd"  # sshd must be started by its absolute path
+        sshd = which("sshd") or "/usr/sbin/sshd"  # sshd must be started by its absolute path
         self._spawn("sshd", ["-f", str(self.ssh_dir / "sshd_config"), "-E", str(self.state_dir / "sshd.log")],
                     exe=sshd)
 
@@ -454,7 +454,7 @@ Host *
         """Stop and start the remote libvirtd; guests, dnsmasq and sshd keep running."""
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])
+            terminate([pid])
         self._start_libvirtd()
 
     # -- relays ------------------------------------------------------------------------------
@@ -479,7 +479,7 @@ Host *
     def _our_pids(self) -> list[int]:
         """Every process in our netns, or in both recorded namespaces (should the netns be gone)."""
         pids: set[int] = set()
-        if _netns_inode(self.netns) is not None:
+        if netns_inode(self.netns) is not None:
             out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True,
                                  check=False).stdout
             pids.update(int(x) for x in out.split() if x.isdigit())
@@ -501,15 +501,15 @@ Host *
         self._relays.clear()
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])  # first, so it does not restart the dnsmasq we end next
-        _terminate(self._our_pids())
+            terminate([pid])  # first, so it does not restart the dnsmasq we end next
+        terminate(self._our_pids())
         if self._holder is not None:
             self._holder.wait(10)  # reap our child
             self._holder = None
         with contextlib.suppress(FileNotFoundError):
             if Path(f"/sys/class/net/{self.host_veth}").exists():
                 _run(["ip", "link", "del", self.host_veth], "deleting the veth pair")
-        if _netns_inode(self.netns) is not None:
+        if netns_inode(self.netns) is not None:
             _run(["ip", "netns", "del", self.netns], "deleting the netns")
             log.info("deleted netns %s", self.netns)
         if self.state_dir.exists():
@@ -526,8 +526,8 @@ Host *
 
     def leftovers(self) -> list[str]:
         """What of this remote still exists on the machine (empty after :meth:`stop`)."""
-        found = [f"process {pid} ({_comm(pid)})" for pid in self._our_pids()]
-        if _netns_inode(self.netns) is not None:
+        found = [f"process {pid} ({comm(pid)})" for pid in self._our_pids()]
+        if netns_inode(self.netns) is not None:
             found.append(f"netns {self.netns}")
         if Path(f"/sys/class/net/{self.host_veth}").exists():
             found.append(f"link {self.host_veth}")

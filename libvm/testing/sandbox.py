@@ -90,15 +90,15 @@ class SandboxError(RuntimeError):
     """The sandbox cannot be set up or torn down."""
 
 
-def _which(tool: str) -> str | None:
+def which(tool: str) -> str | None:
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
     return shutil.which(tool, path=path)
 
 
 def missing_packages(tools: dict[str, str] | None = None) -> list[str]:
     """Debian packages whose tools (default :data:`REQUIRED_TOOLS`) are missing; busybox must be the static one."""
-    pkgs = {pkg for tool, pkg in (tools or REQUIRED_TOOLS).items() if _which(tool) is None}
-    if _which("dpkg-query") is not None:
+    pkgs = {pkg for tool, pkg in (tools or REQUIRED_TOOLS).items() if which(tool) is None}
+    if which("dpkg-query") is not None:
         query = ["dpkg-query", "-W", "-f=${Status}", "busybox-static"]
         status = subprocess.run(query, capture_output=True, text=True, check=False).stdout
         if "install ok installed" not in status:
@@ -164,7 +164,7 @@ def netns_exec(
     return proc
 
 
-def _netns_inode(netns: str) -> int | None:
+def netns_inode(netns: str) -> int | None:
     try:
         return os.stat(f"/run/netns/{netns}").st_ino
     except FileNotFoundError:
@@ -178,14 +178,14 @@ def _pid_netns_inode(pid: int) -> int | None:
         return None
 
 
-def _comm(pid: int) -> str | None:
+def comm(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -197,7 +197,7 @@ def _running(names: tuple[str, ...]) -> list[int]:
     return [
         int(p.name)
         for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _comm(int(p.name)) in names and _alive(int(p.name))
+        if p.name.isdigit() and comm(int(p.name)) in names and alive(int(p.name))
     ]
 
 
@@ -224,7 +224,7 @@ def wait_for_libvirtd(pid: int, uri: str, listening: Callable[[], bool], deadlin
     """Wait until libvirtd ``pid`` is ``listening()`` and answers on ``uri``; fail at once if it exits."""
     started = time.monotonic()
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             raise SandboxError(f"libvirtd exited; see {logfile}")
         if listening():
             conn = libvirt.open(uri)
@@ -237,18 +237,18 @@ def wait_for_libvirtd(pid: int, uri: str, listening: Callable[[], bool], deadlin
     raise SandboxError(f"libvirtd did not answer on {uri} in time; see {logfile}")
 
 
-def _terminate(pids: list[int], timeout: float = 10.0) -> None:
+def terminate(pids: list[int], timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL the given PIDs."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        live = [p for p in pids if _alive(p)]
+        live = [p for p in pids if alive(p)]
         for pid in live:
-            log.debug("sending %s to %d (%s)", sig.name, pid, _comm(pid))
+            log.debug("sending %s to %d (%s)", sig.name, pid, comm(pid))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in live) and time.monotonic() < deadline:
+        while any(alive(p) for p in live) and time.monotonic() < deadline:
             time.sleep(0.1)
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     if left:
         raise SandboxError(f"processes would not die: {left}")
 
@@ -271,13 +271,13 @@ class Sandbox(Service):
             pid = int(self._pidfile(daemon).read_text().strip())
         except (OSError, ValueError):
             return None
-        ino = _netns_inode(self.netns)
-        if _comm(pid) != daemon or not _alive(pid) or ino is None:
+        ino = netns_inode(self.netns)
+        if comm(pid) != daemon or not alive(pid) or ino is None:
             return None
         return pid if _pid_netns_inode(pid) == ino else None
 
     def _netns_pids(self) -> list[int]:
-        if _netns_inode(self.netns) is None:
+        if netns_inode(self.netns) is None:
             return []
         out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True, check=False).stdout
         return [int(x) for x in out.split() if x.isdigit()]
@@ -313,7 +313,7 @@ class Sandbox(Service):
         pidfile.unlink(missing_ok=True)
         logfile = self.state_dir / f"{daemon}.log"
         env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logfile}")
-        exe = _which(daemon) or daemon
+        exe = which(daemon) or daemon
         # stdio to a file, not a pipe: a daemon holding a pipe open would hang us.
         with open(self.state_dir / f"{daemon}.stderr", "ab") as err:
             rc = subprocess.run(
@@ -353,7 +353,7 @@ class Sandbox(Service):
         """Stop and start libvirtd in the same netns; guests and dnsmasq keep running."""
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])
+            terminate([pid])
         self._start_libvirtd()
 
     def stop(self) -> None:
@@ -364,13 +364,13 @@ class Sandbox(Service):
         """
         pid = self._pid("libvirtd")
         if pid is not None:
-            _terminate([pid])
+            terminate([pid])
         # qemu and dnsmasq outlive libvirtd; the netns holds only our processes.
-        _terminate(self._netns_pids())
+        terminate(self._netns_pids())
         vl = self._pid("virtlogd")
         if vl is not None:
-            _terminate([vl])
-        if _netns_inode(self.netns) is not None:
+            terminate([vl])
+        if netns_inode(self.netns) is not None:
             subprocess.run(["ip", "netns", "del", self.netns], check=True, capture_output=True)
             log.info("deleted netns %s", self.netns)
         for daemon in DAEMONS:

@@ -116,12 +116,16 @@ class Stack:
     def name(self, label: str) -> str:
         return f"{PREFIX}{label}"
 
-    def network(self, label: str, dhcp: tuple[int, int] = (30, 39), forward: str = "none") -> tuple[
-            libvm.Network, str]:
-        """A fresh network 10.213.N.0/24 (isolated by default); returns it and its prefix 10.213.N."""
+    def network(self, label: str, dhcp: tuple[int, int] = (30, 39), forward: str = "none",
+                dual: bool = False) -> tuple[libvm.Network, str]:
+        """A fresh network 10.213.N.0/24 (isolated by default; ``dual``: also fd00:213:N::/64, its
+        DHCPv6 range ::100-::1ff); returns it and its prefix 10.213.N."""
         base = next_subnet()
+        n = base.rsplit(".", 1)[1]
         net = self.hv.ensure_network(self.name(label), f"{base}.0/24", forward=forward,
-                                     dhcp_range=(f"{base}.{dhcp[0]}", f"{base}.{dhcp[1]}"))
+                                     dhcp_range=(f"{base}.{dhcp[0]}", f"{base}.{dhcp[1]}"),
+                                     subnet6=f"fd00:213:{n}::/64" if dual else None,
+                                     dhcp_range6=(f"fd00:213:{n}::100", f"fd00:213:{n}::1ff") if dual else None)
         return net, base
 
     def vm(self, label: str, nics: Sequence[libvm.Nic], *, clientid: str | None = None,

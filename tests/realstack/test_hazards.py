@@ -223,6 +223,27 @@ def test_libvirtd_restart_mid_create_leaves_all_or_nothing(stack: Stack, uri: st
     assert False in outcomes  # at least one restart hit create_vm mid-way
 
 
+def test_a_lost_connection_is_opened_again_before_the_next_call(stack: Stack, uri: str, sandbox: object) -> None:
+    """libvirt's close callback (run by libvm's event loop) notes the lost link; the next call
+    reconnects and looks its handles up again, instead of failing with 'End of file'."""
+    if sandbox is None:
+        pytest.skip("restarting libvirtd needs the sandbox (LIBVM_TEST_URI points elsewhere)")
+    hv = libvm.connect(uri)
+    try:
+        net, _ = stack.network("lost")
+        mine = hv.network(net.name)
+        assert mine.active
+        sandbox.restart_libvirtd()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while hv._live.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hv._live.lost is not None, "libvirt's close callback never ran"
+        assert mine.active  # reconnected, the network's handle looked up again
+        assert hv._live.lost is None and hv._live.generation == 1
+    finally:
+        hv.close()
+
+
 def test_live_only_and_config_only_entries_count_and_release(stack: Stack) -> None:
     """Entries added with only --live or only --config (virsh net-update) still block and release cleanly."""
     import libvirt

@@ -1,0 +1,97 @@
+"""The hypervisor's SSH, as a ``qemu+ssh://`` URI names it: to run a command there, or to jump through it.
+
+libvirt's ssh transport runs the ``ssh`` client; libvm runs the same client
+with the same user, host, port and key, so what works for the connection works
+for ``dhcp_release`` on the hypervisor and for reaching a guest behind it
+(``ssh -W``). The host key is checked as ``ssh`` checks it, against the
+user's ``known_hosts`` (or the URI's ``known_hosts=`` file): never disabled
+behind the user's back. ``no_verify=1`` in the URI, libvirt's own switch,
+accepts a host key not seen before (and still refuses a changed one).
+"""
+
+from __future__ import annotations
+
+import shlex
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import InvalidSpec
+
+#: The URI schemes whose transport is SSH (libvirt's ``ssh``, ``libssh`` and ``libssh2``).
+SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """One SSH destination and how to reach it: ``user@host:port`` with a key and a ``known_hosts``."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    keyfile: str | None = None
+    known_hosts: str | None = None
+    accept_new: bool = False
+    #: Reach this target through another one (``ssh -W``), e.g. a guest through its hypervisor.
+    via: SshTarget | None = None
+    #: The target's own host key, if known in advance (``"ssh-ed25519 AAAA..."``): checked, not learned.
+    host_key: str | None = None
+    #: The ssh client to run: ``ssh``, or the URI's ``command=`` (libvirt's own parameter, e.g. a
+    #: wrapper that adds ``-F config``).
+    program: str = "ssh"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def options(self, known_hosts: str | None = None) -> list[str]:
+        """The ``ssh`` options that reach this target (without the destination)."""
+        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if self.port is not None:
+            opts += ["-p", str(self.port)]
+        if self.keyfile is not None:
+            opts += ["-i", self.keyfile, "-o", "IdentitiesOnly=yes"]
+        hosts = known_hosts or self.known_hosts
+        if hosts is not None:
+            opts += ["-o", f"UserKnownHostsFile={hosts}"]
+        opts += ["-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new else 'yes'}"]
+        if self.via is not None:
+            hop = shlex.join([self.via.program, *self.via.options(), "-W", "%h:%p", self.via.destination])
+            opts += ["-o", f"ProxyCommand={hop}"]
+        return opts
+
+    def argv(self, command: Sequence[str], known_hosts: str | None = None) -> list[str]:
+        """``ssh ... destination -- command`` (the command quoted for the remote shell)."""
+        return [self.program, *self.options(known_hosts), self.destination, "--", shlex.join(command)]
+
+
+def parse_target(text: object, field: str = "via") -> SshTarget:
+    """``"[user@]host[:port]"`` as an :class:`SshTarget` (the user's ssh keys and ``known_hosts``)."""
+    if not isinstance(text, str) or not text.strip() or not text.isprintable() or " " in text:
+        raise InvalidSpec(field, text, "'user@host' or 'user@host:port'")
+    parts = urllib.parse.urlsplit(f"ssh://{text}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidSpec(field, text, "a port from 1 to 65535") from exc
+    if not parts.hostname:
+        raise InvalidSpec(field, text, "'user@host' or 'user@host:port'")
+    return SshTarget(host=parts.hostname, user=parts.username, port=port)
+
+
+def hypervisor_target(uri: str) -> SshTarget | None:
+    """The SSH target of a ``qemu+ssh://[user@]host[:port]/...`` URI (``None`` for other transports).
+
+    The URI's ``keyfile=``, ``known_hosts=``, ``no_verify=`` and ``command=``
+    parameters (libvirt's names) are kept. Raises :class:`InvalidSpec` for an SSH URI without a host.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.split("+", 1)
+    if len(scheme) != 2 or scheme[1] not in SSH_TRANSPORTS:
+        return None
+    if not parts.hostname:
+        raise InvalidSpec("uri", uri, "an SSH URI names the hypervisor's host: qemu+ssh://user@host/system")
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    return SshTarget(host=parts.hostname, user=parts.username, port=parts.port, keyfile=query.get("keyfile"),
+                     known_hosts=query.get("known_hosts"), accept_new=query.get("no_verify", "0") not in ("", "0"),
+                     program=query.get("command") or "ssh")
