@@ -196,6 +196,10 @@ class Relay(Service):
             log.info("relay to %s:%d failed: %s", *self.target, exc)
             _reset(client_writer)
             return
+        if self._cut:  # cut while we were connecting
+            _reset(client_writer)
+            _reset(server_writer)
+            return
         link = (client_writer, server_writer)
         self._links.add(link)
         try:

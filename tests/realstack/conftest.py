@@ -77,7 +77,10 @@ def sandbox() -> Iterator[Sandbox | None]:
 def remote() -> Iterator[RemoteHypervisor]:
     """A second libvirtd in its own network and mount namespaces, reached only over a veth
     (``remote.tcp_uri``, ``remote.ssh_uri``, ``remote.libssh_uri``); it runs beside the sandbox."""
-    yield from running(RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24"), "remote hypervisor")
+    hv = RemoteHypervisor(name="libvmtest-remote", subnet="10.253.7.0/24")
+    yield from running(hv, "remote hypervisor")
+    left = hv.leftovers()
+    assert not left, f"the remote hypervisor left {left} behind after stop()"
 
 
 def next_subnet() -> str:

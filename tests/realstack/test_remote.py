@@ -59,6 +59,13 @@ def remote_stack(remote: RemoteHypervisor, guest: GuestImage) -> Iterator[Stack]
         yield s
 
 
+def in_namespaces(pid: int, namespaces: list[int]) -> bool:
+    try:
+        return [os.stat(f"/proc/{pid}/ns/{ns}").st_ino for ns in ("mnt", "net")] == namespaces
+    except OSError:
+        return False
+
+
 def round_trip(conn: libvirt.virConnect, calls: int = 7) -> float:
     """Median seconds of one ``getLibVersion`` (one RPC) on ``conn``."""
     times = []
@@ -213,7 +220,10 @@ def test_benchmark_helper_and_nothing_left_behind(remote: RemoteHypervisor) -> N
         finally:
             conn.close()
         assert any("dnsmasq" in item for item in probe.leftovers())
+        namespaces = [int(x) for x in (probe.state_dir / "namespaces").read_text().split()]
     assert probe.leftovers() == []
+    # No process in either namespace, even one that left the netns's list.
+    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and in_namespaces(int(pid), namespaces)] == []
     assert not Path(f"/run/netns/{name}").exists()
     assert remote.running()  # the other remote was not touched
 
