@@ -59,7 +59,7 @@ def _network(live: Live, name: str) -> Network:
     """
     from .network import Network
 
-    return Network(live, live.network(name))
+    return Network.named(live, name)
 
 
 def _forget(live: Live, network: str, nics: list[Nic]) -> None:

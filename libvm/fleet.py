@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import inspect
 import re
 import threading
 import time
@@ -45,7 +44,7 @@ from .errors import (
     MacInUse,
     NotFound,
 )
-from .hypervisor import Hypervisor
+from .hypervisor import Hypervisor, check_specs
 from .ledger import mac_for
 from .placement import (
     Claim,
@@ -325,7 +324,7 @@ class Fleet(Rendered):
         an error of a host's part naming ``specs[i]`` as given here.
         """
         report = Progress(progress)
-        items = _check_specs(specs)
+        items = check_specs(specs)
         requests = [_request(kwargs, f"specs[{index}]") for index, kwargs in enumerate(items)]
         bases = frozenset((pool, base) for r in requests for pool, base, _ in r.disks if base is not None)
         facts = self._survey(bases)
@@ -592,30 +591,6 @@ class Fleet(Rendered):
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def _check_specs(specs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``create_vms``'s mappings, checked against :meth:`Hypervisor.create_vm`'s arguments."""
-    if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
-        raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
-    items = list(specs)
-    known = set(inspect.signature(Hypervisor.create_vm).parameters) - {"self"}
-    names: dict[str, int] = {}
-    for index, kwargs in enumerate(items):
-        if not isinstance(kwargs, Mapping):
-            raise InvalidSpec(f"specs[{index}]", kwargs, "a dict of create_vm's arguments")
-        unknown = sorted(set(kwargs) - known)
-        if unknown or "name" not in kwargs:
-            raise InvalidSpec(f"specs[{index}]", kwargs,
-                              f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
-        name = kwargs["name"]
-        if not isinstance(name, str) or not name:
-            raise InvalidSpec(f"specs[{index}].name", name, "the name of the domain")
-        if name in names:
-            raise AlreadyExists(f"specs[{index}].name: {name!r} is given to two VMs of this call "
-                                f"(specs[{names[name]}])")
-        names[name] = index
-    return [dict(kwargs) for kwargs in items]
 
 
 def _request(kwargs: dict[str, Any], where: str) -> Request:

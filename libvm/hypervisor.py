@@ -104,7 +104,7 @@ class Hypervisor(Rendered):
 
     def network(self, name: str) -> Network:
         """The existing network ``name``; :class:`NotFound` if there is none."""
-        return Network(self._live, self._live.network(check_name(name, lookup=True)))
+        return Network.named(self._live, check_name(name, lookup=True))
 
     def networks(self) -> NetworkList:
         """Every network, active or not, sorted by name (a list that renders as a table)."""
@@ -442,17 +442,7 @@ class Hypervisor(Rendered):
         unknown argument, or a bad ``progress``.
         """
         report = Progress(progress)
-        if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
-            raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
-        items = list(specs)
-        known = set(inspect.signature(self.create_vm).parameters)
-        for index, kwargs in enumerate(items):
-            if not isinstance(kwargs, Mapping):
-                raise InvalidSpec(f"specs[{index}]", kwargs, "a dict of create_vm's arguments")
-            unknown = sorted(set(kwargs) - known)
-            if unknown or "name" not in kwargs:
-                raise InvalidSpec(f"specs[{index}]", kwargs,
-                                  f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
+        items = check_specs(specs)
         orders = []
         for index, kwargs in enumerate(items):
             try:
@@ -516,6 +506,31 @@ class Hypervisor(Rendered):
             for mac, network in mac_list(vm.xml(inactive=True))
             if network is not None and (network, mac) not in reserved
         ]
+
+
+def check_specs(specs: object) -> list[dict[str, Any]]:
+    """``create_vms``'s mappings, checked against :meth:`Hypervisor.create_vm`'s arguments
+    (a list of dicts, each with a ``name``, no unknown argument, no name twice)."""
+    if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
+        raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
+    items = list(specs)
+    known = set(inspect.signature(Hypervisor.create_vm).parameters) - {"self"}
+    names: dict[str, int] = {}
+    for index, kwargs in enumerate(items):
+        if not isinstance(kwargs, Mapping):
+            raise InvalidSpec(f"specs[{index}]", kwargs, "a dict of create_vm's arguments")
+        unknown = sorted(set(kwargs) - known)
+        if unknown or "name" not in kwargs:
+            raise InvalidSpec(f"specs[{index}]", kwargs,
+                              f"unknown argument {unknown[0]!r}" if unknown else "needs a 'name'")
+        name = kwargs["name"]
+        if not isinstance(name, str) or not name:
+            raise InvalidSpec(f"specs[{index}].name", name, "the name of the domain")
+        if name in names:
+            raise AlreadyExists(f"specs[{index}].name: {name!r} is given to two VMs of this call "
+                                f"(specs[{names[name]}])")
+        names[name] = index
+    return [dict(kwargs) for kwargs in items]
 
 
 def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
