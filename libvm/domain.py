@@ -551,10 +551,13 @@ def _ssh_banner_via(hop: SshTarget, host: str, port: int, timeout: float) -> tup
                     break
                 line += chunk
     finally:
-        proc.stdin.close()
         if proc.poll() is None:
             proc.kill()
-        err = proc.communicate()[1]
+        proc.wait()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
     first = line.split(b"\n", 1)[0].strip()
     if first.startswith(b"SSH-"):
         return True, first.decode(errors="replace")

@@ -155,8 +155,10 @@ def problems_inside(ssh: Ssh, guest: Guest, gateway: str, other_ip: str, gateway
         (f" inet {guest.ip}/24 " in addresses, f"addresses: {addresses}"),
         (route.startswith(f"default via {gateway} "), f"default route: {route!r}"),
         # dnsmasq on the network's addresses; on a dual-stack network its IPv6 one too (RDNSS in its RAs).
-        (gateway in nameservers(resolv) and set(nameservers(resolv)) <= {gateway, gateway6},
-         f"resolver is not the network's dnsmasq: {resolv}"),
+        # (RDNSS in its router advertisements: its global or its link-local address on the bridge).
+        (gateway in nameservers(resolv) and all(ns in (gateway, gateway6) or ns.startswith("fe80:")
+                                                for ns in nameservers(resolv)),
+         f"resolver is not the network's dnsmasq: {nameservers(resolv)}"),
         (resolved.split() == [other_ip, guest.other], f"getent hosts {guest.other}: {resolved!r}"),
         (rendered == "rendered", f"cloud-init did not render {network_file}"),
         # The default route above came without route(8): no net-tools in the image.
