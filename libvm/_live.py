@@ -854,18 +854,26 @@ def volume_pool(vol: VolumeHandle, what: str) -> PoolHandle:
         return vol.storagePoolLookupByVolume()
 
 
-def volume_upload(vol: VolumeHandle, size: int, chunks: Iterable[bytes], what: str) -> int:
-    """Stream ``chunks`` (``size`` bytes in all) into ``vol``; returns the bytes sent.
+def volume_upload(vol: VolumeHandle, size: int, chunks: Iterable[bytes | int], what: str,
+                  sparse: bool = False) -> int:
+    """Stream ``chunks`` (``size`` bytes in all) into ``vol``; returns the bytes covered.
 
+    A chunk is data (``bytes``) or, with ``sparse``, the length of a hole
+    (``int``) that libvirt writes as a hole (``VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM``):
+    a mostly empty raw image costs its data, not its size, over a network link.
     The stream is aborted when anything fails, a ``KeyboardInterrupt`` or an
     error raised by ``chunks`` (a progress callback) included.
     """
     sent = 0
     with translate(what):
         stream = vol.connect().newStream(0)
-        vol.upload(stream, 0, size, 0)
+        vol.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0)
         try:
             for chunk in chunks:
+                if isinstance(chunk, int):
+                    stream.sendHole(chunk, 0)
+                    sent += chunk
+                    continue
                 stream.send(chunk)
                 sent += len(chunk)
             stream.finish()

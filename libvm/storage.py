@@ -35,7 +35,7 @@ from ._live import (
     volume_xml_desc,
 )
 from ._log import log
-from .errors import AlreadyExists, InUse, InvalidSpec, LibvirtFailure, NotFound
+from .errors import AlreadyExists, InUse, InvalidSpec, LibvirtFailure, NotFound, SourceChanged
 from .storagexml import VOLUME_FORMATS, VolumeInfo, check_volume_name, parse_size, read_pool, read_volume, volume_xml
 from .values import check_bool, check_path
 
@@ -339,11 +339,12 @@ class Pool:
         if progress is not None and not callable(progress):
             raise InvalidSpec("progress", progress, "a callable progress(sent, total) or None")
         vol = self._create(name, max(size, 1), fmt)
+        holes = fmt == "raw" and _has_holes(path, size)
         try:
-            sent = volume_upload(vol.handle, size, _file_chunks(path, size, progress),
-                                 f"uploading {path} to {self.name}/{name}")
+            sent = volume_upload(vol.handle, size, _file_chunks(path, size, progress, holes),
+                                 f"uploading {path} to {self.name}/{name}", sparse=holes)
             if sent != size:
-                raise LibvirtFailure(f"{path} changed during the upload ({sent} of {size} bytes sent)")
+                raise SourceChanged(f"{path} changed during the upload ({sent} of {size} bytes sent)")
         except BaseException:
             vol.delete(force=True)
             raise
@@ -367,12 +368,44 @@ class Pool:
         return vol
 
 
-def _file_chunks(path: Path, size: int, progress: Progress | None) -> Iterator[bytes]:
-    """``path`` in :data:`CHUNK` pieces; ``progress(sent, size)`` after each one is sent."""
+def _has_holes(path: Path, size: int) -> bool:
+    """Whether the file has holes worth sending as such (fewer blocks than its size)."""
+    try:
+        return path.stat().st_blocks * 512 < size - CHUNK
+    except OSError:
+        return False
+
+
+def _file_chunks(path: Path, size: int, progress: Progress | None, holes: bool = False) -> Iterator[bytes | int]:
+    """``path`` in :data:`CHUNK` pieces; ``progress(sent, size)`` after each one is sent.
+
+    With ``holes``, a hole of the file (``SEEK_HOLE``/``SEEK_DATA``) comes as its length.
+    """
     sent = 0
     try:
         with open(path, "rb") as source:
-            while chunk := source.read(CHUNK):
+            fd = source.fileno()
+            while sent < size:
+                if holes:
+                    try:
+                        data = os.lseek(fd, sent, os.SEEK_DATA)
+                    except OSError:  # ENXIO: only a hole is left
+                        data = size
+                    if data > sent:
+                        yield min(data, size) - sent
+                        sent = min(data, size)
+                        source.seek(sent)
+                        if progress is not None:
+                            progress(sent, size)
+                        continue
+                    end = min(os.lseek(fd, sent, os.SEEK_HOLE), size)
+                    source.seek(sent)
+                    want = min(CHUNK, end - sent)
+                else:
+                    want = CHUNK
+                chunk = source.read(want)
+                if not chunk:
+                    break
                 yield chunk
                 sent += len(chunk)
                 if progress is not None:

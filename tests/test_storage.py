@@ -299,3 +299,25 @@ def test_a_stopped_pool_is_deleted_too(hv: libvm.Hypervisor, pool: libvm.Pool, b
     empty.handle.destroy()
     empty.delete()
     assert hv.pools() == []
+
+
+def test_a_sparse_file_is_read_as_holes_and_data(tmp_path: Path) -> None:
+    """Pool.upload sends a raw image's holes as holes (libvirt's sparse stream), not as zeros."""
+    from libvm.storage import CHUNK, _file_chunks, _has_holes
+
+    image = tmp_path / "sparse.raw"
+    size = 3 * CHUNK
+    with open(image, "wb") as out:
+        out.truncate(size)
+        out.seek(CHUNK)
+        out.write(b"x" * 4096)
+    seen: list[int] = []
+    chunks = list(_file_chunks(image, size, lambda sent, total: seen.append(sent), holes=True))
+    assert _has_holes(image, size)
+    assert sum(c if isinstance(c, int) else len(c) for c in chunks) == size
+    data = [c for c in chunks if isinstance(c, bytes)]
+    assert b"".join(data).count(b"x") == 4096 and len(b"".join(data)) < CHUNK + 4096 + 4096  # the data, not 12 MiB
+    assert isinstance(chunks[0], int) and chunks[0] >= CHUNK - 4096  # the leading hole, as its length
+    assert seen[-1] == size
+    dense = list(_file_chunks(image, size, None))
+    assert all(isinstance(c, bytes) for c in dense) and sum(map(len, dense)) == size
