@@ -377,6 +377,13 @@ class Live:
         """The domain called ``name``, or :class:`NotFound`."""
         return _lookup("domain", name, self.conn.lookupByName, libvirt.VIR_ERR_NO_DOMAIN)
 
+    def domain_with_uuid(self, uuid: str) -> str | None:
+        """The name of the domain whose UUID is ``uuid``, if there is one."""
+        try:
+            return str(_lookup("domain", uuid, self.conn.lookupByUUIDString, libvirt.VIR_ERR_NO_DOMAIN).name())
+        except NotFound:
+            return None
+
     def pool(self, name: str) -> libvirt.virStoragePool:
         """The storage pool called ``name``, or :class:`NotFound`."""
         return _lookup("storage pool", name, self.conn.storagePoolLookupByName, libvirt.VIR_ERR_NO_STORAGE_POOL)

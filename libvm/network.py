@@ -325,8 +325,9 @@ class Network(Rendered):
 
     def forget(self, *macs: MacLike, ips: Iterable[IpLike] = ()) -> None:
         """Release the reservations of ``macs`` (and of the addresses ``ips``: a dual-stack
-        NIC's IPv6 entry, keyed by hostname), the DNS names of their addresses, and the
-        MACs' leases: what a deleted VM leaves behind.
+        NIC's IPv6 entry, keyed by hostname), the DNS entry that maps each released address
+        to the reservation's own name (what ``create_vm(dns=True)`` adds; other names of the
+        address stay), and the MACs' leases: what a deleted VM leaves behind.
 
         A lease that cannot be released (remote daemon) is logged and left to expire.
         One reading of the network serves all of it.
@@ -340,7 +341,8 @@ class Network(Rendered):
         for address in sorted(addresses):
             gone += self._release(state, None, address)
         for reservation in gone:
-            self._remove_dns(state, str(reservation.ip))
+            if reservation.hostname is not None:  # only the entry create_vm(dns=True) makes: ip -> its name
+                self._remove_dns(state, str(reservation.ip), reservation.hostname)
         for lease in state.leases or ():
             if lease.mac is not None and format_mac(lease.mac) in wanted:
                 try:
@@ -407,8 +409,10 @@ class Network(Rendered):
         """Remove the DNS entries of ``ip`` (idempotent); returns what was removed."""
         return self._remove_dns(self.state(), str(parse_ip(ip, "ip")))
 
-    def _remove_dns(self, state: NetworkState, address: str) -> list[DnsHost]:
-        gone = [(host, flags) for host, flags in state.dns.items() if host.ip == address]
+    def _remove_dns(self, state: NetworkState, address: str, only: str | None = None) -> list[DnsHost]:
+        """Remove the DNS entries of ``address`` (``only``: just an entry naming it ``only`` and nothing else)."""
+        gone = [(host, flags) for host, flags in state.dns.items() if host.ip == address
+                and (only is None or {n.lower() for n in host.hostnames} == {only.lower()})]
         for host, flags in gone:
             self.update_dns(_live.DELETE, host, flags)
             log.info("removed DNS entry %s on network %s", host, self.name)

@@ -20,6 +20,7 @@ import netaddr
 from .addressing import IpLike, format_mac, generate_mac
 from .errors import (
     AddressConflict,
+    HostnameReserved,
     InvalidSpec,
     IpLeased,
     IpReserved,
@@ -137,6 +138,7 @@ class _Network:
             used |= {int(netaddr.IPAddress(d.ip)) for d in state.dns if netaddr.IPAddress(d.ip).version == family}
             self.used[index] = used
         self.planned: dict[str, str] = {}  # ip -> the NIC it is planned for ("specs[0].nics[1]")
+        self.names: dict[str, str] = {}  # DHCP name (lower case) -> the NIC it is planned for
 
     def take(self, ip: netaddr.IPAddress, who: str) -> None:
         """Mark ``ip`` as planned for ``who`` (the next NICs must not get it)."""
@@ -195,8 +197,18 @@ def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot:
                                                       "address only; reserve IPv6 addresses with "
                                                       "Network.reserve(None, ip, hostname=...)")
         bounds = parse_pool(request.pool, spec)
-        ip = free_address(state.name, spec, net.used[spec.ips.index(spec.primary)], pool=bounds,
-                          allow_dynamic=request.allow_dynamic)
+        used = net.used[spec.ips.index(spec.primary)]
+        # Never from another running network's subnet (the address would be ambiguous).
+        ambiguous = [subnet for other, subnet in snapshot.running if other != nic.network]
+        while True:
+            ip = free_address(state.name, spec, used, pool=bounds, allow_dynamic=request.allow_dynamic,
+                              avoid=ambiguous)
+            derived = format_mac(generate_mac(nic.network, ip)) if nic.mac is None else None
+            if derived is None or (derived not in snapshot.mac_owners and derived not in macs):
+                break
+            # Another domain holds the MAC libvm derives for this address (made by hand, or
+            # with another libvm's choice): the address is free, its derived MAC is not.
+            used.add(int(ip))
         allocated = True
     try:
         mac = nic.mac if nic.mac is not None else generate_mac(nic.network, ip)
@@ -204,6 +216,9 @@ def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot:
         first_on_network = all(other.nic.network != nic.network for other in earlier)
         if hostname is None and first_on_network and held is None:
             hostname = request.label
+        if hostname is not None and hostname.lower() in net.names:
+            raise HostnameReserved(f"hostname {hostname!r} on network {nic.network!r} is also given to "
+                                   f"{net.names[hostname.lower()]}", other=net.names[hostname.lower()])
         # The address first: two NICs given one address also get one derived MAC.
         if str(ip) in net.planned:
             raise IpReserved(f"{ip} on network {nic.network!r} is also given to {net.planned[str(ip)]}",
@@ -239,6 +254,8 @@ def _plan_nic(request: VmRequest, index: int, nic: Nic, net: _Network, snapshot:
             net.entries.append(entry_for(spec, reservation))
         who = f"{where} of VM {request.name!r}"
         net.take(ip, who)
+        if hostname is not None:
+            net.names[hostname.lower()] = who
         macs[mac_s] = who
         if dns is not None:
             net.dns.append(dns)

@@ -178,14 +178,19 @@ class Provisioner:
             names.append(order.spec.name)
         involved = list(dict.fromkeys(nic.network for order in orders for nic in order.request.nics))
         reads: list[Callable[[], object]] = [functools.partial(self._taken, name) for name in names]
+        uuids = [order.spec.uuid for order in orders if order.spec.uuid is not None]
+        reads += [functools.partial(self._live.domain_with_uuid, uuid) for uuid in uuids]
         reads += [functools.partial(self._read_network, network) for network in involved]
         reads += [functools.partial(self._live.networks, True), self._live.mac_owners]
         found = self._live.fan_out(*reads)
         for name, taken in zip(names, found, strict=False):
             if taken:
                 raise AlreadyExists(f"a domain named {name!r} already exists")
+        for uuid, holder in zip(uuids, found[len(names):], strict=False):
+            if holder is not None:
+                raise AlreadyExists(f"uuid={uuid!r}: domain {holder!r} already has this UUID")
         networks: dict[str, NetworkState] = {}
-        for network, state in zip(involved, found[len(names):], strict=False):
+        for network, state in zip(involved, found[len(names) + len(uuids):], strict=False):
             assert isinstance(state, NetworkState)
             networks[network] = state
         running_handles, owners = found[-2], found[-1]
@@ -296,7 +301,7 @@ class Provisioner:
         pool, as virt-install does for a remote host; the spec then names the copies."""
         from .storage import Pool
 
-        pool = Pool(self._live, _scratch_pool(self._live))
+        pool = Pool(self._live, _scratch_pool(self._live, journal))
         changes: dict[str, object] = {}
         scratch: list[str] = []
         for field, local in uploads:
@@ -350,15 +355,18 @@ class Provisioner:
 SCRATCH_POOL = ("libvm-scratch", "/var/lib/libvirt/images/libvm-scratch")
 
 
-def _scratch_pool(live: Live) -> _live.PoolHandle:
-    """The hypervisor's scratch pool, defined, built and started if it is not there."""
+def _scratch_pool(live: Live, journal: Journal) -> _live.PoolHandle:
+    """The hypervisor's scratch pool, defined, built and started if it is not there (a pool
+    this call defined is undefined again by the rollback)."""
     from .storagexml import pool_xml
 
     name, path = SCRATCH_POOL
     try:
         handle = live.pool(name)
     except NotFound:
-        handle = _live.define(live, "storage pool", pool_xml(name, path), name)
+        handle = journal.run(f"storage pool {name!r}",
+                             functools.partial(_live.define, live, "storage pool", pool_xml(name, path), name),
+                             functools.partial(_remove_pool, live, name), refused=(AlreadyExists,))
         for verb, arg in (("build", 0), ("setAutostart", 1)):
             _live.call(handle, verb, f"preparing storage pool {name!r}", arg)
     if not _live.pool_active(handle, f"pool {name!r}"):
@@ -380,6 +388,12 @@ def _seed_nic(nic: NicPlan, forward: str) -> SeedNic:
                    dns=nic.subnet.ip, ip6=nic.nic.ip6 if six is not None else None,
                    prefixlen6=None if six is None else six.prefixlen,
                    gateway6=six.ip if six is not None and routed else None)
+
+
+def _remove_pool(live: Live, name: str) -> None:
+    from .storage import Pool
+
+    Pool(live, live.pool(name)).delete(volumes=False)
 
 
 def _release(live: Live, network: str, host: Reservation) -> None:

@@ -194,8 +194,8 @@ def check_dns(network: str, spec: NetworkSpec, dns: Iterable[DnsHost], ip: objec
     name = check_hostname(hostname, "hostname")  # type: ignore[arg-type]
     for host in dns:
         names = {n.lower() for n in host.hostnames}
-        if host.ip == address and names == {name.lower()}:
-            return host
+        if host.ip == address and name.lower() in names:
+            return host  # there already (perhaps with more names)
         if name.lower() in names:
             raise HostnameReserved(f"{name!r} already resolves to {host.ip} in network {network!r}'s DNS",
                                    other=host.ip)
@@ -379,7 +379,9 @@ def parse_pool(pool: object, spec: NetworkSpec) -> tuple[netaddr.IPAddress, neta
     if not isinstance(pool, (tuple, list)) or len(pool) != 2:
         raise InvalidSpec("pool", pool, "a (first, last) pair of addresses")
     bounds = (parse_ip(pool[0], "pool[0]"), parse_ip(pool[1], "pool[1]"))
-    if bounds[0].version != bounds[1].version or int(bounds[0]) > int(bounds[1]):
+    if bounds[0].version != bounds[1].version:
+        raise InvalidSpec("pool", pool, "(first, last) of one address family")
+    if int(bounds[0]) > int(bounds[1]):
         raise InvalidSpec("pool", pool, "(first, last) with first <= last")
     for index, end in enumerate(bounds):
         check_host_ip(end, spec.primary.subnet, f"pool[{index}]")
@@ -388,21 +390,24 @@ def parse_pool(pool: object, spec: NetworkSpec) -> tuple[netaddr.IPAddress, neta
 
 def free_address(network: str, spec: NetworkSpec, used: Collection[int], *,
                  pool: tuple[netaddr.IPAddress, netaddr.IPAddress] | None, allow_dynamic: bool,
-                 ip_index: int | None = None) -> netaddr.IPAddress:
+                 ip_index: int | None = None, avoid: Iterable[netaddr.IPNetwork] = ()) -> netaddr.IPAddress:
     """The lowest free address of the ``<ip>`` ``ip_index`` (default: the primary one).
 
-    ``used``: the addresses (as ints) reserved, leased or otherwise taken.
-    Outside the dynamic DHCP range first, then (``allow_dynamic``) inside it.
-    Raises :class:`NoFreeAddress` saying where it looked.
+    ``used``: the addresses (as ints) reserved, leased or otherwise taken;
+    ``avoid``: subnets never to allocate from (another running network's, where an
+    address would be ambiguous). Outside the dynamic DHCP range first, then
+    (``allow_dynamic``) inside it. Raises :class:`NoFreeAddress` saying where it looked.
     """
     ip = spec.primary if ip_index is None else spec.ips[ip_index]
+    others = tuple((s.network, s.broadcast if s.version == 4 else netaddr.IPAddress(s.last, 6))
+                   for s in avoid if s.version == ip.subnet.version)
     try:
-        return next_free(ip.subnet, used, pool=pool, exclude=ip.dhcp_ranges)
+        return next_free(ip.subnet, used, pool=pool, exclude=(*ip.dhcp_ranges, *others))
     except NoFreeAddress as outside:
         if not allow_dynamic or not ip.dhcp_ranges:
             raise NoFreeAddress(f"network {network!r}: {outside}") from None
     try:
-        return next_free(ip.subnet, used, pool=pool)
+        return next_free(ip.subnet, used, pool=pool, exclude=others)
     except NoFreeAddress as anywhere:
         raise NoFreeAddress(
             f"network {network!r}: {anywhere}, inside or outside the dynamic DHCP range; "
