@@ -254,14 +254,14 @@ class Network(Rendered):
         """
         check_bool(reclaim_stale, "reclaim_stale")
         check_bool(allow_dynamic, "allow_dynamic")
-        state = self.state()
+        state = self.state(leases=True)  # one reading, leases included (one round trip over a link)
         wanted, exists = check_host(self.name, state.spec, state.hosts, mac, ip, hostname, client_id, allow_dynamic)
         if exists:
             return wanted
         check_dhcp_name(self.name, state.dns, wanted.ip, wanted.hostname)
         check_size(self.name, state.views, [wanted])
         if wanted.mac is not None:
-            for lease in self.blocking_leases(wanted, reclaim_stale):
+            for lease in self.blocking_leases(wanted, reclaim_stale, state.leases):
                 self.reclaim(lease, wanted)
         self.update_host(state, _live.ADD, wanted, "reserving")
         log.info("reserved %s on network %s", wanted, self.name)
