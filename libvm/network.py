@@ -138,12 +138,14 @@ class Network(Rendered):
         """
         handle, name = self.handle, self.name
         reads: list[Callable[[], object]] = [
-            lambda: _live.network_state(handle, name), lambda: _live.network_xml(handle, name),
+            lambda: _live.call(handle, "isActive", f"network {name!r}"),
+            lambda: _live.call(handle, "isPersistent", f"network {name!r}"),
+            lambda: _live.network_xml(handle, name),
             lambda: _live.network_xml(handle, name, inactive=True, same="")]  # "": the test driver's refusal
         if leases:
             reads.append(self.leases)
         found = self._live.fan_out(*reads)
-        (active, persistent), live_xml, config_xml = found[0], str(found[1]), str(found[2])
+        active, persistent, live_xml, config_xml = bool(found[0]), bool(found[1]), str(found[2]), str(found[3])
         views: list[tuple[int, str]] = []
         if active or not persistent:
             views.append((_LIVE, live_xml))
@@ -164,7 +166,7 @@ class Network(Rendered):
                 dns[host] = dns.get(host, 0) | flag
         assert spec is not None
         return NetworkState(self.name, active, persistent, tuple(views), spec, hosts, dns,
-                            tuple(found[3]) if leases else None)
+                            tuple(found[4]) if leases else None)
 
     def start(self) -> None:
         """Start the network if it is not running."""
