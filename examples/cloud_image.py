@@ -3,6 +3,8 @@ cloud-init seed (hostname + SSH key), reserved address, DNS name, SSH readiness.
 
     sudo .venv/bin/python examples/cloud_image.py                    # the test guest's disk image
     sudo .venv/bin/python examples/cloud_image.py --image debian-12-genericcloud-amd64.qcow2
+    sudo .venv/bin/python examples/cloud_image.py --image "$(.venv/bin/python -c \
+        'from libvm.testing import build_debian_image; print(build_debian_image())')"   # CI's Debian 12 image
 
 Without ``LIBVM_URI`` it starts a private libvirtd in its own network namespace
 (root needed). The readiness probe and the DNS query must run where the VM's

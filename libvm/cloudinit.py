@@ -252,10 +252,14 @@ def network_config(nics: Sequence[SeedNic]) -> str:
             "addresses": [f"{ip}/{prefixlen}"],
         }
         if index == 0:
-            # "0.0.0.0/0", not netplan's "default": cloud-init's own v2 parser
-            # (used wherever netplan is not the renderer: Debian, Fedora...) and
-            # netplan 0.99 (Ubuntu 20.04) accept only an address there.
-            entry["routes"] = [{"to": "0.0.0.0/0" if ip.version == 4 else "::/0", "via": str(gateway)}]
+            # gateway4/gateway6, not a "routes: [{to: 0.0.0.0/0, via: GW}]" item:
+            # cloud-init 22.4's ENI renderer (Debian's ifupdown) turns such a route
+            # into "post-up route add default gw GW || true", which needs net-tools
+            # (absent from minimal images: the guest silently has no default route),
+            # while gatewayN becomes a native "gateway GW" there, [Route] Gateway= for
+            # networkd, GATEWAY= for sysconfig and stays gatewayN for netplan
+            # (deprecated there since 0.103 but accepted, with a warning).
+            entry[f"gateway{ip.version}"] = str(gateway)
         entry["nameservers"] = {"addresses": [str(dns)]}
         ethernets[name] = entry
     return _dump({"version": 2, "ethernets": ethernets})

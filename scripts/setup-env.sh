@@ -5,6 +5,9 @@ APT_PACKAGES=(
   iptables cpio busybox-static libvirt-dev pkg-config gcc python3-venv python3-dev
   iproute2 util-linux xz-utils seabios ipxe-qemu
   dosfstools mtools syslinux  # the test guest's disk image (libvm.testing.disk)
+  mmdebstrap fdisk syslinux-common e2fsprogs  # the Debian 12 guest images (libvm.testing.debian):
+                              # packages into a directory, sfdisk and mbr.bin for the MBR, mke2fs -d
+  openssh-client              # tests only: log in to the Debian guests with the real ssh (no Python SSH library)
   genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
   virtinst                    # bench only: the virt-install column of bench/bench_create.py
 )

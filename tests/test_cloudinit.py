@@ -245,7 +245,7 @@ def test_network_config_v2() -> None:
                 "match": {"macaddress": "52:54:00:12:34:56"},
                 "set-name": "eth0",
                 "addresses": ["192.168.150.88/24"],
-                "routes": [{"to": "0.0.0.0/0", "via": "192.168.150.1"}],
+                "gateway4": "192.168.150.1",
                 "nameservers": {"addresses": ["192.168.150.1"]},
             },
             "eth1": {
@@ -263,7 +263,7 @@ def test_network_config_takes_netaddr_values_and_a_dns_server() -> None:
                   netaddr.IPAddress("fd00::1"), dns="fd00::53")
     eth0 = yaml.safe_load(network_config([nic]))["ethernets"]["eth0"]
     assert eth0["match"] == {"macaddress": "52:54:00:aa:bb:cc"}
-    assert eth0["routes"] == [{"to": "::/0", "via": "fd00::1"}]
+    assert eth0["gateway6"] == "fd00::1" and "routes" not in eth0
     assert eth0["nameservers"] == {"addresses": ["fd00::53"]}
 
 

@@ -25,21 +25,13 @@ from libvm.testing.guest import DEFAULT_CACHE_DIR, DEFAULT_CMDLINE, build_guest
 
 log = logging.getLogger("libvm.testing")
 
-#: Bump when the disk layout changes without the guest or SYSLINUX_CFG changing.
+#: Bump when the disk layout changes without the guest or the SYSLINUX configuration changing.
 DISK_FORMAT_VERSION = "1"
 #: The raw FAT filesystem: room for the kernel (~14 MiB) and initramfs (~2 MiB).
 DISK_SIZE_MIB = 64
 DISK_LABEL = "LIBVMBOOT"
 DISK_NAME = "disk.qcow2"
 
-SYSLINUX_CFG = f"""DEFAULT linux
-PROMPT 0
-TIMEOUT 0
-LABEL linux
-  KERNEL /vmlinuz
-  INITRD /initrd.img
-  APPEND {DEFAULT_CMDLINE}
-"""
 
 #: Tool -> Debian package, for error messages (mirrors the sandbox's REQUIRED_TOOLS).
 DISK_TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "syslinux": "syslinux", "qemu-img": "qemu-utils"}
@@ -63,7 +55,7 @@ def build_disk_image(cache_dir: Path | None = None) -> Path:
     disk = final / DISK_NAME
     if disk.is_file():
         return disk
-    tools = _find_tools()
+    tools = find_tools(DISK_TOOLS)
     build_once(final, disk.is_file, lambda staging: _build_disk(tools, guest.kernel, guest.initrd, staging / DISK_NAME),
                ".build-disk-")
     log.info("built test guest disk image %s", disk)
@@ -72,36 +64,62 @@ def build_disk_image(cache_dir: Path | None = None) -> Path:
 
 def _disk_key(guest_key: str) -> str:
     h = hashlib.sha256()
-    for part in (DISK_FORMAT_VERSION, guest_key, SYSLINUX_CFG, str(DISK_SIZE_MIB), DISK_LABEL):
+    for part in (DISK_FORMAT_VERSION, guest_key, syslinux_config(DEFAULT_CMDLINE), str(DISK_SIZE_MIB), DISK_LABEL):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
-def _find_tools() -> dict[str, str]:
-    # mkfs.fat lives in /usr/sbin, which a non-root PATH often lacks.
+def find_tools(tools: dict[str, str], what: str = "the disk image") -> dict[str, str]:
+    """Map each tool of ``tools`` (tool -> Debian package) to its path, or name the packages to install."""
+    # mkfs.fat, mke2fs and sfdisk live in /usr/sbin, which a non-root PATH often lacks.
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
-    found = {tool: shutil.which(tool, path=path) for tool in DISK_TOOLS}
-    missing = sorted({DISK_TOOLS[t] for t, where in found.items() if where is None})
+    found = {tool: shutil.which(tool, path=path) for tool in tools}
+    missing = sorted({tools[t] for t, where in found.items() if where is None})
     if missing:
         raise GuestBuildError(
-            "cannot build the disk image; install: apt-get install -y --no-install-recommends "
-            + " ".join(missing)
+            f"cannot build {what}; install: apt-get install -y --no-install-recommends " + " ".join(missing)
         )
     return {tool: str(where) for tool, where in found.items()}
 
 
+def syslinux_config(cmdline: str) -> str:
+    """SYSLINUX's configuration: boot /vmlinuz with /initrd.img and ``cmdline`` at once."""
+    return f"""DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND {cmdline}
+"""
+
+
+def write_boot_fat(tools: dict[str, str], out: Path, kernel: Path, initrd: Path, cmdline: str, *,
+                   size_mib: int, label: str = DISK_LABEL, hidden_sectors: int = 0) -> None:
+    """A FAT filesystem image at ``out`` holding the kernel, the initramfs and SYSLINUX.
+
+    Built on a plain file (``mkfs.fat``, ``mcopy``, ``syslinux --install``): no
+    loop device, no mount.  ``hidden_sectors`` is the partition's start when the
+    filesystem is written into a partition (SYSLINUX finds itself from there if
+    the MBR does not hand the partition over).
+    """
+    cfg = out.with_name(out.name + ".syslinux.cfg")
+    cfg.write_text(syslinux_config(cmdline))
+    try:
+        with open(out, "wb") as fh:
+            fh.truncate(size_mib * 1024 * 1024)
+        run([tools["mkfs.fat"], "-F", "16", "-n", label, "-h", str(hidden_sectors), str(out)])
+        for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.img"), (cfg, "syslinux.cfg")):
+            run([tools["mcopy"], "-i", str(out), str(src), f"::/{name}"])
+        # syslinux (the mtools flavour) writes ldlinux.sys/.c32 and the boot sector.
+        run([tools["syslinux"], "--install", str(out)])
+    finally:
+        cfg.unlink(missing_ok=True)
+
+
 def _build_disk(tools: dict[str, str], kernel: Path, initrd: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="libvm-disk-") as tmp_s:
-        tmp = Path(tmp_s)
-        raw = tmp / "disk.raw"
-        cfg = tmp / "syslinux.cfg"
-        cfg.write_text(SYSLINUX_CFG)
-        with open(raw, "wb") as fh:
-            fh.truncate(DISK_SIZE_MIB * 1024 * 1024)
-        run([tools["mkfs.fat"], "-F", "16", "-n", DISK_LABEL, str(raw)])
-        for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.img"), (cfg, "syslinux.cfg")):
-            run([tools["mcopy"], "-i", str(raw), str(src), f"::/{name}"])
-        # syslinux (the mtools flavour) writes ldlinux.sys/.c32 and the boot sector.
-        run([tools["syslinux"], "--install", str(raw)])
+        raw = Path(tmp_s) / "disk.raw"
+        write_boot_fat(tools, raw, kernel, initrd, DEFAULT_CMDLINE, size_mib=DISK_SIZE_MIB)
         run([tools["qemu-img"], "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)])
     out.chmod(0o644)
