@@ -224,7 +224,8 @@ def vm_ssh(hv: Hypervisor, args: argparse.Namespace) -> None:
     vm = hv.vm(args.name)
     target = vm.ssh_target(user=args.user, key=args.key)
     vm.check_host_key(target)
-    argv = vm.ssh_argv(args.command or None, target)
+    # Joined with spaces, as ssh joins its own: the guest's shell reads it (globs, pipes, quotes).
+    argv = vm.ssh_argv(" ".join(args.command) if args.command else None, target)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)

@@ -8,8 +8,8 @@ test driver gives every process a fresh node); usage errors run ``python -m libv
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -180,7 +180,7 @@ def test_vm_ssh_checks_the_host_key_then_becomes_ssh(hv: libvm.Hypervisor, base:
     assert checked == ["192.168.150.89"] * 3
     command, interactive, options = execs
     assert command[-3:] == ["debian@192.168.150.89", "--", "hostname -f"]
-    assert options[-3:] == ["root@192.168.150.89", "--", "ls -- -l"] and "/k" in options
+    assert options[-3:] == ["root@192.168.150.89", "--", "ls -- -l"] and "/k" in options  # as ssh joins them
     assert "StrictHostKeyChecking=yes" in command and "BatchMode=yes" in command
     assert f"KnownHostsCommand=/bin/echo libvm-guest {hv.vm('web5').host_key}" in command
     assert interactive[-1] == "root@192.168.150.89" and "BatchMode=yes" not in interactive
