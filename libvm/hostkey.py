@@ -122,6 +122,9 @@ def probe(argv: Sequence[str], timeout: float) -> Probe:
         return Probe(_presented(err), f"no answer within {timeout:.1f} s")
     except OSError as exc:
         raise HostKeyUnavailable(f"cannot run ssh to check the guest's host key: {exc.strerror}") from exc
+    if "bad configuration option: knownhostscommand" in proc.stderr.lower():
+        raise HostKeyUnavailable("checking a guest's host key needs OpenSSH 8.5 or later (KnownHostsCommand); "
+                                 f"this ssh says: {proc.stderr.strip().splitlines()[0][:200]}")
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("debug")]
     return Probe(_presented(proc.stderr), lines[-1][:200] if lines else f"ssh exited {proc.returncode}")
 

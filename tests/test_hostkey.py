@@ -74,6 +74,14 @@ def test_generate_without_ssh_keygen_says_what_to_install(monkeypatch: pytest.Mo
         hostkey.generate()
 
 
+def test_an_old_ssh_is_named(tmp_path: Path) -> None:
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\necho 'line 0: Bad configuration option: knownhostscommand' >&2\nexit 255\n")
+    fake.chmod(0o755)
+    with pytest.raises(libvm.HostKeyUnavailable, match=r"OpenSSH 8\.5"):
+        hostkey.probe([str(fake), "-v", "x"], 5)
+
+
 def test_pinned_options_accept_only_that_key() -> None:
     key = libvm.HostKey.parse(KEY)
     options = SshTarget("10.0.0.5", user="debian", host_key=KEY).options()
