@@ -435,7 +435,8 @@ class VM(Rendered):
         Raises :class:`HostKeyMismatch` naming both fingerprints if the guest shows
         another key, :class:`HostKeyUnavailable` if it shows none in ``timeout`` seconds.
         """
-        target = target or self.ssh_target()
+        # No login happens: any user name does when none is recorded.
+        target = target or self.ssh_target(user=self.login.user or "libvm")
         if target.host_key is None:
             return None
         seen = self._verify(target, timeout)
