@@ -185,9 +185,9 @@ def cloud_init_of(args: argparse.Namespace) -> CloudInit | None:
     from .cloudinit import CloudInit
 
     if args.image is None:
-        if args.ssh_key or args.cloud_config or args.static or args.user:
-            raise InvalidSpec("image", None, "--ssh-key, --cloud-config, --static and --user need --image "
-                                             "(the cloud-init seed goes beside its overlay)")
+        if args.ssh_key or args.cloud_config or args.static or args.user or args.size:
+            raise InvalidSpec("image", None, "--size, --ssh-key, --cloud-config, --static and --user need "
+                                             "--image (the overlay, and the cloud-init seed beside it)")
         return None
     keys, identity = [], None
     if args.ssh_key:

@@ -137,6 +137,7 @@ def test_vm_create_errors(hv: libvm.Hypervisor, base: libvm.Volume, tmp_path: Pa
     for argv, field in [
         (["--image", "debian-12.qcow2"], "image"),  # no pool
         (["--ssh-key", str(tmp_path / "missing.pub")], "image"),  # a seed needs an image
+        (["--size", "10GiB"], "image"),
         (["--image", "images/debian-12.qcow2", "--ssh-key", str(tmp_path / "missing.pub")], "ssh_key"),
         (["--image", "images/debian-12.qcow2", "--cloud-config", str(tmp_path / "none.yaml")], "cloud_config"),
         (["--image", "images/debian-12.qcow2", "--user", "Not A User"], "cloud_init.user"),
