@@ -379,7 +379,7 @@ class VM(Rendered):
                 seen = unverified
             where = "" if hop is None else f" through {hop.destination}"
             if time.monotonic() > deadline:
-                what = "its host key shown" if banner else "no 'SSH-' banner"
+                what = "a banner but no host key shown" if banner else "no 'SSH-' banner"
                 raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}{where}): {what} "
                                   f"after {timeout:g} s; last attempt: {seen}")
             state = self.state
@@ -399,7 +399,7 @@ class VM(Rendered):
         seen = hostkey.probe(target.probe_argv(), timeout)
         if hostkey.check(HostKey.parse(target.host_key), seen, domain=self.name, address=target.host):
             return None
-        return f"no host key shown: {seen.last}"
+        return seen.last
 
     # -- logging in --------------------------------------------------------------
 
@@ -441,7 +441,7 @@ class VM(Rendered):
             return None
         seen = self._verify(target, timeout)
         if seen is not None:
-            raise HostKeyUnavailable(f"domain {self.name!r}: cannot check the host key on {target.host}: {seen}")
+            raise HostKeyUnavailable(f"domain {self.name!r}: no host key shown on {target.host}: {seen}")
         return HostKey.parse(target.host_key).fingerprint
 
     def ssh(self, command: Sequence[str] | str | None = None, *, user: str | None = None,

@@ -7,6 +7,10 @@ for ``dhcp_release`` on the hypervisor and for reaching a guest behind it
 user's ``known_hosts`` (or the URI's ``known_hosts=`` file): never disabled
 behind the user's back. ``no_verify=1`` in the URI, libvirt's own switch,
 accepts a host key not seen before (and still refuses a changed one).
+
+A guest libvm created knows its host key in advance (``SshTarget.host_key``,
+from the VM's metadata): that key, and only that key, is accepted, whatever
+``known_hosts`` says (:func:`libvm.hostkey.pinned_options`).
 """
 
 from __future__ import annotations

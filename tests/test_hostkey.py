@@ -210,6 +210,36 @@ def test_vm_ssh_needs_a_user_and_an_address(hv: libvm.Hypervisor) -> None:
     assert hop is not None and (hop.host, hop.user, hop.port) == ("hv.example", "admin", 2222)
 
 
+def test_wait_for_ssh_checks_the_key_once_the_banner_is_there(hv: libvm.Hypervisor, seeds: list[bytes],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The glue in wait_for_ssh, on a static guest (no lease to wait for): banner, then the key."""
+    from libvm import domain
+
+    base = hv.ensure_pool("images", "/var/lib/libvirt/images/libvm").create("base.qcow2", 2 * GiB, "qcow2")
+    vm = hv.create_vm("pc001", nics=[SEED_NIC], disks=[libvm.Disk.from_image(base)], virt_type="qemu",
+                      cloud_init=CloudInit(ssh_authorized_keys=[KEY], static_network=True))
+    assert vm.host_key is not None
+    monkeypatch.setattr(domain, "_ssh_banner", lambda host, port, timeout: (True, "SSH-2.0-OpenSSH_9.2"))
+    shown: list[hostkey.Probe] = [hostkey.Probe(None, "Connection closed"), hostkey.Probe(vm.host_key.fingerprint,
+                                                                                          "Permission denied")]
+    argvs: list[list[str]] = []
+
+    def probe(argv: list[str], timeout: float) -> hostkey.Probe:
+        argvs.append(argv)
+        return shown.pop(0)
+    monkeypatch.setattr(hostkey, "probe", probe)
+    assert str(vm.wait_for_ssh(timeout=10, poll=0.01, via=None)) == "192.168.150.88"
+    assert len(argvs) == 2 and "PreferredAuthentications=none" in argvs[0] and "-v" in argvs[0]
+    monkeypatch.setattr(hostkey, "probe", lambda argv, timeout: hostkey.Probe("SHA256:other", "failed"))
+    with pytest.raises(libvm.HostKeyMismatch) as info:
+        vm.wait_for_ssh(timeout=10, poll=0.01, via=None)
+    assert (info.value.expected, info.value.presented) == (vm.host_key.fingerprint, "SHA256:other")
+    monkeypatch.setattr(hostkey, "probe", lambda argv, timeout: hostkey.Probe(None, "Connection reset"))
+    with pytest.raises(libvm.WaitTimeout, match=r"a banner but no host key shown after 0\.2 s; "
+                                                r"last attempt: Connection reset"):
+        vm.wait_for_ssh(timeout=0.2, poll=0.01, via=None)
+
+
 # -- against a real sshd ---------------------------------------------------------------
 
 
