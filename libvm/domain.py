@@ -456,7 +456,7 @@ class VM(Rendered):
         is ssh's own failure: see ``stderr``). Raises :class:`HostKeyMismatch`
         if the guest shows another host key than the stored one, and what
         :meth:`ssh_target` raises. Without a stored host key, ssh checks it
-        against your ``known_hosts`` as it always does.
+        against your ``known_hosts`` (``StrictHostKeyChecking=yes``: never learned).
         """
         target = self.ssh_target(user=user, key=key, via=via, port=port)
         if command is None:
