@@ -17,7 +17,7 @@ from typing import Any as _Any
 
 from .addressing import generate_mac
 from .domain import VM, VMState
-from .domainxml import DomainDoc, DomainSpec, Interface
+from .domainxml import DomainDoc, DomainSpec, GuestLogin, Interface
 from .errors import (
     AddressConflict,
     AddressMismatch,
@@ -27,6 +27,8 @@ from .errors import (
     DnsmasqFailure,
     DomainStopped,
     HopFailed,
+    HostKeyMismatch,
+    HostKeyUnavailable,
     HostnameReserved,
     InUse,
     InvalidSpec,
@@ -49,6 +51,7 @@ from .errors import (
     Unsupported,
     WaitTimeout,
 )
+from .hostkey import HostKey
 from .hypervisor import Hypervisor, connect
 from .network import Network
 from .networkxml import IpSpec, NetworkSpec
@@ -96,7 +99,11 @@ __all__ = [
     "DomainSpec",
     "DomainStopped",
     "Fleet",
+    "GuestLogin",
     "HopFailed",
+    "HostKey",
+    "HostKeyMismatch",
+    "HostKeyUnavailable",
     "HostnameReserved",
     "Hypervisor",
     "ImageSource",

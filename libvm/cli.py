@@ -12,7 +12,6 @@ stderr and an exit code per kind of error (see ``docs/cli.md``)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import operator
@@ -20,19 +19,18 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import netaddr
-
-from .addressing import format_mac
+from .cli_output import Column, JsonEncoder, Record, print_table
+from .cli_output import columns as _columns
+from .cli_output import show as _show
 from .domain import VM, NicFacts
-from .errors import AddressConflict, AlreadyExists, InvalidSpec, LibvmError, NotFound, WaitTimeout
+from .errors import AddressConflict, AlreadyExists, HostKeyMismatch, InvalidSpec, LibvmError, NotFound, WaitTimeout
 from .hypervisor import Hypervisor, connect
 from .network import Network
 from .values import Disk, Lease, Nic, Reservation
-from .views import Table, cell
 
 __all__ = ["EXIT_CODES", "JsonEncoder", "build_parser", "exit_code", "main", "print_table"]
 
@@ -50,7 +48,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_BUG: "unexpected error (a bug in libvm: please report it with --debug's traceback)",
     EXIT_INVALID: "invalid input: a usage error or InvalidSpec",
-    EXIT_CONFLICT: "conflict: AddressConflict (MAC, IP, hostname, subnet) or AlreadyExists",
+    EXIT_CONFLICT: "conflict: AddressConflict (MAC, IP, hostname, subnet), AlreadyExists or HostKeyMismatch",
     EXIT_NOT_FOUND: "not found: NotFound (network, domain)",
     EXIT_TIMEOUT: "timeout: WaitTimeout",
     EXIT_LIBVIRT: "libvirt failure: LibvirtFailure and every other LibvmError",
@@ -58,43 +56,7 @@ EXIT_CODES = {
     EXIT_BROKEN_PIPE: "the reader of the output went away (`libvm vm list | head -1`), silently",
 }
 
-Record = dict[str, Any]
-Column = tuple[str, Callable[[Record], object]]
 Handler = Callable[[Hypervisor, argparse.Namespace], None]
-
-
-# -- output -----------------------------------------------------------------------
-
-
-class JsonEncoder(json.JSONEncoder):
-    """JSON for libvm's values: addresses and paths as strings, times in ISO 8601."""
-
-    def default(self, o: object) -> object:
-        if isinstance(o, netaddr.EUI):
-            return format_mac(o)
-        if isinstance(o, netaddr.IPNetwork):
-            return str(o.cidr)
-        if isinstance(o, (netaddr.IPAddress, Path)):
-            return str(o)
-        if isinstance(o, dt.datetime):
-            return o.isoformat()
-        return super().default(o)
-
-
-def print_table(columns: Sequence[Column], records: Sequence[Record]) -> None:
-    """Print ``records`` as aligned columns under upper-case headers (``-`` for nothing), as
-    :class:`libvm.Table` renders them; only the headers when there is none."""
-    table = Table(tuple(header.upper() for header, _ in columns),
-                  tuple(tuple(cell(get(record)) for _, get in columns) for record in records))
-    print(table.text(empty=""))
-
-
-def _show(args: argparse.Namespace, data: Record | list[Record], columns: Sequence[Column]) -> None:
-    """A listing (a list) or a result (one record), as JSON or as a table."""
-    if args.json:
-        print(json.dumps(data, cls=JsonEncoder, indent=2))
-    else:
-        print_table(columns, data if isinstance(data, list) else [data])
 
 
 # -- records: what the commands print ----------------------------------------------
@@ -113,11 +75,6 @@ def _network_record(net: Network) -> Record:
         "dhcp_ranges": [[start, end] for ip in spec.ips for start, end in ip.dhcp_ranges],
         "reservations": len(net.reservations()),
     }
-
-
-def _columns(*keys: str) -> list[Column]:
-    """A column per record key, headed by the key (``client_id`` as ``client id``)."""
-    return [(key.replace("_", " "), operator.itemgetter(key)) for key in keys]
 
 
 NETWORK_COLUMNS: list[Column] = [
@@ -164,6 +121,13 @@ def _vm_record(vm: VM, facts: NicFacts) -> Record:
                      "hostname": reservation.hostname if reservation else None,
                      "leased_ip": lease.ip if lease else None})
     return {"name": vm.name, "state": str(state), "macs": [interface.mac for interface in interfaces], "nics": nics}
+
+
+def _created_record(vm: VM) -> Record:
+    """:func:`_vm_record`, with the host key libvm gave the guest and its login user."""
+    login = vm.login
+    key = vm.host_key
+    return {**_vm_record(vm, NicFacts()), "host_key": key.fingerprint if key else None, "user": login.user}
 
 
 def _of_nics(key: str) -> Callable[[Record], object]:
@@ -278,20 +242,27 @@ def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> None:
 
 
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
-    """libvm vm create NAME --network NET [...]: one NIC, its address reserved."""
+    """libvm vm create NAME [--network NET] [--image POOL/VOL --ssh-key FILE ...]: one NIC, its address reserved."""
+    from .cli_cloud import cloud_init_of, image_disk
+
+    cloud_init = cloud_init_of(args)
+    image = [image_disk(hv, args.image, args.size)] if args.image else []
     vm = hv.create_vm(
         args.name,
         memory=args.memory,
         vcpus=args.vcpus,
         nics=[Nic(args.network, ip=args.ip, mac=args.mac)],
-        disks=[Disk(path, format=args.disk_format) for path in args.disk],
+        disks=[*image, *(Disk(path, format=args.disk_format) for path in args.disk)],
+        cloud_init=cloud_init,
         kernel=args.kernel,
         initrd=args.initrd,
         cmdline=args.cmdline,
         virt_type=args.virt_type,
         start=args.start,
     )
-    _show(args, _vm_record(vm, NicFacts()), VM_COLUMNS)
+    _show(args, _created_record(vm), VM_COLUMNS)
+    if cloud_init is not None and not args.json and vm.host_key is not None:
+        print(f"host key {vm.host_key.fingerprint} (libvm vm ssh checks it)", file=sys.stderr)
 
 
 def vm_wait_ip(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -361,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="libvirt VMs that get the IP address you chose (fixed MAC + DHCP reservation).",
                      epilog=f"exit codes:\n{exit_codes}")
-    groups = parser.add_subparsers(title="commands", metavar="{net,vm,gc}", required=True)
+    groups = parser.add_subparsers(title="commands", metavar="{net,pool,volume,vm,gc}", required=True)
 
     def command(sub: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
                 help_text: str) -> argparse.ArgumentParser:
@@ -404,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     command(vm_sub, "list", vm_list, "list every domain with its MACs and addresses")
     p = command(vm_sub, "create", vm_create, "reserve an address, define the domain and boot it")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--network", required=True, metavar="NET", help="the network of the (one) NIC")
+    p.add_argument("--network", default="default", metavar="NET",
+                   help="the network of the (one) NIC (default: default, libvirt's stock network)")
     p.add_argument("--ip", help="the NIC's address (default: the network's lowest free one)")
     p.add_argument("--mac", help="the NIC's MAC (default: derived from network and IP)")
     p.add_argument("--memory", default="512", metavar="M", help="MiB, or e.g. 256MiB, 1G (default: 512)")
@@ -419,9 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--virt-type", choices=("kvm", "qemu"),
                    help="default: $LIBVM_VIRT_TYPE, else kvm if libvirt offers it")
     p.add_argument("--no-start", dest="start", action="store_false", help="define the domain, do not boot it")
+    cloud = p.add_argument_group("cloud image", "boot a qcow2 overlay of a volume, with a cloud-init seed")
+    cloud.add_argument("--image", metavar="POOL/VOL", help="the base image volume (see 'libvm volume upload')")
+    cloud.add_argument("--size", metavar="S", help="the overlay's virtual size, e.g. 10GiB (default: the image's)")
+    cloud.add_argument("--ssh-key", metavar="FILE",
+                       help="a public key (.pub; its private half beside it is what 'vm ssh' uses) or a private key "
+                            "with its .pub beside it; the guest also gets a host key of libvm's")
+    cloud.add_argument("--user", help="the login user the seed names (default: the image's usual one, by its "
+                                      "name: debian, ubuntu, fedora...)")
+    cloud.add_argument("--cloud-config", metavar="FILE", help="your own #cloud-config user-data, merged")
+    cloud.add_argument("--static", action="store_true",
+                       help="write the reserved address into the guest (no DHCP)")
     p = command(vm_sub, "wait-ip", vm_wait_ip, "wait until the guest holds its reserved address; print it")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds (default: 120)")
+    from .cli_cloud import add_commands
+
+    add_commands(groups, vm_sub, command)
     p = command(vm_sub, "delete", vm_delete, "destroy and undefine; release its reservations and leases")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--storage", action="store_true", help="also the volumes libvm created for it")
@@ -438,7 +424,7 @@ def exit_code(error: LibvmError) -> int:
     """The documented exit code of ``error``."""
     if isinstance(error, InvalidSpec):
         return EXIT_INVALID
-    if isinstance(error, (AddressConflict, AlreadyExists)):
+    if isinstance(error, (AddressConflict, AlreadyExists, HostKeyMismatch)):
         return EXIT_CONFLICT
     if isinstance(error, NotFound):
         return EXIT_NOT_FOUND
@@ -480,10 +466,23 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
     return code
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; ``vm ssh``'s remote command (after ``--``) is set aside first."""
+    from .cli_cloud import split_command, vm_ssh
+
+    head, remote = split_command(argv)
+    if remote is not None:
+        args = build_parser().parse_args(head)
+        if args.handler is vm_ssh:
+            args.command = remote
+            return args
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
     if args.debug:

@@ -9,6 +9,8 @@ finds it by that label on any attached disk or CD-ROM. See docs/cloud-init.md.
 from __future__ import annotations
 
 import io
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -17,6 +19,7 @@ import netaddr
 
 from .addressing import IpLike, MacLike, check_hostname, check_usable_subnet, parse_ip, parse_mac
 from .errors import InvalidSpec
+from .values import check_path
 
 __all__ = [
     "CLOUD_CONFIG_HEADER",
@@ -25,6 +28,7 @@ __all__ = [
     "SeedNic",
     "build_seed",
     "effective_hostname",
+    "host_key_config",
     "meta_data",
     "network_config",
     "render_seed",
@@ -35,6 +39,9 @@ CLOUD_CONFIG_HEADER = "#cloud-config"
 #: The volume label cloud-init's NoCloud datasource looks for.
 SEED_LABEL = "cidata"
 SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+#: cloud-config keys that decide the guest's SSH host keys: CloudInit(host_key=True) refuses them.
+_HOST_KEY_KEYS = ("ssh_keys", "ssh_genkeytypes", "ssh_deletekeys")
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 # Headers of the user-data formats cloud-init knows besides #cloud-config. They
 # cannot be merged with libvm's hostname and keys, so they are refused by name.
@@ -132,12 +139,26 @@ class CloudInit:
     with libvm's (see :func:`user_data`). ``static_network=True`` writes each
     NIC's reserved address into the guest (network-config v2) instead of
     letting it ask DHCP.
+
+    ``host_key``: give the guest an SSH host key libvm generates at
+    ``create_vm`` (cloud-config ``ssh_keys``; the guest makes none of its own)
+    and keep its public half with the VM, so :meth:`VM.wait_for_ssh` and
+    :meth:`VM.ssh` check it instead of trusting the first key they see.
+    ``None`` (default): on when there are ``ssh_authorized_keys`` (here or in
+    ``user_data``) and ``user_data`` sets no ``ssh_keys`` of its own.
+    ``user``: the login user, cloud-init's default user under that name
+    (cloud-config ``user: {name: ...}``; default: the image's own, e.g.
+    ``debian``). ``ssh_identity``: the path of the private key that logs in,
+    recorded with the VM for :meth:`VM.ssh` (never read by libvm).
     """
 
     hostname: str | None = None
     ssh_authorized_keys: tuple[str, ...] = ()
     user_data: str | Mapping[str, Any] | None = field(default=None, hash=False)
     static_network: bool = False
+    host_key: bool | None = None
+    user: str | None = None
+    ssh_identity: str | None = None
     _config: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
 
     def __init__(
@@ -146,6 +167,9 @@ class CloudInit:
         ssh_authorized_keys: Iterable[str] = (),
         user_data: str | Mapping[str, Any] | None = None,
         static_network: bool = False,
+        host_key: bool | None = None,
+        user: str | None = None,
+        ssh_identity: str | os.PathLike[str] | None = None,
     ) -> None:
         if hostname is not None:
             check_hostname(hostname, "cloud_init.hostname")
@@ -159,6 +183,46 @@ class CloudInit:
         object.__setattr__(self, "user_data", user_data if not isinstance(user_data, Mapping) else config)
         object.__setattr__(self, "static_network", static_network)
         object.__setattr__(self, "_config", config)
+        self._set_login(host_key, user, ssh_identity)
+
+    def _set_login(self, host_key: object, user: object, identity: object) -> None:
+        if host_key is not None and not isinstance(host_key, bool):
+            raise InvalidSpec("cloud_init.host_key", host_key, "True, False or None (on when there are ssh keys)")
+        if host_key and any(key in self._config for key in _HOST_KEY_KEYS):
+            raise InvalidSpec("cloud_init.host_key", host_key,
+                              "the user-data sets the guest's host keys itself (ssh_keys, ssh_genkeytypes, "
+                              "ssh_deletekeys): pass host_key=False, or leave those keys out")
+        if user is not None:
+            if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+                raise InvalidSpec("cloud_init.user", user, "a user name: lower-case letters, digits, '_', '-', "
+                                                           "'.', starting with a letter or '_', at most 32")
+            if "user" in self._config:
+                raise InvalidSpec("cloud_init.user", user, "the user-data names the default user already ('user:')")
+        if identity is not None:
+            identity = str(check_path(identity, "cloud_init.ssh_identity"))
+        object.__setattr__(self, "host_key", host_key)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "ssh_identity", identity)
+
+    @property
+    def wants_host_key(self) -> bool:
+        """Whether ``create_vm`` gives the guest a host key of libvm's (see ``host_key``)."""
+        if self.host_key is not None:
+            return self.host_key
+        if any(key in self._config for key in _HOST_KEY_KEYS):
+            return False
+        return bool(self.ssh_authorized_keys or self._config.get("ssh_authorized_keys"))
+
+    @property
+    def login_user(self) -> str | None:
+        """The user to log in as: ``user``, else the user-data's ``user`` (its name), else
+        ``None`` (the image's default user, which libvm cannot know)."""
+        if self.user is not None:
+            return self.user
+        own = self._config.get("user")
+        if isinstance(own, dict):
+            own = own.get("name")
+        return own if isinstance(own, str) and _USER_NAME.fullmatch(own) else None
 
 
 class SeedNic(NamedTuple):
@@ -207,12 +271,14 @@ def meta_data(instance_id: str, hostname: str) -> str:
     return _dump({"instance-id": instance_id, "local-hostname": hostname})
 
 
-def user_data(ci: CloudInit, default_hostname: str) -> str:
+def user_data(ci: CloudInit, default_hostname: str, host_key: tuple[str, str] | None = None) -> str:
     """NoCloud ``user-data``: libvm's hostname and keys merged into the user's cloud-config.
 
     Every key of ``ci.user_data`` is kept as given, except that ``hostname`` is
     :func:`effective_hostname` and ``ci.ssh_authorized_keys`` are appended to
     the user's own ``ssh_authorized_keys`` list (a key in both appears once).
+    ``ci.user`` becomes ``user: {name: ...}``. ``host_key``: ``(private, public)``
+    ed25519 host key for the guest (:func:`host_key_config`).
     """
     config: dict[str, Any] = {"hostname": effective_hostname(ci, default_hostname)}
     config.update((key, value) for key, value in ci._config.items() if key != "hostname")
@@ -220,7 +286,25 @@ def user_data(ci: CloudInit, default_hostname: str) -> str:
     keys += [key for key in ci.ssh_authorized_keys if key not in keys]
     if keys:
         config["ssh_authorized_keys"] = keys
+    if ci.user is not None:
+        config["user"] = {"name": ci.user}
+    if host_key is not None:
+        config.update(host_key_config(*host_key))
     return f"{CLOUD_CONFIG_HEADER}\n{_dump(config)}"
+
+
+def host_key_config(private: str, public: str) -> dict[str, Any]:
+    """The cloud-config that gives the guest exactly this ed25519 host key and no other.
+
+    ``ssh_deletekeys`` removes keys the image may carry, ``ssh_genkeytypes: []``
+    stops cloud-init from making new ones; the guest's sshd then presents only this key.
+    """
+    if not isinstance(private, str) or "PRIVATE KEY" not in private:
+        raise InvalidSpec("host_key", "<private key>", "an OpenSSH private key")
+    if not isinstance(public, str) or not public.startswith("ssh-ed25519 "):
+        raise InvalidSpec("host_key", public, "an ssh-ed25519 public key")
+    return {"ssh_keys": {"ed25519_private": private, "ed25519_public": public.strip()},
+            "ssh_deletekeys": True, "ssh_genkeytypes": []}
 
 
 def network_config(nics: Sequence[SeedNic]) -> str:
@@ -346,7 +430,8 @@ def build_seed(meta: str, user: str, network: str | None = None) -> bytes:
     return out.getvalue()
 
 
-def render_seed(ci: CloudInit, instance_id: str, default_hostname: str, nics: Sequence[SeedNic] = ()) -> bytes:
+def render_seed(ci: CloudInit, instance_id: str, default_hostname: str, nics: Sequence[SeedNic] = (),
+                host_key: tuple[str, str] | None = None) -> bytes:
     """The whole seed ISO for one VM: :func:`meta_data`, :func:`user_data` and,
     with ``ci.static_network``, :func:`network_config` of ``nics``, in :func:`build_seed`.
 
@@ -357,4 +442,4 @@ def render_seed(ci: CloudInit, instance_id: str, default_hostname: str, nics: Se
         raise InvalidSpec("cloud_init", ci, "a libvm.CloudInit")
     hostname = effective_hostname(ci, default_hostname)
     network = network_config(nics) if ci.static_network else None
-    return build_seed(meta_data(instance_id, hostname), user_data(ci, default_hostname), network)
+    return build_seed(meta_data(instance_id, hostname), user_data(ci, default_hostname, host_key), network)

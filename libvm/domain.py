@@ -7,7 +7,9 @@ import dataclasses
 import enum
 import functools
 import os
+import shlex
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -17,15 +19,24 @@ import netaddr
 from . import _live
 from ._live import DomainHandle, InvalidState, Live
 from ._log import log
-from .domainxml import DomainDoc, DomainSpec, Interface, read_domain
-from .errors import AddressMismatch, DomainStopped, InvalidSpec, NotFound, NothingToWaitFor, WaitTimeout
-from .values import Lease, Nic, Reservation, check_bool, check_int, lease_of, reservation_of
+from .domainxml import DomainDoc, DomainSpec, GuestLogin, Interface, read_domain
+from .errors import (
+    AddressMismatch,
+    DomainStopped,
+    HostKeyUnavailable,
+    InvalidSpec,
+    NotFound,
+    NothingToWaitFor,
+    WaitTimeout,
+)
+from .hostkey import HostKey
+from .ssh import SshTarget
+from .values import Lease, Nic, Reservation, check_bool, check_int, check_path, lease_of, reservation_of
 from .views import NicRow, Rendered, Table, vm_table
 
 if TYPE_CHECKING:
     from .hypervisor import Hypervisor
     from .network import Network
-    from .ssh import SshTarget
 
 
 
@@ -176,6 +187,20 @@ class VM(Rendered):
             if lease is not None:
                 return lease.ip
         return None
+
+    @property
+    def login(self) -> GuestLogin:
+        """What ``create_vm`` recorded for SSH logins: host key, user, key path (each may be ``None``)."""
+        return self.spec().login
+
+    @property
+    def host_key(self) -> HostKey | None:
+        """The SSH host key libvm gave the guest in its seed (``None``: created without one).
+
+        ``str(vm.host_key)`` is the ``known_hosts`` form, ``vm.host_key.fingerprint`` ``SHA256:...``.
+        """
+        text = self.login.host_key
+        return None if text is None else HostKey.parse(text, "host_key")
 
     def _lease(self, nic: Nic) -> Lease | None:
         """``nic``'s lease (the one on its reserved address if it has several)."""
@@ -329,7 +354,8 @@ class VM(Rendered):
         check_int(port, "port", 1, 65535)
         hop = _hop(self._live.uri, via)
         deadline = time.monotonic() + timeout
-        if self.spec().static_network:  # no lease to wait for: probe the reserved address
+        spec = self.spec()
+        if spec.static_network:  # no lease to wait for: probe the reserved address
             reserved = next((nic.ip for nic in self.nics if nic.ip is not None), None)
             if reserved is None:
                 raise NothingToWaitFor(f"domain {self.name!r} sets its addresses itself (cloud-init "
@@ -347,17 +373,117 @@ class VM(Rendered):
                 banner, seen = _ssh_banner(str(ip), port, max(0.1, min(5.0, left)))
             else:
                 banner, seen = _ssh_banner_via(hop, str(ip), port, max(1.0, min(15.0, left)))
-            if banner:
+            if banner and spec.login.host_key is None:
                 return ip
+            if banner:
+                target = SshTarget(str(ip), user=spec.login.user, port=port, via=hop, host_key=spec.login.host_key)
+                unverified = self._verify(target, max(5.0, min(30.0, deadline - time.monotonic())))
+                if unverified is None:
+                    return ip
+                seen = unverified
             where = "" if hop is None else f" through {hop.destination}"
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}{where}): no 'SSH-' "
-                                  f"banner after {timeout:g} s; last attempt: {seen}")
+                what = "a banner but no host key shown" if banner else "no 'SSH-' banner"
+                raise WaitTimeout(f"domain {self.name!r}, stage 2 of 2 (SSH on {ip}:{port}{where}): {what} "
+                                  f"after {timeout:g} s; last attempt: {seen}")
             state = self.state
             if state not in _ALIVE:
                 raise DomainStopped(f"domain {self.name!r} is {state} while waiting for SSH on {ip}:{port}",
                                     domain=self.name, state=str(state))
             time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+    def _verify(self, target: SshTarget, timeout: float) -> str | None:
+        """``None`` once the guest showed the pinned host key, else what happened instead.
+
+        Raises :class:`HostKeyMismatch` if it showed another key.
+        """
+        from . import hostkey
+
+        assert target.host_key is not None
+        seen = hostkey.probe(target.probe_argv(), timeout)
+        if hostkey.check(HostKey.parse(target.host_key), seen, domain=self.name, address=target.host):
+            return None
+        return seen.last
+
+    # -- logging in --------------------------------------------------------------
+
+    def ssh_target(self, *, user: str | None = None, key: str | os.PathLike[str] | None = None,
+                   via: SshTarget | str | None = "auto", port: int = 22) -> SshTarget:
+        """Where :meth:`ssh` connects: the first NIC's reserved address (else its lease), as
+        ``user`` (default: the user the seed names), with ``key`` (default: the key path
+        given at create time, else ssh's own choice), through ``via`` (as for
+        :meth:`wait_for_ssh`), accepting only the host key libvm gave the guest.
+
+        Raises :class:`InvalidSpec` when no user is known (pass ``user=``),
+        :class:`NotFound` when the VM has no address.
+        """
+        from .ssh import parse_target
+
+        check_int(port, "port", 1, 65535)
+        login = self.login
+        user = user if user is not None else login.user
+        if user is None:
+            raise InvalidSpec("user", None, f"domain {self.name!r} was created without a login user "
+                                            "(CloudInit(user=...)): pass the image's, e.g. user='debian'")
+        parse_target(f"{user}@x", "user")  # one word, no '@' or spaces
+        keyfile = str(check_path(key, "key")) if key is not None else login.identity
+        ip = self.ip
+        if ip is None:
+            raise NotFound(f"domain {self.name!r} has no reserved or leased address to log in to")
+        return SshTarget(str(ip), user=user, port=None if port == 22 else port, keyfile=keyfile,
+                         via=_hop(self._live.uri, via), host_key=login.host_key)
+
+    def check_host_key(self, target: SshTarget | None = None, timeout: float = 30.0) -> str | None:
+        """Connect once and check the guest's host key; its fingerprint (``None``: no key was stored).
+
+        Raises :class:`HostKeyMismatch` naming both fingerprints if the guest shows
+        another key, :class:`HostKeyUnavailable` if it shows none in ``timeout`` seconds.
+        """
+        # No login happens: any user name does when none is recorded.
+        target = target or self.ssh_target(user=self.login.user or "libvm")
+        if target.host_key is None:
+            return None
+        seen = self._verify(target, timeout)
+        if seen is not None:
+            raise HostKeyUnavailable(f"domain {self.name!r}: no host key shown on {target.host}: {seen}")
+        return HostKey.parse(target.host_key).fingerprint
+
+    def ssh(self, command: Sequence[str] | str | None = None, *, user: str | None = None,
+            key: str | os.PathLike[str] | None = None, via: SshTarget | str | None = "auto", port: int = 22,
+            timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in the guest with the real ``ssh`` client (see :meth:`ssh_target`).
+
+        ``command``: a list (quoted for the remote shell) or a string (the remote
+        shell reads it as it is); its output is captured (text). ``None``: an
+        interactive session on this terminal (the host key is checked first).
+        Returns the ``CompletedProcess``; a non-zero exit is not an error (255
+        is ssh's own failure: see ``stderr``). Raises :class:`HostKeyMismatch`
+        if the guest shows another host key than the stored one, and what
+        :meth:`ssh_target` raises. Without a stored host key, ssh checks it
+        against your ``known_hosts`` (``StrictHostKeyChecking=yes``: never learned).
+        """
+        target = self.ssh_target(user=user, key=key, via=via, port=port)
+        if command is None:
+            self.check_host_key(target)
+            return subprocess.run(self.ssh_argv(None, target), check=False, text=True)
+        argv = self.ssh_argv(command, target)
+        proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+        if proc.returncode == 255 and target.host_key is not None and "Host key verification failed" in proc.stderr:
+            self.check_host_key(target)  # names both fingerprints
+        return proc
+
+    def ssh_argv(self, command: Sequence[str] | str | None = None, target: SshTarget | None = None) -> list[str]:
+        """The ``ssh`` command line :meth:`ssh` runs (``None``: an interactive session)."""
+        target = target or self.ssh_target()
+        if command is None:
+            return ["ssh", *target.options(batch=False), target.destination]
+        if isinstance(command, str):
+            remote = command
+        elif isinstance(command, Sequence) and command and all(isinstance(c, str) for c in command):
+            remote = shlex.join(command)
+        else:
+            raise InvalidSpec("command", command, "a non-empty list of strings, a string, or None")
+        return ["ssh", *target.options(), target.destination, "--", remote]
 
 
 def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,

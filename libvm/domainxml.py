@@ -46,6 +46,30 @@ def _opt_path(value: PathLike | None, field_name: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class GuestLogin:
+    """How to log in to a guest over SSH, as ``create_vm`` recorded it in ``<libvm:vm>``.
+
+    ``host_key``: the guest's public host key (``"ssh-ed25519 AAAA..."``), given
+    to it in its cloud-init seed, checked by ``wait_for_ssh`` and ``vm.ssh()``;
+    ``user``: the login user the seed names; ``identity``: the path of the
+    private key that logs in, on the machine that created the VM. Each may be ``None``.
+    """
+
+    host_key: str | None = None
+    user: str | None = None
+    identity: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("host_key", "user", "identity"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, f"login.{name}")
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in (self.host_key, self.user, self.identity))
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything libvm puts in a domain's XML.
 
@@ -74,6 +98,8 @@ class DomainSpec:
     #: Volumes holding copies of the caller's own files (a kernel, an initrd uploaded to a
     #: remote hypervisor): deleted with the VM, ``storage=True`` or not.
     scratch: tuple[str, ...] = ()
+    #: SSH login facts the VM was created with (host key, user, key path): ``<libvm:ssh>``.
+    login: GuestLogin = GuestLogin()
 
     def __init__(
         self,
@@ -96,7 +122,10 @@ class DomainSpec:
         firmware: str = "bios",
         static_network: bool = False,
         scratch: Iterable[str] = (),
+        login: GuestLogin | None = None,
     ) -> None:
+        if login is not None and not isinstance(login, GuestLogin):
+            raise InvalidSpec("login", login, "a libvm.domainxml.GuestLogin or None")
         values = {
             "name": check_name(name),
             "memory": parse_memory(memory),
@@ -117,6 +146,7 @@ class DomainSpec:
             "static_network": check_bool(static_network, "static_network"),
             "volumes": tuple(check_text(v, f"volumes[{i}]") for i, v in enumerate(_paths(volumes, "volumes"))),
             "scratch": tuple(check_text(v, f"scratch[{i}]") for i, v in enumerate(_paths(scratch, "scratch"))),
+            "login": login or GuestLogin(),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -170,7 +200,7 @@ class DomainSpec:
         if self.uuid:
             _xml.sub(dom, "uuid", self.uuid)
         dual = [nic for nic in self.nics if isinstance(nic.ip6, netaddr.IPAddress)]
-        if self.volumes or self.static_network or dual or self.scratch:
+        if self.volumes or self.static_network or dual or self.scratch or self.login:
             # libvirt keeps one <metadata> element per namespace: everything libvm records is in <libvm:vm>.
             mine = etree.SubElement(_xml.sub(dom, "metadata"), f"{{{METADATA_NS}}}vm", nsmap={"libvm": METADATA_NS})
             for path in self.volumes:
@@ -182,6 +212,10 @@ class DomainSpec:
             for path in self.scratch:
                 # A copy of the caller's file (kernel, initrd): removed with the VM, whatever delete() is asked.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}scratch", path=path)
+            if self.login:
+                # The guest's host key (given in its seed: checked, never learned), user and key path.
+                login = {"host-key": self.login.host_key, "user": self.login.user, "identity": self.login.identity}
+                etree.SubElement(mine, f"{{{METADATA_NS}}}ssh", {k: v for k, v in login.items() if v is not None})
             for nic in dual:
                 # libvirt keys an IPv6 reservation by hostname, not MAC: this is how delete() finds it.
                 etree.SubElement(mine, f"{{{METADATA_NS}}}nic", mac=format_mac(nic.mac) if nic.mac else "",
@@ -339,8 +373,15 @@ def read_domain(xml: str | bytes) -> DomainDoc:
                                                               f"{{{METADATA_NS}}}volume") if el.get("path")),
         scratch=tuple(el.get("path", "") for el in dom.iterfind(f"metadata/{{{METADATA_NS}}}vm/"
                                                               f"{{{METADATA_NS}}}scratch") if el.get("path")),
+        login=_read_login(dom.find(f"metadata/{{{METADATA_NS}}}vm/{{{METADATA_NS}}}ssh")),
     )
     return DomainDoc(spec, tuple(interfaces))
+
+
+def _read_login(el: etree._Element | None) -> GuestLogin:
+    if el is None:
+        return GuestLogin()
+    return GuestLogin(el.get("host-key") or None, el.get("user") or None, el.get("identity") or None)
 
 
 def _read_path(text: str | None) -> Path | None:

@@ -19,6 +19,8 @@ __all__ = [
     "DnsmasqFailure",
     "DomainStopped",
     "HopFailed",
+    "HostKeyMismatch",
+    "HostKeyUnavailable",
     "HostnameReserved",
     "InUse",
     "InvalidSpec",
@@ -201,6 +203,26 @@ class HopFailed(LibvmError):
     def __init__(self, message: str, *, hop: str = "") -> None:
         self.hop = hop
         super().__init__(message)
+
+
+class HostKeyMismatch(LibvmError):
+    """The guest at a VM's address presented another SSH host key than the one libvm gave
+    the VM (its seed's ``ssh_keys``): another machine answers there, or the guest was
+    re-keyed. ``expected`` and ``presented`` are ``SHA256:...`` fingerprints."""
+
+    def __init__(self, *, domain: str, address: str, expected: str, presented: str) -> None:
+        self.domain = domain
+        self.address = address
+        self.expected = expected
+        self.presented = presented
+        super().__init__(f"domain {domain!r}: the SSH server on {address} presented host key {presented}, "
+                         f"not {expected}, the key libvm gave this VM; another machine answers on its "
+                         f"address, or the guest's host keys were replaced")
+
+
+class HostKeyUnavailable(LibvmError):
+    """A VM's SSH host key could not be made or checked: ``ssh-keygen`` or ``ssh``
+    (openssh-client) is missing or failed."""
 
 
 class LockFailure(LibvmError):

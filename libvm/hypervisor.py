@@ -19,7 +19,7 @@ from ._log import log
 from ._xml import parse as parse_xml
 from .addressing import check_name, dns_label, format_mac
 from .domain import VM, wait_for_leases
-from .domainxml import VIRT_TYPES, DomainSpec, mac_list
+from .domainxml import VIRT_TYPES, DomainSpec, GuestLogin, mac_list
 from .errors import (
     AlreadyExists,
     InvalidSpec,
@@ -339,6 +339,10 @@ class Hypervisor(Rendered):
                 ISO (volume label ``cidata``), stores it as ``<vm>-seed.iso`` in
                 the pool of the first :meth:`Disk.from_image` disk and attaches
                 it as a read-only cdrom. Its instance-id is the domain's UUID.
+                With ``CloudInit.host_key`` (on when there are SSH keys) the seed
+                also carries an ed25519 host key generated here; its public half
+                is kept in the domain's metadata (:attr:`VM.host_key`), the
+                private half nowhere but in the seed.
 
         All or nothing: every value is checked and every conflict refused
         before libvirt is changed; if defining or starting fails (or the call is
@@ -403,7 +407,15 @@ class Hypervisor(Rendered):
             if spec.uuid is None:  # the seed's instance-id: known before the domain exists
                 spec = dataclasses.replace(spec, uuid=str(uuidlib.uuid4()))
             spec = dataclasses.replace(spec, static_network=cloud_init.static_network)
-            seed = _seed_builder(cloud_init, spec)
+            host_key = None
+            if cloud_init.wants_host_key:  # the guest's own key, made here: its public half stays with the VM
+                from .hostkey import generate
+
+                private, public = generate(f"libvm-{dns_label(spec.name) or 'guest'}")
+                host_key = (private, str(public))
+            login = GuestLogin(host_key[1] if host_key else None, cloud_init.login_user, cloud_init.ssh_identity)
+            spec = dataclasses.replace(spec, login=login)
+            seed = _seed_builder(cloud_init, spec, host_key)
         request = VmRequest(spec.name, tuple(items), hostname or dns_label(spec.name), allow_dynamic,
                             pool, where)
         # A kernel or initrd that is a file here, for a hypervisor over a network link: libvm
@@ -533,13 +545,16 @@ def check_specs(specs: object) -> list[dict[str, Any]]:
     return [dict(kwargs) for kwargs in items]
 
 
-def _seed_builder(ci: CloudInit, spec: DomainSpec) -> provision.Seed:
-    """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses."""
+def _seed_builder(ci: CloudInit, spec: DomainSpec, host_key: tuple[str, str] | None = None) -> provision.Seed:
+    """``seed(nics) -> ISO bytes`` for ``create_vm``, called once the NICs have addresses.
+
+    ``host_key`` (private, public) lives in this closure only, until it is in the seed.
+    """
     from .cloudinit import render_seed
 
     def seed(nics: Sequence[SeedNic]) -> bytes:
         assert spec.uuid is not None
-        return render_seed(ci, spec.uuid, dns_label(spec.name) or "localhost", nics)
+        return render_seed(ci, spec.uuid, dns_label(spec.name) or "localhost", nics, host_key)
     return seed
 
 

@@ -7,6 +7,10 @@ for ``dhcp_release`` on the hypervisor and for reaching a guest behind it
 user's ``known_hosts`` (or the URI's ``known_hosts=`` file): never disabled
 behind the user's back. ``no_verify=1`` in the URI, libvirt's own switch,
 accepts a host key not seen before (and still refuses a changed one).
+
+A guest libvm created knows its host key in advance (``SshTarget.host_key``,
+from the VM's metadata): that key, and only that key, is accepted, whatever
+``known_hosts`` says (:func:`libvm.hostkey.pinned_options`).
 """
 
 from __future__ import annotations
@@ -44,17 +48,27 @@ class SshTarget:
     def destination(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
-    def options(self, known_hosts: str | None = None) -> list[str]:
-        """The ``ssh`` options that reach this target (without the destination)."""
-        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    def options(self, known_hosts: str | None = None, *, batch: bool = True) -> list[str]:
+        """The ``ssh`` options that reach this target (without the destination).
+
+        ``batch=False`` lets ``ssh`` ask (a key's passphrase) in an interactive session.
+        With a ``host_key``, that key and no other is accepted (:func:`libvm.hostkey.pinned_options`).
+        """
+        opts = ["-o", "BatchMode=yes"] if batch else []
+        opts += ["-o", "ConnectTimeout=10"]
         if self.port is not None:
             opts += ["-p", str(self.port)]
         if self.keyfile is not None:
             opts += ["-i", self.keyfile, "-o", "IdentitiesOnly=yes"]
-        hosts = known_hosts or self.known_hosts
-        if hosts is not None:
-            opts += ["-o", f"UserKnownHostsFile={hosts}"]
-        opts += ["-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new else 'yes'}"]
+        if self.host_key is not None:
+            from .hostkey import HostKey, pinned_options
+
+            opts += pinned_options(HostKey.parse(self.host_key))
+        else:
+            hosts = known_hosts or self.known_hosts
+            if hosts is not None:
+                opts += ["-o", f"UserKnownHostsFile={hosts}"]
+            opts += ["-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new else 'yes'}"]
         if self.via is not None:
             hop = shlex.join([self.via.program, *self.via.options(), "-W", "%h:%p", self.via.destination])
             opts += ["-o", f"ProxyCommand={hop}"]
@@ -63,6 +77,12 @@ class SshTarget:
     def argv(self, command: Sequence[str], known_hosts: str | None = None) -> list[str]:
         """``ssh ... destination -- command`` (the command quoted for the remote shell)."""
         return [self.program, *self.options(known_hosts), self.destination, "--", shlex.join(command)]
+
+    def probe_argv(self) -> list[str]:
+        """``ssh -v`` that shows the host key and then gives up: no authentication is tried
+        (``PreferredAuthentications=none``), so the server's "Permission denied" ends it."""
+        return ["ssh", "-v", "-T", *self.options(), "-o", "PreferredAuthentications=none",
+                "-o", "ControlPath=none", self.destination, "--", "true"]
 
 
 def parse_target(text: object, field: str = "via") -> SshTarget:

@@ -7,7 +7,7 @@ APT_PACKAGES=(
   dosfstools mtools syslinux  # the test guest's disk image (libvm.testing.disk)
   mmdebstrap fdisk syslinux-common e2fsprogs  # the Debian 12 guest images (libvm.testing.debian):
                               # packages into a directory, sfdisk and mbr.bin for the MBR, mke2fs -d
-  openssh-client              # tests only: log in to the Debian guests with the real ssh (no Python SSH library)
+  openssh-client              # ssh-keygen: guests' host keys (create_vm); ssh: wait_for_ssh's key check, vm.ssh, the Debian tests
   genisoimage                 # tests only: NoCloud seed ISOs in tests/test_guest_disk.py
   virtinst                    # bench only: the virt-install column of bench/bench_create.py
   openssh-server openssh-client  # tests only: qemu+ssh to libvm.testing.RemoteHypervisor (never started as a service)

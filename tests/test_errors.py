@@ -20,6 +20,8 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "LibvirtFailure": (("defining domain 'x': boom",), {"code": 9}),
     "AddressMismatch": (("02:00:00:00:00:01", "10.0.0.5", "10.0.0.77"), {}),
     "NoEligibleHost": (("web1", {"qemu+ssh://hv1/system": ["no network 'lab'"]}), {}),
+    "HostKeyMismatch": ((), {"domain": "pc001", "address": "10.0.0.5", "expected": "SHA256:aaa",
+                             "presented": "SHA256:bbb"}),
 }
 ADDRESS_CONFLICT_KWARGS = {"other": "pc001"}
 
