@@ -34,8 +34,9 @@ __all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFac
 class NetworkFacts:
     """One libvirt network of a host: what placement and the shared-L2 rules look at.
 
-    ``dhcp``: whether libvirt runs DHCP on its IPv4 subnet (a ``<dhcp>`` element):
-    only then can libvm reserve an address there.
+    ``dhcp``: whether libvirt runs DHCP on its IPv4 subnet now (a ``<dhcp>``
+    element). libvm can reserve an address on any network whose IPv4
+    addressing libvirt manages (:attr:`serves_dhcp`), with or without one.
     """
 
     name: str
@@ -44,6 +45,21 @@ class NetworkFacts:
     subnets: tuple[netaddr.IPNetwork, ...] = ()
     dhcp: bool = False
     bridge: str | None = None
+
+    @property
+    def serves_dhcp(self) -> bool:
+        """Whether libvirt's dnsmasq hands out the addresses libvm reserves here.
+
+        libvirt (networkDnsmasqConfContents, 9.0) writes ``dhcp-range=<net>,static``
+        for an IPv4 ``<ip>`` whose ``<dhcp>`` has host entries and no range, so
+        a network without a range serves its reservations. A ``bridge`` (or other
+        host-device) forward mode has no libvirt DHCP at all.
+        """
+        return self.dhcp or (self.forward in _MANAGED and any(s.version == 4 for s in self.subnets))
+
+
+# Forward modes whose addressing libvirt manages (an <ip> and dnsmasq).
+_MANAGED = frozenset({"nat", "route", "open", "none"})
 
 
 @dataclass(frozen=True)
@@ -184,8 +200,9 @@ def refusals(host: HostFacts, request: Request, claim: Claim, policy: Policy,
             reasons.append(f"network {name!r} is not active")
         elif ruled is not None:
             reasons.append(ruled)
-        elif not net.dhcp:
-            reasons.append(f"network {name!r} has no libvirt DHCP here (forward mode {net.forward}): "
+        elif not net.serves_dhcp:
+            why = f"forward mode {net.forward}" if net.forward not in _MANAGED else "no IPv4 subnet"
+            reasons.append(f"network {name!r} has no libvirt DHCP here ({why}): "
                            f"libvm cannot reserve an address on it")
     if not _offers(host, request):
         wanted = request.virt_type or "kvm or qemu"

@@ -181,6 +181,19 @@ def test_pure_filters_virt_type_arch_and_pools() -> None:
     assert place([host], Request("m", 512), {"h": Claim(memory=3000)}, policy).uri == "h"
 
 
+def test_a_network_without_a_dhcp_range_is_placed_on(tmp_path: Path) -> None:
+    # libvirt serves DHCP for <host> entries alone (dhcp-range=<net>,static), so a range is not needed (F12).
+    norange = ISOLATED.format(dhcp="").replace("<bridge", "<forward mode='nat'/><bridge")
+    with libvm.connect(node(tmp_path, "a", networks=(norange,))) as a:
+        vm = Fleet([a]).create_vm("web1", memory="256MiB", nics=[Nic("iso")])
+        assert where(vm) == a.uri
+        assert [str(r.ip) for r in a.network("iso").reservations()] == ["10.7.0.2"]
+    bridged = NetworkFacts("br", True, "bridge", (netaddr.IPNetwork("10.8.0.0/24"),))
+    assert not bridged.serves_dhcp
+    assert NetworkFacts("iso", True, "none", (netaddr.IPNetwork("10.8.0.0/24"),)).serves_dhcp
+    assert not NetworkFacts("v6", True, "nat", (netaddr.IPNetwork("fd00::/64"),)).serves_dhcp
+
+
 # -- one ledger: names, MACs, shared networks --------------------------------------
 
 
