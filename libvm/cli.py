@@ -263,18 +263,26 @@ def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
     _show(args, [_vm_record(vm, facts) for vm in hv.vms()], VM_COLUMNS)
 
 
-def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> None:
-    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet);
-    a host that did not answer is a row with its error, never a failure of the others."""
+def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> int:
+    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet).
+
+    A host that did not answer is a row with its error (``"error"`` in JSON), never a
+    failure of the others; the exit code is then EXIT_LIBVIRT, so a script can tell
+    a partial listing from a whole one.
+    """
     from .fleet import Fleet
 
     with Fleet(uris) as fleet:
         listing = fleet.vms()
         facts = NicFacts()
-        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts)} for vm in listing if vm.hypervisor is not None]
-        records += [{"host": uri, "name": None, "state": f"unreachable: {error}", "macs": [], "nics": []}
+        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts), "error": None}
+                   for vm in listing if vm.hypervisor is not None]
+        records += [{"host": uri, "name": None, "state": "unreachable", "macs": [], "nics": [], "error": error}
                     for uri, error in listing.errors.items()]
-        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS])
+        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS, ("error", lambda r: r["error"] or "")])
+    for uri, error in listing.errors.items():
+        print(f"libvm: unreachable: {uri}: {' '.join(str(error).split())}", file=sys.stderr)
+    return EXIT_LIBVIRT if listing.errors else EXIT_OK
 
 
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -337,13 +345,16 @@ def _global_options(*, defaults: bool) -> _Parser:
 
     The subcommands' copies default to SUPPRESS, so they do not reset an option given
     before the subcommand; argparse shares action objects between a parent and its
-    children, hence one copy per role.
+    children, hence one copy per role. A subparser fills a namespace of its own and
+    copies it over the parent's (argparse, 3.11), so an ``append`` after the command
+    would replace the URIs given before it: those go to ``uri_after`` and
+    :func:`_uris` joins both.
     """
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
     options = _Parser(add_help=False)
-    options.add_argument("--uri", action="append", default=default(None),
+    options.add_argument("--uri", action="append", default=default(None), dest="uri" if defaults else "uri_after",
                          help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system); "
                               "repeat it for 'vm list' across several hosts")
     options.add_argument("--json", action="store_true", default=default(False),
@@ -480,6 +491,12 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
     return code
 
 
+def _uris(args: argparse.Namespace) -> list[str | None]:
+    """Every --uri, those before the command first; ``[None]`` (the default URI) for none."""
+    given: list[str | None] = [*(args.uri or ()), *getattr(args, "uri_after", ())]
+    return given or [None]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     try:
@@ -488,13 +505,19 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
-    uris = args.uri or [None]
+    uris = _uris(args)
+    if len(set(uris)) < len(uris):
+        twice = next(uri for uri in uris if uris.count(uri) > 1)
+        print(f"libvm: invalid-spec: --uri {twice} is given twice", file=sys.stderr)
+        return EXIT_INVALID
     if len(uris) > 1 and args.handler is not vm_list:
         print("libvm: error: only 'vm list' takes several --uri (see 'libvm --help')", file=sys.stderr)
         return EXIT_INVALID
     try:
         if len(uris) > 1:
-            fleet_vm_list(uris, args)
+            code = fleet_vm_list([uri for uri in uris if uri is not None], args)
+            sys.stdout.flush()
+            return code
         else:
             with connect(uris[0]) as hv:
                 args.handler(hv, args)

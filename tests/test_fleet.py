@@ -580,7 +580,8 @@ def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.H
         "</node>", "<domain type='test'><name>on-b</name><memory unit='MiB'>256</memory>"
                    "<os><type arch='x86_64'>hvm</type></os></domain></node>"))
     text = run("vm", "list")
-    assert text.returncode == 0, text.stderr
+    assert text.returncode == 6, text.stderr  # a partial listing: one host did not answer
+    assert text.stderr.startswith(f"libvm: unreachable: {DOWN}: ") and len(text.stderr.splitlines()) == 1
     lines = text.stdout.splitlines()
     assert lines[0].split()[:2] == ["HOST", "NAME"]
     assert any(line.startswith(a.uri) and "on-a" in line for line in lines)
@@ -588,4 +589,24 @@ def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.H
     assert any(line.startswith(DOWN) and "Connection refused" in line for line in lines)
     listed = json.loads(run("--json", "vm", "list").stdout)
     assert [(r["host"], r["name"]) for r in listed if r.get("name")] == [(a.uri, "on-a"), (b.uri, "on-b")]
+    [down] = [r for r in listed if r["error"]]
+    assert (down["host"], down["state"]) == (DOWN, "unreachable") and "Connection refused" in down["error"]
     assert run("net", "list").returncode == 2  # only `vm list` spans hosts
+
+
+def test_cli_uris_before_and_after_the_command_add_up(two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two
+    root = Path(__file__).parent.parent
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "libvm", *argv], capture_output=True, text=True, timeout=60,
+                              cwd=root)
+
+    listed = run("--uri", a.uri, "--json", "vm", "list", "--uri", b.uri)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []  # two hosts, no VMs: each reachable
+    lone = run("--uri", a.uri, "vm", "list")
+    assert lone.stdout.split()[0] == "NAME"
+    assert run("--uri", a.uri, "vm", "list", "--uri", b.uri).stdout.split()[0] == "HOST"
+    twice = run("--uri", a.uri, "vm", "list", "--uri", a.uri)
+    assert (twice.returncode, twice.stderr) == (2, f"libvm: invalid-spec: --uri {a.uri} is given twice\n")
