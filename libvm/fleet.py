@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import re
 import threading
 import time
@@ -35,10 +36,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._live import sigint_deferred
 from ._log import log
-from .addressing import format_mac, parse_memory
+from .addressing import check_name, format_mac, parse_memory
 from .domain import VM, nic_rows
 from .errors import (
     AlreadyExists,
+    ConnectionClosed,
     InvalidSpec,
     LibvmError,
     MacInUse,
@@ -150,14 +152,8 @@ class Fleet(Rendered):
         for field, value in (("timeout", timeout), ("memory_ratio", memory_ratio), ("disk_ratio", disk_ratio)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise InvalidSpec(field, value, "a positive number")
-        if isinstance(reserve, int) and not isinstance(reserve, bool) and reserve >= 0:
-            reserve_mib = reserve  # 0 is fine here, though no VM has 0 MiB
-        else:
-            reserve_mib = parse_memory(reserve, "reserve")
-        owners = dict(dhcp_owners or {})
-        for name, owner in owners.items():
-            if owner is not None and owner not in self._hosts:
-                raise InvalidSpec(f"dhcp_owners[{name!r}]", owner, "None or the URI of one of the fleet's hosts")
+        reserve_mib = _reserve_mib(reserve)
+        owners = _owners(dhcp_owners, self._hosts)
         self.timeout = float(timeout)
         self.policy = Policy(float(memory_ratio), reserve_mib, float(disk_ratio))
         self.dhcp_owners: dict[str, str | None] = owners
@@ -166,6 +162,7 @@ class Fleet(Rendered):
         self._surveys: dict[str, Survey] = {}  # the latest reading of each host that answered
         self._facts: dict[str, HostFacts] = {}  # the latest reading of each host, or its error
         self._images: dict[tuple[str, str], Path] = {}  # (pool, volume) -> the local file it came from
+        self._closed = False
         self._fan_out(lambda host: host.hypervisor())  # connect to all at once; failures show in hosts()
 
     def __repr__(self) -> str:
@@ -179,7 +176,12 @@ class Fleet(Rendered):
         self.close()
 
     def close(self) -> None:
-        """Close the connections the fleet opened (idempotent); Hypervisors given to it stay open."""
+        """Close the connections the fleet opened (idempotent); Hypervisors given to it stay open.
+
+        Every later call raises :class:`ConnectionClosed`, as a closed
+        :class:`Hypervisor` does: nothing reopens a connection nobody would close.
+        """
+        self._closed = True
         for host in self._hosts.values():
             if host.owned and host.hv is not None:
                 host.hv.close()
@@ -189,8 +191,15 @@ class Fleet(Rendered):
         """The hosts' URIs, in the order given."""
         return list(self._hosts)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"this fleet ({', '.join(self._hosts)}) is closed; make a new libvm.Fleet")
+
     def hypervisor(self, uri: str) -> Hypervisor:
         """The :class:`Hypervisor` of host ``uri`` (connecting if needed); :class:`NotFound` for another URI."""
+        self._check_open()
+        if not isinstance(uri, str):
+            raise InvalidSpec("uri", uri, "the URI of one of the fleet's hosts (a string)")
         if uri not in self._hosts:
             raise NotFound(f"no host {uri!r} in this fleet ({', '.join(self._hosts)})")
         return self._hosts[uri].hypervisor()
@@ -199,6 +208,7 @@ class Fleet(Rendered):
 
     def _fan_out(self, work: Callable[[Host], T]) -> dict[str, T | BaseException]:
         """``work(host)`` on every host at once, at most ``timeout`` seconds (:func:`libvm.survey.fan_out`)."""
+        self._check_open()
         return fan_out(self._hosts.values(), work, self.timeout)
 
     def _survey(self, bases: frozenset[tuple[str, str]] = frozenset()) -> dict[str, HostFacts]:
@@ -307,7 +317,12 @@ class Fleet(Rendered):
         try:
             return self.create_vms([spec], placement=placement)[0]
         except InvalidSpec as exc:
-            raise InvalidSpec(exc.field.removeprefix("specs[0]."), exc.value, exc.reason) from exc.__cause__
+            if exc.field == "specs[0]":  # an unknown keyword: what Python says for Hypervisor.create_vm
+                unknown = sorted(set(options) - set(inspect.signature(Hypervisor.create_vm).parameters))
+                raise TypeError(f"Fleet.create_vm() got an unexpected keyword argument {unknown[0]!r}") from None
+            raise exc.relocated(lambda field: field.removeprefix("specs[0].")) from exc.__cause__
+        except LibvmError as exc:
+            raise exc.relocated(lambda text: re.sub(r"specs\[0\](\.|: )", "", text)) from exc.__cause__
 
     def create_vms(self, specs: Iterable[Mapping[str, Any]], *, placement: Placement = "spread",
                    progress: ProgressArg = None) -> FleetVMList:
@@ -323,6 +338,7 @@ class Fleet(Rendered):
         :meth:`Hypervisor.create_vms`. Raises what :meth:`create_vm` raises,
         an error of a host's part naming ``specs[i]`` as given here.
         """
+        self._check_open()
         report = Progress(progress)
         items = check_specs(specs)
         requests = [_request(kwargs, f"specs[{index}]") for index, kwargs in enumerate(items)]
@@ -562,8 +578,12 @@ class Fleet(Rendered):
         use ``Disk.from_image(volume)`` with any of them: the disk names the
         pool and volume, which are the same on every host. The fleet also
         remembers the file, so a VM placed later on a host without the image
-        gets it uploaded first. A host that fails is logged and left out.
+        gets it uploaded first. A host that does not answer is logged and left
+        out; a host without ``pool`` raises :class:`NotFound` naming it (after
+        the others have the image). ``pool`` of the wrong type: :class:`InvalidSpec`.
         """
+        self._check_open()
+        check_name(pool, "pool", lookup=True)
         path = check_path(source, "source")
         digest = hashlib.sha256()
         try:
@@ -582,6 +602,11 @@ class Fleet(Rendered):
         found = self._fan_out(ensure)
         self._images[(pool, volume)] = path
         volumes: dict[str, Volume] = {}
+        missing = [uri for uri, result in found.items() if isinstance(result, NotFound)]
+        if missing:
+            done = [uri for uri, result in found.items() if not isinstance(result, BaseException)]
+            raise NotFound(f"no storage pool {pool!r} on {', '.join(missing)}; the image is uploaded to "
+                           f"{', '.join(done) or 'no host'}")
         for uri, result in found.items():
             if isinstance(result, BaseException):
                 log.warning("image %s not uploaded to %s: %s", volume, uri, why(result))
@@ -591,6 +616,34 @@ class Fleet(Rendered):
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+def _reserve_mib(reserve: object) -> int:
+    """``Fleet(reserve=)``: MiB kept free on each host, 0 or more."""
+    if isinstance(reserve, int) and not isinstance(reserve, bool) and reserve >= 0:
+        return reserve  # 0 is fine here, though no VM has 0 MiB
+    wanted = "0 or more MiB: an int, or a string like '512MiB'"
+    if not isinstance(reserve, str):
+        raise InvalidSpec("reserve", reserve, wanted)
+    try:
+        return parse_memory(reserve, "reserve")
+    except InvalidSpec:
+        raise InvalidSpec("reserve", reserve, wanted) from None
+
+
+def _owners(dhcp_owners: object, hosts: Mapping[str, Host]) -> dict[str, str | None]:
+    """``Fleet(dhcp_owners=)`` checked: ``{network name: None or a host's URI}``."""
+    if dhcp_owners is None:
+        return {}
+    if not isinstance(dhcp_owners, Mapping):
+        raise InvalidSpec("dhcp_owners", dhcp_owners, "a mapping {network name: None or a host's URI}")
+    owners: dict[str, str | None] = {}
+    for name, owner in dhcp_owners.items():
+        check_name(name, "dhcp_owners key", lookup=True)
+        if owner is not None and owner not in hosts:
+            raise InvalidSpec(f"dhcp_owners[{name!r}]", owner, "None or the URI of one of the fleet's hosts")
+        owners[name] = owner
+    return owners
 
 
 def _request(kwargs: dict[str, Any], where: str) -> Request:

@@ -275,8 +275,9 @@ def place(hosts: Sequence[HostFacts], request: Request, claims: Mapping[str, Cla
         for host in eligible:
             if host.uri == uri:
                 return host
-        raise InvalidSpec("placement", chosen, f"the callable must return one of the eligible hosts "
-                                               f"({', '.join(h.uri for h in eligible)}) or its URI")
+        got = repr(uri) if isinstance(uri, str) else f"a {type(chosen).__name__}"
+        raise InvalidSpec("placement", placement, f"the callable returned {got}, not one of the eligible hosts "
+                                                  f"({', '.join(h.uri for h in eligible)}) or its URI")
     sign = 1 if placement == "spread" else -1
 
     def weight(item: tuple[int, HostFacts]) -> tuple[bool, int, int]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -563,6 +563,67 @@ def test_fleet_owns_the_connections_it_opened(tmp_path: Path) -> None:
         Fleet("test:///default")
     with pytest.raises(libvm.NotFound):
         Fleet([uri]).hypervisor("qemu:///nowhere")
+
+
+def test_a_closed_fleet_refuses_every_call(tmp_path: Path) -> None:
+    uri = node(tmp_path, "own", 4096)
+    with libvm.connect(uri) as given:
+        fleet = Fleet([given, node(tmp_path, "other", 4096)])
+        fleet.close()
+        calls: list[Callable[[], object]] = [fleet.vms, fleet.hosts, lambda: fleet.hypervisor(uri),
+                                             lambda: fleet.create_vm("after-close"), lambda: fleet.vm("x"),
+                                             lambda: fleet.delete_vm("x"), lambda: fleet.upload_image(tmp_path, "p")]
+        for call in calls:
+            with pytest.raises(libvm.ConnectionClosed, match="closed"):
+                call()
+        fleet.close()  # idempotent
+        assert not given.closed and given.vms() == []
+
+
+def test_fleet_arguments_of_the_wrong_kind_are_invalid_spec(tmp_path: Path) -> None:
+    uri = node(tmp_path, "own", 4096)
+    for owners, field in ((5, "dhcp_owners"), ("lab", "dhcp_owners"), (["lab"], "dhcp_owners"),
+                          ({5: None}, "dhcp_owners key"), ({"a\nb": None}, "dhcp_owners key")):
+        with pytest.raises(libvm.InvalidSpec) as info:
+            Fleet([uri], dhcp_owners=owners)  # type: ignore[arg-type]
+        assert info.value.field == field
+    for reserve in (-5, "-5MiB", None):
+        with pytest.raises(libvm.InvalidSpec, match="0 or more MiB"):
+            Fleet([uri], reserve=reserve)  # type: ignore[arg-type]
+    assert Fleet([uri], reserve=0).policy.reserve == 0
+    with Fleet([uri]) as fleet:
+        for bad in (None, 5):
+            with pytest.raises(libvm.InvalidSpec) as info:
+                fleet.hypervisor(bad)  # type: ignore[arg-type]
+            assert info.value.field == "uri"
+        with pytest.raises(libvm.InvalidSpec) as info:
+            fleet.upload_image(tmp_path, None)  # type: ignore[arg-type]
+        assert info.value.field == "pool"
+
+
+def test_upload_image_names_the_hosts_without_the_pool(two: tuple[libvm.Hypervisor, libvm.Hypervisor],
+                                                      tmp_path: Path) -> None:
+    image = tmp_path / "cloud.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(4092))
+    with pytest.raises(libvm.NotFound, match=f"no storage pool 'nopool' on {two[0].uri}, {two[1].uri}"):
+        Fleet(list(two)).upload_image(image, "nopool")
+
+
+def test_single_create_vm_errors_do_not_name_specs_0(two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two
+    a.create_vm("old")
+    fleet = Fleet([a, b])
+    with pytest.raises(libvm.AlreadyExists) as exists:
+        fleet.create_vm("old")
+    assert str(exists.value).startswith("a domain named 'old' already exists")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo'"):  # as Hypervisor.create_vm
+        fleet.create_vm("m", foo=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo'"):
+        a.create_vm("m", foo=1)  # type: ignore[call-arg]
+    with pytest.raises(libvm.InvalidSpec) as chosen:
+        fleet.create_vm("w3", placement=lambda h, r: h)  # type: ignore[arg-type, return-value]
+    assert chosen.value.field == "placement" and "the callable returned a list, not one of" in str(chosen.value)
+    assert len(str(chosen.value)) < 400
 
 
 def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.Hypervisor], tmp_path: Path) -> None:
