@@ -665,8 +665,10 @@ def _request(kwargs: dict[str, Any], where: str) -> Request:
     if kwargs.get("cloud_init") is not None and needs:
         needs.append((needs[0][0], None, _SEED_BYTES))
     virt_type = kwargs.get("virt_type")
+    addresses = tuple((nic.network, str(nic.ip), None if nic.mac is None else format_mac(nic.mac))
+                      for nic in nics if nic.ip is not None)
     return Request(str(kwargs["name"]), memory, vcpus, tuple(nic.network for nic in nics),
-                   virt_type if isinstance(virt_type, str) else None, "x86_64", tuple(needs))
+                   virt_type if isinstance(virt_type, str) else None, "x86_64", tuple(needs), addresses)
 
 
 def _undo_vm(part: _Done, vm: VM, asked: tuple[Nic, ...]) -> None:

@@ -24,10 +24,11 @@ from typing import TypeAlias
 
 import netaddr
 
+from .addressing import format_mac, generate_mac
 from .errors import InvalidSpec, NoEligibleHost, SubnetOverlap
 
-__all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFacts", "Request", "l2_verdicts",
-           "overlap", "place", "refusals"]
+__all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFacts", "Request", "free_there",
+           "l2_verdicts", "overlap", "place", "refusals"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class NetworkFacts:
     subnets: tuple[netaddr.IPNetwork, ...] = ()
     dhcp: bool = False
     bridge: str | None = None
+    reserved: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # ip -> MAC of each <host>
 
     @property
     def serves_dhcp(self) -> bool:
@@ -120,6 +122,7 @@ class Request:
     virt_type: str | None = None
     arch: str = "x86_64"
     disks: tuple[tuple[str, str | None, int], ...] = ()
+    addresses: tuple[tuple[str, str, str | None], ...] = ()  # (network, ip, MAC or None) given by the caller
 
     def sized(self, hosts: Iterable[HostFacts]) -> Request:
         """This request with each disk's default size (0: the base's) read from a host holding the base."""
@@ -280,13 +283,28 @@ def place(hosts: Sequence[HostFacts], request: Request, claims: Mapping[str, Cla
                                                   f"({', '.join(h.uri for h in eligible)}) or its URI")
     sign = 1 if placement == "spread" else -1
 
-    def weight(item: tuple[int, HostFacts]) -> tuple[bool, int, int]:
+    def weight(item: tuple[int, HostFacts]) -> tuple[bool, bool, int, int]:
         index, host = item
         holds = all(base is None or base in host.pools[pool].volumes for pool, base, _ in request.disks)
         free = uncommitted_after(host, request, claims.get(host.uri, Claim()), policy)
-        return holds, sign * free, -index  # ties: the host given first
+        return free_there(host, request), holds, sign * free, -index  # ties: the host given first
 
     return max(enumerate(eligible), key=weight)[1]
+
+
+def free_there(host: HostFacts, request: Request) -> bool:
+    """Whether every address the caller gave is unreserved on ``host`` (or reserved for its MAC).
+
+    Placement prefers such a host: on another, ``create_vm`` would fail with
+    ``IpReserved``. Islands hold their addresses per host, so another host may
+    well have the address free.
+    """
+    for network, ip, mac in request.addresses:
+        net = host.networks.get(network)
+        holder = net.reserved.get(ip) if net is not None else None
+        if holder is not None and holder != (mac or format_mac(generate_mac(network, ip))):
+            return False
+    return True
 
 
 def l2_verdicts(hosts: Sequence[HostFacts], wanted: Sequence[str],

@@ -565,6 +565,19 @@ def test_fleet_owns_the_connections_it_opened(tmp_path: Path) -> None:
         Fleet([uri]).hypervisor("qemu:///nowhere")
 
 
+def test_placement_prefers_a_host_where_the_given_address_is_free(
+        two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two  # b has more memory: spread would choose it
+    b.network("lab").reserve("52:54:00:12:12:12", "192.168.150.20", "taken")
+    vm = Fleet([a, b]).create_vm("x", memory=256, nics=[Nic("lab", ip="192.168.150.20")])
+    assert where(vm) == a.uri
+    with pytest.raises(libvm.IpReserved):  # taken on every host: the host's own error
+        Fleet([b]).create_vm("y", memory=256, nics=[Nic("lab", ip="192.168.150.20")])
+    # a reservation of the NIC's own MAC does not count against a host
+    again = Fleet([a, b]).create_vm("z", memory=256, nics=[Nic("lab", ip="192.168.150.20", mac="52:54:00:12:12:12")])
+    assert where(again) == b.uri
+
+
 def test_a_closed_fleet_refuses_every_call(tmp_path: Path) -> None:
     uri = node(tmp_path, "own", 4096)
     with libvm.connect(uri) as given:
