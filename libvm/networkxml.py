@@ -207,8 +207,8 @@ class NetworkSpec:
         """Read any libvirt ``<network>`` XML, reservations included."""
         spec, entries = read_network(xml)
         hosts: dict[int, list[Reservation]] = {}
-        for entry in entries:
-            hosts.setdefault(entry.ip_index, []).append(entry.reservation())
+        for number, entry in enumerate(entries):
+            hosts.setdefault(entry.ip_index, []).append(_read_host(entry, f"network xml hosts[{number}]"))
         ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, tuple(hosts.get(i, ())), ip.dhcp)
                     for i, ip in enumerate(spec.ips))
         return dataclasses.replace(spec, ips=ips)
@@ -338,11 +338,27 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
             (netaddr.IPAddress(rng.get("start", "")), netaddr.IPAddress(rng.get("end", "")))
             for rng in ip_el.iterfind("dhcp/range")
         )
+        if any(int(start) > int(end) for start, end in ranges):
+            raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200],
+                              "a <range> whose start is after its end (libvirt refuses to define it)")
     except InvalidSpec:
         raise
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
     return _trusted_ip(subnet, ranges, (), ip_el.find("dhcp") is not None)
+
+
+def _read_host(entry: HostEntry, field: str) -> Reservation:
+    """A ``<host>`` of XML libvirt may not have seen: a malformed one is :class:`InvalidSpec`
+    naming the attribute (``network xml hosts[3].mac``), never netaddr's error."""
+    try:
+        return entry.reservation()
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        try:  # the checking constructor names the attribute at fault
+            Reservation(entry.mac, entry.ip, entry.name, client_id=entry.id)
+        except InvalidSpec as named:
+            raise named.at(field) from exc
+        raise InvalidSpec(field, entry, f"a malformed <host>: {exc}") from exc
 
 
 def _trusted_ip(subnet: netaddr.IPNetwork, ranges: tuple[IpRange, ...], hosts: tuple[Reservation, ...],
