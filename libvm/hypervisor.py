@@ -33,7 +33,7 @@ from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
 from .progress import Progress, ProgressArg
 from .reservations import HostLike, parse_hosts, plan_hosts
 from .storagexml import pool_xml, read_pool
-from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
+from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path, check_poll
 from .views import NetworkList, Rendered, Table, VMList
 
 if TYPE_CHECKING:  # loaded on first use: most programs never build a seed or a pool
@@ -467,6 +467,7 @@ class Hypervisor(Rendered):
         :class:`InvalidSpec` for bad arguments, :class:`NotFound` for a name.
         """
         report = Progress(progress)
+        check_poll(poll)
         if isinstance(vms, (str, bytes, Mapping, VM)) or not isinstance(vms, Iterable):
             raise InvalidSpec("vms", vms, "a list of VMs (or their names)")
         chosen: dict[str, VM] = {}

@@ -92,6 +92,17 @@ def check_bool(value: object, field: str) -> bool:
     return value
 
 
+#: The shortest wait between two polls of libvirt: 0 would spin a CPU against libvirtd.
+MIN_POLL = 0.01
+
+
+def check_poll(value: object, field: str = "poll") -> float:
+    """Seconds between polls: a finite number, :data:`MIN_POLL` or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_POLL <= value < float("inf"):
+        raise InvalidSpec(field, value, f"a finite number of seconds, {MIN_POLL} or more (0 would busy-poll libvirt)")
+    return float(value)
+
+
 def check_int(value: object, field: str, low: int, high: int | None = None) -> int:
     """An ``int`` (not a ``bool``) from ``low`` to ``high``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):

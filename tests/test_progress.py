@@ -138,6 +138,10 @@ def test_wait_for_ips_refuses_bad_arguments(hv: libvm.Hypervisor) -> None:
         hv.wait_for_ips(["nope"])
     with pytest.raises(libvm.InvalidSpec, match="timeout"):
         hv.wait_for_ips(["legacy"], timeout=-1)
+    for poll in (0, 0.001, -1, float("inf")):  # 0 would busy-poll libvirt for the whole timeout
+        with pytest.raises(libvm.InvalidSpec) as info:
+            hv.wait_for_ips(["legacy"], timeout=1, poll=poll)
+        assert info.value.field == "poll"
 
 
 def test_a_stopped_vm_ends_the_wait(hv: libvm.Hypervisor) -> None:
