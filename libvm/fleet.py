@@ -59,7 +59,7 @@ from .placement import (
 )
 from .progress import Progress, ProgressArg
 from .survey import Call, Host, HostList, Survey, fan_out, read_host, why
-from .values import Disk, Nic, as_items, check_path
+from .values import Disk, Nic, as_items, check_path, read_all
 from .views import VM_COLUMNS, Rendered, Table
 
 if TYPE_CHECKING:
@@ -134,10 +134,11 @@ class Fleet(Rendered):
     def __init__(self, hosts: Iterable[str | Hypervisor], *, timeout: float = 10.0, memory_ratio: float = 1.0,
                  reserve: int | str = 512, disk_ratio: float = 1.0,
                  dhcp_owners: Mapping[str, str | None] | None = None) -> None:
+        wanted = "a list of libvirt URIs or libvm.Hypervisor objects"
         if isinstance(hosts, (str, bytes, Hypervisor, Mapping)) or not isinstance(hosts, Iterable):
-            raise InvalidSpec("hosts", hosts, "a list of libvirt URIs or libvm.Hypervisor objects")
+            raise InvalidSpec("hosts", hosts, wanted)
         self._hosts: dict[str, Host] = {}
-        for index, item in enumerate(hosts):
+        for index, item in enumerate(read_all(hosts, hosts, "hosts", wanted)):
             if isinstance(item, Hypervisor):
                 uri, hv = item.uri, item
             elif isinstance(item, str) and item.strip() and "\x00" not in item:

@@ -111,6 +111,15 @@ def check_int(value: object, field: str, low: int, high: int | None = None) -> i
     return value
 
 
+def read_all(iterator: Iterable[T], value: object, field: str, wanted: str) -> tuple[T, ...]:
+    """Every item of the caller's ``iterator`` (from ``value``); one that raises while
+    being read is :class:`InvalidSpec` naming ``field``, as ``reserve_many`` says it."""
+    try:
+        return tuple(iterator)
+    except Exception as exc:  # the caller's generator failed: a libvm error naming the field
+        raise InvalidSpec(field, value, f"{wanted}; reading it failed: {exc!r}") from exc
+
+
 def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
     """Materialise an iterable of ``kind`` (list, tuple, generator...) once, as a tuple.
 
@@ -126,7 +135,7 @@ def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
         iterator = iter(value)  # type: ignore[call-overload]
     except TypeError:
         raise InvalidSpec(field, value, f"a list (or any iterable) of {what}") from None
-    items = tuple(iterator)
+    items = read_all(iterator, value, field, f"a list (or any iterable) of {what}")
     for index, item in enumerate(items):
         if not isinstance(item, kind):
             raise InvalidSpec(f"{field}[{index}]", item, f"a {what}")
