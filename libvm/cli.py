@@ -12,6 +12,7 @@ stderr and an exit code per kind of error (see ``docs/cli.md``)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -473,7 +474,7 @@ def _option(args: argparse.Namespace, error: LibvmError) -> str:
     """
     if not isinstance(error, InvalidSpec) or "command_parser" not in args:
         return ""
-    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", error.field)
+    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", re.sub(r"^disks\[\d+\](\.path)?$", "disk", error.field))
     for action in args.command_parser._actions:
         if action.dest == dest and action.dest != "help":
             name = action.option_strings[0] if action.option_strings else action.metavar
@@ -491,6 +492,28 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
     return code
 
 
+def _quiet_libxml2() -> None:
+    """Send libxml2's generic errors to /dev/null, so an error stays one line on stderr.
+
+    libvirt parses a test driver's file with the system libxml2, whose default
+    handler prints "I/O warning : failed to load external entity ..." on stderr
+    before libvirt reports the same failure (which libvm turns into its one line).
+    The command line only: a library must not change its process's handlers.
+    """
+    try:
+        xml2 = ctypes.CDLL("libxml2.so.2")  # libvirt's copy, already loaded; lxml has its own
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        sink = libc.fopen(os.devnull.encode(), b"w")
+    except (OSError, AttributeError):  # no system libxml2 (nothing to silence)
+        return
+    if sink:
+        # A NULL handler is libxml2's default one, which writes to the context, a FILE*;
+        # per thread, hence the default for new threads too.
+        xml2.xmlSetGenericErrorFunc(ctypes.c_void_p(sink), None)
+        xml2.xmlThrDefSetGenericErrorFunc(ctypes.c_void_p(sink), None)
+
+
 def _uris(args: argparse.Namespace) -> list[str | None]:
     """Every --uri, those before the command first; ``[None]`` (the default URI) for none."""
     given: list[str | None] = [*(args.uri or ()), *getattr(args, "uri_after", ())]
@@ -500,9 +523,12 @@ def _uris(args: argparse.Namespace) -> list[str | None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # as the command's own usage error, as for a missing argument
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit_:  # --help, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
+    _quiet_libxml2()
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
     uris = _uris(args)

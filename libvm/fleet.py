@@ -59,6 +59,7 @@ from .placement import (
 )
 from .progress import Progress, ProgressArg
 from .survey import Call, Host, HostList, Survey, fan_out, read_host, why
+from .units import MIB, parse_amount
 from .values import Disk, Nic, as_items, check_path, read_all
 from .views import VM_COLUMNS, Rendered, Table
 
@@ -626,10 +627,10 @@ def _reserve_mib(reserve: object) -> int:
     wanted = "0 or more MiB: an int, or a string like '512MiB'"
     if not isinstance(reserve, str):
         raise InvalidSpec("reserve", reserve, wanted)
-    try:
-        return parse_memory(reserve, "reserve")
-    except InvalidSpec:
-        raise InvalidSpec("reserve", reserve, wanted) from None
+    mib = parse_amount(reserve, "reserve", MIB, "MiB", "'512MiB'")
+    if mib < 0:
+        raise InvalidSpec("reserve", reserve, wanted)
+    return mib
 
 
 def _owners(dhcp_owners: object, hosts: Mapping[str, Host]) -> dict[str, str | None]:
