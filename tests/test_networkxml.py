@@ -182,3 +182,4 @@ def test_from_xml_refuses_a_malformed_host_mac_and_a_reversed_range_as_invalid_s
     good = NetworkSpec.from_xml(f"{head}<range start='10.0.0.2' end='10.0.0.9'/>"
                                 f"<host mac='52:54:00:00:00:05' ip='10.0.0.5'/></dhcp></ip></network>")
     assert [str(r.ip) for r in good.reservations()] == ["10.0.0.5"]
+
