@@ -197,6 +197,10 @@ def net_ensure(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 def net_reserve(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm net reserve NET MAC IP [--hostname H]"""
+    if ":" in args.ip:  # libvirt binds IPv6 to a hostname or DUID, not to the MAC this command takes
+        raise InvalidSpec("ip", args.ip, "'net reserve' reserves an IPv4 address for a MAC; an IPv6 address is "
+                          "bound to a hostname or DHCPv6 DUID, which the command line does not offer: "
+                          "use Network.reserve(None, ip, hostname) from Python, or Nic(ip6=...)")
     res = hv.network(args.network).reserve(args.mac, args.ip, args.hostname)
     _show(args, _reservation_record(args.network, res), RESERVATION_COLUMNS)
 

@@ -302,6 +302,9 @@ def test_libvirt_failure_exits_6() -> None:
 
 
 def test_cli_values_name_their_option_and_say_what_is_wrong() -> None:
+    ipv6 = libvm_cmd("net", "reserve", "lab", "52:54:00:00:00:01", "fd00::5")
+    assert_one_line_error(ipv6, 2, "ip='fd00::5'", "IPv4 address for a MAC", "(IP)")
+    assert "mac=None" not in ipv6.stderr
     memory = libvm_cmd("vm", "create", "x", "--network", "lab", "--memory", "-5", "--no-start")
     assert_one_line_error(memory, 2, "memory='-5': from 16 MiB to", "(--memory)")
     disk = libvm_cmd("vm", "create", "s1", "--network", "lab", "--disk", "/a.img", "--disk", "/a.img", "--no-start")
