@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime as dt
+import functools
 import json
 import logging
 import operator
@@ -496,6 +497,7 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
     return code
 
 
+@functools.cache  # once per process: each call would open /dev/null again
 def _quiet_libxml2() -> None:
     """Send libxml2's generic errors to /dev/null, so an error stays one line on stderr.
 
