@@ -54,21 +54,23 @@ from .errors import (
 from .hostkey import HostKey
 from .hypervisor import Hypervisor, connect
 from .network import Network
-from .networkxml import IpSpec, NetworkSpec
+from .networkxml import DnsHost, IpSpec, NetworkSpec
 from .values import Disk, ImageSource, Lease, Nic, Reservation, Vnc
 from .views import LeaseList, NetworkList, ReservationList, Table, VMList
 
 if _TYPE_CHECKING:
     from .cloudinit import CloudInit
-    from .fleet import Fleet
+    from .fleet import Fleet, FleetVMList
     from .storage import Pool, Volume
+    from .survey import HostList
 
 __version__ = "0.1.0"
 
 #: Names loaded on first use (PEP 562): a program that builds no seed and touches no
 #: pool never pays for them (pycdlib, PyYAML and the storage layer).
 _LAZY = {"CloudInit": "cloudinit", "Pool": "storage", "Volume": "storage",
-         "Fleet": "fleet"}  # a fleet of hosts: most programs talk to one
+         "Fleet": "fleet", "FleetVMList": "fleet",  # a fleet of hosts: most programs talk to one
+         "HostList": "survey"}
 
 
 def __getattr__(name: str) -> _Any:
@@ -94,16 +96,19 @@ __all__ = [
     "CloudInit",
     "ConnectionClosed",
     "Disk",
+    "DnsHost",
     "DnsmasqFailure",
     "DomainDoc",
     "DomainSpec",
     "DomainStopped",
     "Fleet",
+    "FleetVMList",
     "GuestLogin",
     "HopFailed",
     "HostKey",
     "HostKeyMismatch",
     "HostKeyUnavailable",
+    "HostList",
     "HostnameReserved",
     "Hypervisor",
     "ImageSource",

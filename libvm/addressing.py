@@ -34,7 +34,10 @@ def parse_mac(value: MacLike, field: str = "mac") -> netaddr.EUI:
     if not isinstance(value, (str, netaddr.EUI)):
         raise InvalidSpec(field, value, "not a 48-bit MAC address (give a string)")
     try:
-        mac = netaddr.EUI(value, version=48, dialect=netaddr.mac_unix_expanded)
+        # White space around it is ignored, as for IPs, subnets and sizes (api.md): netaddr
+        # itself accepts a trailing newline but not a space.
+        mac = netaddr.EUI(value.strip() if isinstance(value, str) else value, version=48,
+                          dialect=netaddr.mac_unix_expanded)
     except (netaddr.AddrFormatError, TypeError, ValueError) as exc:
         raise InvalidSpec(field, value, "not a 48-bit MAC address") from exc
     if mac.words[0] & 0x01:

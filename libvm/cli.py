@@ -12,6 +12,8 @@ stderr and an exit code per kind of error (see ``docs/cli.md``)::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import json
 import logging
 import operator
@@ -160,6 +162,10 @@ def net_ensure(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 def net_reserve(hv: Hypervisor, args: argparse.Namespace) -> None:
     """libvm net reserve NET MAC IP [--hostname H]"""
+    if ":" in args.ip:  # libvirt binds IPv6 to a hostname or DUID, not to the MAC this command takes
+        raise InvalidSpec("ip", args.ip, "'net reserve' reserves an IPv4 address for a MAC; an IPv6 address is "
+                          "bound to a hostname or DHCPv6 DUID, which the command line does not offer: "
+                          "use Network.reserve(None, ip, hostname) from Python, or Nic(ip6=...)")
     res = hv.network(args.network).reserve(args.mac, args.ip, args.hostname)
     _show(args, _reservation_record(args.network, res), RESERVATION_COLUMNS)
 
@@ -227,18 +233,26 @@ def vm_list(hv: Hypervisor, args: argparse.Namespace) -> None:
     _show(args, [_vm_record(vm, facts) for vm in hv.vms()], VM_COLUMNS)
 
 
-def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> None:
-    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet);
-    a host that did not answer is a row with its error, never a failure of the others."""
+def fleet_vm_list(uris: list[str], args: argparse.Namespace) -> int:
+    """libvm --uri A --uri B vm list: every host's domains with a host column (libvm.Fleet).
+
+    A host that did not answer is a row with its error (``"error"`` in JSON), never a
+    failure of the others; the exit code is then EXIT_LIBVIRT, so a script can tell
+    a partial listing from a whole one.
+    """
     from .fleet import Fleet
 
     with Fleet(uris) as fleet:
         listing = fleet.vms()
         facts = NicFacts()
-        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts)} for vm in listing if vm.hypervisor is not None]
-        records += [{"host": uri, "name": None, "state": f"unreachable: {error}", "macs": [], "nics": []}
+        records = [{"host": vm.hypervisor.uri, **_vm_record(vm, facts), "error": None}
+                   for vm in listing if vm.hypervisor is not None]
+        records += [{"host": uri, "name": None, "state": "unreachable", "macs": [], "nics": [], "error": error}
                     for uri, error in listing.errors.items()]
-        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS])
+        _show(args, records, [("host", lambda r: r["host"]), *VM_COLUMNS, ("error", lambda r: r["error"] or "")])
+    for uri, error in listing.errors.items():
+        print(f"libvm: unreachable: {uri}: {' '.join(str(error).split())}", file=sys.stderr)
+    return EXIT_LIBVIRT if listing.errors else EXIT_OK
 
 
 def vm_create(hv: Hypervisor, args: argparse.Namespace) -> None:
@@ -308,13 +322,16 @@ def _global_options(*, defaults: bool) -> _Parser:
 
     The subcommands' copies default to SUPPRESS, so they do not reset an option given
     before the subcommand; argparse shares action objects between a parent and its
-    children, hence one copy per role.
+    children, hence one copy per role. A subparser fills a namespace of its own and
+    copies it over the parent's (argparse, 3.11), so an ``append`` after the command
+    would replace the URIs given before it: those go to ``uri_after`` and
+    :func:`_uris` joins both.
     """
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
     options = _Parser(add_help=False)
-    options.add_argument("--uri", action="append", default=default(None),
+    options.add_argument("--uri", action="append", default=default(None), dest="uri" if defaults else "uri_after",
                          help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system); "
                               "repeat it for 'vm list' across several hosts")
     options.add_argument("--json", action="store_true", default=default(False),
@@ -448,7 +465,7 @@ def _option(args: argparse.Namespace, error: LibvmError) -> str:
     """
     if not isinstance(error, InvalidSpec) or "command_parser" not in args:
         return ""
-    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", error.field)
+    dest = re.sub(r"^nics?(\[0\])?\.|\[\d+\]$", "", re.sub(r"^disks\[\d+\](\.path)?$", "disk", error.field))
     for action in args.command_parser._actions:
         if action.dest == dest and action.dest != "help":
             name = action.option_strings[0] if action.option_strings else action.metavar
@@ -466,17 +483,50 @@ def _fail(args: argparse.Namespace, error: BaseException, what: str, code: int) 
     return code
 
 
+@functools.cache  # once per process: each call would open /dev/null again
+def _quiet_libxml2() -> None:
+    """Send libxml2's generic errors to /dev/null, so an error stays one line on stderr.
+
+    libvirt parses a test driver's file with the system libxml2, whose default
+    handler prints "I/O warning : failed to load external entity ..." on stderr
+    before libvirt reports the same failure (which libvm turns into its one line).
+    The command line only: a library must not change its process's handlers.
+    """
+    try:
+        xml2 = ctypes.CDLL("libxml2.so.2")  # libvirt's copy, already loaded; lxml has its own
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        sink = libc.fopen(os.devnull.encode(), b"w")
+    except (OSError, AttributeError):  # no system libxml2 (nothing to silence)
+        return
+    if sink:
+        # A NULL handler is libxml2's default one, which writes to the context, a FILE*;
+        # per thread, hence the default for new threads too.
+        xml2.xmlSetGenericErrorFunc(ctypes.c_void_p(sink), None)
+        xml2.xmlThrDefSetGenericErrorFunc(ctypes.c_void_p(sink), None)
+
+
+def _uris(args: argparse.Namespace) -> list[str | None]:
+    """Every --uri, those before the command first; ``[None]`` (the default URI) for none."""
+    given: list[str | None] = [*(args.uri or ()), *getattr(args, "uri_after", ())]
+    return given or [None]
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
-    """The parsed command line; ``vm ssh``'s remote command (after ``--``) is set aside first."""
+    """The parsed command line; ``vm ssh``'s remote command (after ``--``) is set aside first.
+    Arguments nobody takes are the command's own usage error, as a missing one is."""
     from .cli_cloud import split_command, vm_ssh
 
     head, remote = split_command(argv)
     if remote is not None:
-        args = build_parser().parse_args(head)
-        if args.handler is vm_ssh:
+        args, extra = build_parser().parse_known_args(head)
+        if args.handler is vm_ssh and not extra:
             args.command = remote
             return args
-    return build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,15 +535,22 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
+    _quiet_libxml2()
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(levelname)s: %(message)s")
-    uris = args.uri or [None]
+    uris = _uris(args)
+    if len(set(uris)) < len(uris):
+        twice = next(uri for uri in uris if uris.count(uri) > 1)
+        print(f"libvm: invalid-spec: --uri {twice} is given twice", file=sys.stderr)
+        return EXIT_INVALID
     if len(uris) > 1 and args.handler is not vm_list:
         print("libvm: error: only 'vm list' takes several --uri (see 'libvm --help')", file=sys.stderr)
         return EXIT_INVALID
     try:
         if len(uris) > 1:
-            fleet_vm_list(uris, args)
+            code = fleet_vm_list([uri for uri in uris if uri is not None], args)
+            sys.stdout.flush()
+            return code
         else:
             with connect(uris[0]) as hv:
                 args.handler(hv, args)

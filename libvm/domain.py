@@ -31,7 +31,7 @@ from .errors import (
 )
 from .hostkey import HostKey
 from .ssh import SshTarget
-from .values import Lease, Nic, Reservation, check_bool, check_int, check_path, lease_of, reservation_of
+from .values import Lease, Nic, Reservation, check_bool, check_int, check_path, check_poll, lease_of, reservation_of
 from .views import NicRow, Rendered, Table, vm_table
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ class VM(Rendered):
         """
         if timeout is not None:
             _check_seconds("timeout", timeout)
-        _check_seconds("poll", poll)
+        check_poll(poll)
         if not self.running:
             return True
         with contextlib.suppress(InvalidState):  # it stopped meanwhile
@@ -350,7 +350,7 @@ class VM(Rendered):
         a reserved address, :class:`InvalidSpec` for bad arguments.
         """
         _check_seconds("timeout", timeout)
-        _check_seconds("poll", poll)
+        check_poll(poll)
         check_int(port, "port", 1, 65535)
         hop = _hop(self._live.uri, via)
         deadline = time.monotonic() + timeout
@@ -495,7 +495,7 @@ def wait_for_leases(vms: Sequence[VM], timeout: float, poll: float,
     is called once per VM whose NICs all have their address.
     """
     _check_seconds("timeout", timeout)
-    _check_seconds("poll", poll)
+    check_poll(poll)
     pending: dict[str, tuple[VM, list[Nic]]] = {}
     networks: dict[tuple[int, str], Network] = {}
     for vm in vms:

@@ -95,8 +95,10 @@ class LibvmError(Exception):
         (``nics[0].ip``); every other error in front of its message
         (``nics[0]: 10.0.0.5 is already reserved ...``). Attributes and
         ``__cause__`` are kept. Inside the ``except`` block that caught ``exc``:
-        ``raise exc.at("nics[0]") from exc``.
+        ``raise exc.at("nics[0]") from exc``. ``prefix`` must be a non-empty
+        string (else :class:`InvalidSpec` of field ``prefix``).
         """
+        _check_prefix(prefix)
         return self.relocated(lambda text: f"{prefix}: {text}")
 
     def relocated(self: E, edit: Callable[[str], str]) -> E:
@@ -112,6 +114,20 @@ class LibvmError(Exception):
         return error
 
 
+SHOWN = 200  # characters of a value's repr in a message; a 100 kB name stays a one-line error
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to :data:`SHOWN` characters (the error's ``value`` keeps it whole)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
+
+
+def _check_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str) or not prefix:
+        raise InvalidSpec("prefix", prefix, "a non-empty string that says where, e.g. 'nics[0]'")
+
+
 class InvalidSpec(LibvmError, ValueError):
     """A value given to libvm is malformed or not allowed.
 
@@ -123,17 +139,18 @@ class InvalidSpec(LibvmError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
+        super().__init__(f"{field}={shown(value)}: {reason}")
 
     def at(self: S, prefix: str) -> S:
         """The same error with ``prefix`` in front of its field: ``ip`` at ``nics[0]`` is ``nics[0].ip``."""
+        _check_prefix(prefix)
         return self.relocated(lambda field: f"{prefix}.{field}" if field else prefix)
 
     def relocated(self: S, edit: Callable[[str], str]) -> S:
         """The same error with its field rewritten by ``edit`` (and its message to match)."""
         error = copy.copy(self)
         error.field = edit(self.field)
-        error.args = (f"{error.field}={self.value!r}: {self.reason}",)
+        error.args = (f"{error.field}={shown(self.value)}: {self.reason}",)
         error.__cause__ = self.__cause__
         return error
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import re
 import threading
 import time
@@ -35,10 +36,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._live import sigint_deferred
 from ._log import log
-from .addressing import format_mac, parse_memory
+from .addressing import check_name, format_mac, parse_memory
 from .domain import VM, nic_rows
 from .errors import (
     AlreadyExists,
+    ConnectionClosed,
     InvalidSpec,
     LibvmError,
     MacInUse,
@@ -57,7 +59,8 @@ from .placement import (
 )
 from .progress import Progress, ProgressArg
 from .survey import Call, Host, HostList, Survey, fan_out, read_host, why
-from .values import Disk, Nic, as_items, check_path
+from .units import MIB, parse_amount
+from .values import Disk, Nic, as_items, check_path, read_all
 from .views import VM_COLUMNS, Rendered, Table
 
 if TYPE_CHECKING:
@@ -132,10 +135,11 @@ class Fleet(Rendered):
     def __init__(self, hosts: Iterable[str | Hypervisor], *, timeout: float = 10.0, memory_ratio: float = 1.0,
                  reserve: int | str = 512, disk_ratio: float = 1.0,
                  dhcp_owners: Mapping[str, str | None] | None = None) -> None:
+        wanted = "a list of libvirt URIs or libvm.Hypervisor objects"
         if isinstance(hosts, (str, bytes, Hypervisor, Mapping)) or not isinstance(hosts, Iterable):
-            raise InvalidSpec("hosts", hosts, "a list of libvirt URIs or libvm.Hypervisor objects")
+            raise InvalidSpec("hosts", hosts, wanted)
         self._hosts: dict[str, Host] = {}
-        for index, item in enumerate(hosts):
+        for index, item in enumerate(read_all(hosts, hosts, "hosts", wanted)):
             if isinstance(item, Hypervisor):
                 uri, hv = item.uri, item
             elif isinstance(item, str) and item.strip() and "\x00" not in item:
@@ -150,14 +154,8 @@ class Fleet(Rendered):
         for field, value in (("timeout", timeout), ("memory_ratio", memory_ratio), ("disk_ratio", disk_ratio)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise InvalidSpec(field, value, "a positive number")
-        if isinstance(reserve, int) and not isinstance(reserve, bool) and reserve >= 0:
-            reserve_mib = reserve  # 0 is fine here, though no VM has 0 MiB
-        else:
-            reserve_mib = parse_memory(reserve, "reserve")
-        owners = dict(dhcp_owners or {})
-        for name, owner in owners.items():
-            if owner is not None and owner not in self._hosts:
-                raise InvalidSpec(f"dhcp_owners[{name!r}]", owner, "None or the URI of one of the fleet's hosts")
+        reserve_mib = _reserve_mib(reserve)
+        owners = _owners(dhcp_owners, self._hosts)
         self.timeout = float(timeout)
         self.policy = Policy(float(memory_ratio), reserve_mib, float(disk_ratio))
         self.dhcp_owners: dict[str, str | None] = owners
@@ -166,6 +164,7 @@ class Fleet(Rendered):
         self._surveys: dict[str, Survey] = {}  # the latest reading of each host that answered
         self._facts: dict[str, HostFacts] = {}  # the latest reading of each host, or its error
         self._images: dict[tuple[str, str], Path] = {}  # (pool, volume) -> the local file it came from
+        self._closed = False
         self._fan_out(lambda host: host.hypervisor())  # connect to all at once; failures show in hosts()
 
     def __repr__(self) -> str:
@@ -179,7 +178,12 @@ class Fleet(Rendered):
         self.close()
 
     def close(self) -> None:
-        """Close the connections the fleet opened (idempotent); Hypervisors given to it stay open."""
+        """Close the connections the fleet opened (idempotent); Hypervisors given to it stay open.
+
+        Every later call raises :class:`ConnectionClosed`, as a closed
+        :class:`Hypervisor` does: nothing reopens a connection nobody would close.
+        """
+        self._closed = True
         for host in self._hosts.values():
             if host.owned and host.hv is not None:
                 host.hv.close()
@@ -189,8 +193,15 @@ class Fleet(Rendered):
         """The hosts' URIs, in the order given."""
         return list(self._hosts)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"this fleet ({', '.join(self._hosts)}) is closed; make a new libvm.Fleet")
+
     def hypervisor(self, uri: str) -> Hypervisor:
         """The :class:`Hypervisor` of host ``uri`` (connecting if needed); :class:`NotFound` for another URI."""
+        self._check_open()
+        if not isinstance(uri, str):
+            raise InvalidSpec("uri", uri, "the URI of one of the fleet's hosts (a string)")
         if uri not in self._hosts:
             raise NotFound(f"no host {uri!r} in this fleet ({', '.join(self._hosts)})")
         return self._hosts[uri].hypervisor()
@@ -199,6 +210,7 @@ class Fleet(Rendered):
 
     def _fan_out(self, work: Callable[[Host], T]) -> dict[str, T | BaseException]:
         """``work(host)`` on every host at once, at most ``timeout`` seconds (:func:`libvm.survey.fan_out`)."""
+        self._check_open()
         return fan_out(self._hosts.values(), work, self.timeout)
 
     def _survey(self, bases: frozenset[tuple[str, str]] = frozenset()) -> dict[str, HostFacts]:
@@ -307,7 +319,12 @@ class Fleet(Rendered):
         try:
             return self.create_vms([spec], placement=placement)[0]
         except InvalidSpec as exc:
-            raise InvalidSpec(exc.field.removeprefix("specs[0]."), exc.value, exc.reason) from exc.__cause__
+            if exc.field == "specs[0]":  # an unknown keyword: what Python says for Hypervisor.create_vm
+                unknown = sorted(set(options) - set(inspect.signature(Hypervisor.create_vm).parameters))
+                raise TypeError(f"Fleet.create_vm() got an unexpected keyword argument {unknown[0]!r}") from None
+            raise exc.relocated(lambda field: field.removeprefix("specs[0].")) from exc.__cause__
+        except LibvmError as exc:
+            raise exc.relocated(lambda text: re.sub(r"specs\[0\](\.|: )", "", text)) from exc.__cause__
 
     def create_vms(self, specs: Iterable[Mapping[str, Any]], *, placement: Placement = "spread",
                    progress: ProgressArg = None) -> FleetVMList:
@@ -323,6 +340,7 @@ class Fleet(Rendered):
         :meth:`Hypervisor.create_vms`. Raises what :meth:`create_vm` raises,
         an error of a host's part naming ``specs[i]`` as given here.
         """
+        self._check_open()
         report = Progress(progress)
         items = check_specs(specs)
         requests = [_request(kwargs, f"specs[{index}]") for index, kwargs in enumerate(items)]
@@ -562,8 +580,12 @@ class Fleet(Rendered):
         use ``Disk.from_image(volume)`` with any of them: the disk names the
         pool and volume, which are the same on every host. The fleet also
         remembers the file, so a VM placed later on a host without the image
-        gets it uploaded first. A host that fails is logged and left out.
+        gets it uploaded first. A host that does not answer is logged and left
+        out; a host without ``pool`` raises :class:`NotFound` naming it (after
+        the others have the image). ``pool`` of the wrong type: :class:`InvalidSpec`.
         """
+        self._check_open()
+        check_name(pool, "pool", lookup=True)
         path = check_path(source, "source")
         digest = hashlib.sha256()
         try:
@@ -582,6 +604,11 @@ class Fleet(Rendered):
         found = self._fan_out(ensure)
         self._images[(pool, volume)] = path
         volumes: dict[str, Volume] = {}
+        missing = [uri for uri, result in found.items() if isinstance(result, NotFound)]
+        if missing:
+            done = [uri for uri, result in found.items() if not isinstance(result, BaseException)]
+            raise NotFound(f"no storage pool {pool!r} on {', '.join(missing)}; the image is uploaded to "
+                           f"{', '.join(done) or 'no host'}")
         for uri, result in found.items():
             if isinstance(result, BaseException):
                 log.warning("image %s not uploaded to %s: %s", volume, uri, why(result))
@@ -591,6 +618,34 @@ class Fleet(Rendered):
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+def _reserve_mib(reserve: object) -> int:
+    """``Fleet(reserve=)``: MiB kept free on each host, 0 or more."""
+    if isinstance(reserve, int) and not isinstance(reserve, bool) and reserve >= 0:
+        return reserve  # 0 is fine here, though no VM has 0 MiB
+    wanted = "0 or more MiB: an int, or a string like '512MiB'"
+    if not isinstance(reserve, str):
+        raise InvalidSpec("reserve", reserve, wanted)
+    mib = parse_amount(reserve, "reserve", MIB, "MiB", "'512MiB'")
+    if mib < 0:
+        raise InvalidSpec("reserve", reserve, wanted)
+    return mib
+
+
+def _owners(dhcp_owners: object, hosts: Mapping[str, Host]) -> dict[str, str | None]:
+    """``Fleet(dhcp_owners=)`` checked: ``{network name: None or a host's URI}``."""
+    if dhcp_owners is None:
+        return {}
+    if not isinstance(dhcp_owners, Mapping):
+        raise InvalidSpec("dhcp_owners", dhcp_owners, "a mapping {network name: None or a host's URI}")
+    owners: dict[str, str | None] = {}
+    for name, owner in dhcp_owners.items():
+        check_name(name, "dhcp_owners key", lookup=True)
+        if owner is not None and owner not in hosts:
+            raise InvalidSpec(f"dhcp_owners[{name!r}]", owner, "None or the URI of one of the fleet's hosts")
+        owners[name] = owner
+    return owners
 
 
 def _request(kwargs: dict[str, Any], where: str) -> Request:
@@ -612,8 +667,10 @@ def _request(kwargs: dict[str, Any], where: str) -> Request:
     if kwargs.get("cloud_init") is not None and needs:
         needs.append((needs[0][0], None, _SEED_BYTES))
     virt_type = kwargs.get("virt_type")
+    addresses = tuple((nic.network, str(nic.ip), None if nic.mac is None else format_mac(nic.mac))
+                      for nic in nics if nic.ip is not None)
     return Request(str(kwargs["name"]), memory, vcpus, tuple(nic.network for nic in nics),
-                   virt_type if isinstance(virt_type, str) else None, "x86_64", tuple(needs))
+                   virt_type if isinstance(virt_type, str) else None, "x86_64", tuple(needs), addresses)
 
 
 def _undo_vm(part: _Done, vm: VM, asked: tuple[Nic, ...]) -> None:

@@ -33,7 +33,7 @@ from .networkxml import MAX_XML_BYTES, NetworkSpec, too_big
 from .progress import Progress, ProgressArg
 from .reservations import HostLike, parse_hosts, plan_hosts
 from .storagexml import pool_xml, read_pool
-from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path
+from .values import Disk, Nic, PathLike, Reservation, Vnc, as_items, check_bool, check_path, check_poll, read_all
 from .views import NetworkList, Rendered, Table, VMList
 
 if TYPE_CHECKING:  # loaded on first use: most programs never build a seed or a pool
@@ -479,10 +479,11 @@ class Hypervisor(Rendered):
         :class:`InvalidSpec` for bad arguments, :class:`NotFound` for a name.
         """
         report = Progress(progress)
+        check_poll(poll)
         if isinstance(vms, (str, bytes, Mapping, VM)) or not isinstance(vms, Iterable):
             raise InvalidSpec("vms", vms, "a list of VMs (or their names)")
         chosen: dict[str, VM] = {}
-        for index, item in enumerate(vms):
+        for index, item in enumerate(read_all(vms, vms, "vms", "a list of VMs (or their names)")):
             if not isinstance(item, (VM, str)):
                 raise InvalidSpec(f"vms[{index}]", item, "a libvm.VM or a domain name")
             vm = self.vm(item) if isinstance(item, str) else item
@@ -525,7 +526,7 @@ def check_specs(specs: object) -> list[dict[str, Any]]:
     (a list of dicts, each with a ``name``, no unknown argument, no name twice)."""
     if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
         raise InvalidSpec("specs", specs, "a list of dicts of create_vm's arguments")
-    items = list(specs)
+    items = list(read_all(specs, specs, "specs", "a list of dicts of create_vm's arguments"))
     known = set(inspect.signature(Hypervisor.create_vm).parameters) - {"self"}
     names: dict[str, int] = {}
     for index, kwargs in enumerate(items):

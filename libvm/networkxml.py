@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,7 +28,7 @@ from .addressing import (
     parse_subnet,
 )
 from .errors import InvalidSpec
-from .values import Reservation, _trusted, as_items, check_bool
+from .values import Reservation, _trusted, as_items, check_bool, read_all
 
 FORWARD_MODES = ("nat", "route", "open", "none")
 # Linux's dev_valid_name(): at most IFNAMSIZ-1 characters, no '/', ':' or white space.
@@ -105,7 +105,7 @@ class NetworkSpec:
         forward: str = "nat",
         bridge: str | None = None,
         domain: str | None = None,
-        hosts: Iterable[Reservation] = (),
+        hosts: Iterable[Reservation | tuple[str, ...]] = (),
         subnet6: str | netaddr.IPNetwork | None = None,
         dhcp_range6: Sequence[str | netaddr.IPAddress] | None = None,
     ) -> NetworkSpec:
@@ -114,6 +114,8 @@ class NetworkSpec:
         ``subnet`` may be IPv4 or IPv6; ``subnet6`` adds an IPv6 subnet to an
         IPv4 network (dual stack), with its own ``dhcp_range6``. A DHCP range is
         a ``(start, end)`` pair; ``domain`` is the DNS domain dnsmasq serves.
+        ``hosts``: :class:`Reservation` objects or ``(mac, ip[, hostname])``
+        tuples, as ``ensure_network`` takes them.
         """
         check_name(name)
         if not isinstance(forward, str) or forward not in FORWARD_MODES:
@@ -125,7 +127,7 @@ class NetworkSpec:
             # libvirt does not check the name: a domain such as "corp&lab" is
             # defined fine, then breaks libvirt's listing of the networks.
             check_hostname(domain, "domain")
-        ips = [_ip_spec(subnet, dhcp_range, as_items(hosts, "hosts", Reservation), "subnet", "dhcp_range")]
+        ips = [_ip_spec(subnet, dhcp_range, _build_hosts(hosts), "subnet", "dhcp_range")]
         if subnet6 is not None:
             ips.append(_ip_spec(subnet6, dhcp_range6, (), "subnet6", "dhcp_range6"))
             if ips[1].subnet.version != 6 or ips[0].subnet.version != 4:
@@ -207,11 +209,28 @@ class NetworkSpec:
         """Read any libvirt ``<network>`` XML, reservations included."""
         spec, entries = read_network(xml)
         hosts: dict[int, list[Reservation]] = {}
-        for entry in entries:
-            hosts.setdefault(entry.ip_index, []).append(entry.reservation())
+        for number, entry in enumerate(entries):
+            hosts.setdefault(entry.ip_index, []).append(_read_host(entry, f"network xml hosts[{number}]"))
         ips = tuple(_trusted_ip(ip.subnet, ip.dhcp_ranges, tuple(hosts.get(i, ())), ip.dhcp)
                     for i, ip in enumerate(spec.ips))
         return dataclasses.replace(spec, ips=ips)
+
+
+def _build_hosts(value: object) -> tuple[Reservation, ...]:
+    """``build``'s ``hosts``: each ``(mac, ip[, hostname])`` tuple made a :class:`Reservation`."""
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping, Set, Reservation)):
+        value = [_build_host(item, index) for index, item in
+                 enumerate(read_all(value, value, "hosts", "a list of libvm.Reservation or (mac, ip[, hostname])"))]
+    return as_items(value, "hosts", Reservation)
+
+
+def _build_host(item: object, index: int) -> object:
+    if not (isinstance(item, tuple) and len(item) in (2, 3)):
+        return item  # as_items names it if it is no Reservation either
+    try:
+        return Reservation(*item)
+    except InvalidSpec as exc:
+        raise exc.at(f"hosts[{index}]") from None
 
 
 def _ip_spec(subnet: str | netaddr.IPNetwork, dhcp_range: Sequence[str | netaddr.IPAddress] | None,
@@ -338,11 +357,27 @@ def _read_ip(ip_el: etree._Element) -> IpSpec:
             (netaddr.IPAddress(rng.get("start", "")), netaddr.IPAddress(rng.get("end", "")))
             for rng in ip_el.iterfind("dhcp/range")
         )
+        if any(int(start) > int(end) for start, end in ranges):
+            raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200],
+                              "a <range> whose start is after its end (libvirt refuses to define it)")
     except InvalidSpec:
         raise
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise InvalidSpec("network xml", _xml.to_string(ip_el).strip()[:200], f"bad <ip> element: {exc}") from exc
     return _trusted_ip(subnet, ranges, (), ip_el.find("dhcp") is not None)
+
+
+def _read_host(entry: HostEntry, field: str) -> Reservation:
+    """A ``<host>`` of XML libvirt may not have seen: a malformed one is :class:`InvalidSpec`
+    naming the attribute (``network xml hosts[3].mac``), never netaddr's error."""
+    try:
+        return entry.reservation()
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        try:  # the checking constructor names the attribute at fault
+            Reservation(entry.mac, entry.ip, entry.name, client_id=entry.id)
+        except InvalidSpec as named:
+            raise named.at(field) from exc
+        raise InvalidSpec(field, entry, f"a malformed <host>: {exc}") from exc
 
 
 def _trusted_ip(subnet: netaddr.IPNetwork, ranges: tuple[IpRange, ...], hosts: tuple[Reservation, ...],

@@ -24,18 +24,20 @@ from typing import TypeAlias
 
 import netaddr
 
+from .addressing import format_mac, generate_mac
 from .errors import InvalidSpec, NoEligibleHost, SubnetOverlap
 
-__all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFacts", "Request", "l2_verdicts",
-           "overlap", "place", "refusals"]
+__all__ = ["Claim", "HostFacts", "NetworkFacts", "Placement", "Policy", "PoolFacts", "Request", "free_there",
+           "l2_verdicts", "overlap", "place", "refusals"]
 
 
 @dataclass(frozen=True)
 class NetworkFacts:
     """One libvirt network of a host: what placement and the shared-L2 rules look at.
 
-    ``dhcp``: whether libvirt runs DHCP on its IPv4 subnet (a ``<dhcp>`` element):
-    only then can libvm reserve an address there.
+    ``dhcp``: whether libvirt runs DHCP on its IPv4 subnet now (a ``<dhcp>``
+    element). libvm can reserve an address on any network whose IPv4
+    addressing libvirt manages (:attr:`serves_dhcp`), with or without one.
     """
 
     name: str
@@ -44,6 +46,22 @@ class NetworkFacts:
     subnets: tuple[netaddr.IPNetwork, ...] = ()
     dhcp: bool = False
     bridge: str | None = None
+    reserved: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # ip -> MAC of each <host>
+
+    @property
+    def serves_dhcp(self) -> bool:
+        """Whether libvirt's dnsmasq hands out the addresses libvm reserves here.
+
+        libvirt (networkDnsmasqConfContents, 9.0) writes ``dhcp-range=<net>,static``
+        for an IPv4 ``<ip>`` whose ``<dhcp>`` has host entries and no range, so
+        a network without a range serves its reservations. A ``bridge`` (or other
+        host-device) forward mode has no libvirt DHCP at all.
+        """
+        return self.dhcp or (self.forward in _MANAGED and any(s.version == 4 for s in self.subnets))
+
+
+# Forward modes whose addressing libvirt manages (an <ip> and dnsmasq).
+_MANAGED = frozenset({"nat", "route", "open", "none"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,7 @@ class Request:
     virt_type: str | None = None
     arch: str = "x86_64"
     disks: tuple[tuple[str, str | None, int], ...] = ()
+    addresses: tuple[tuple[str, str, str | None], ...] = ()  # (network, ip, MAC or None) given by the caller
 
     def sized(self, hosts: Iterable[HostFacts]) -> Request:
         """This request with each disk's default size (0: the base's) read from a host holding the base."""
@@ -184,8 +203,9 @@ def refusals(host: HostFacts, request: Request, claim: Claim, policy: Policy,
             reasons.append(f"network {name!r} is not active")
         elif ruled is not None:
             reasons.append(ruled)
-        elif not net.dhcp:
-            reasons.append(f"network {name!r} has no libvirt DHCP here (forward mode {net.forward}): "
+        elif not net.serves_dhcp:
+            why = f"forward mode {net.forward}" if net.forward not in _MANAGED else "no IPv4 subnet"
+            reasons.append(f"network {name!r} has no libvirt DHCP here ({why}): "
                            f"libvm cannot reserve an address on it")
     if not _offers(host, request):
         wanted = request.virt_type or "kvm or qemu"
@@ -258,17 +278,33 @@ def place(hosts: Sequence[HostFacts], request: Request, claims: Mapping[str, Cla
         for host in eligible:
             if host.uri == uri:
                 return host
-        raise InvalidSpec("placement", chosen, f"the callable must return one of the eligible hosts "
-                                               f"({', '.join(h.uri for h in eligible)}) or its URI")
+        got = repr(uri) if isinstance(uri, str) else f"a {type(chosen).__name__}"
+        raise InvalidSpec("placement", placement, f"the callable returned {got}, not one of the eligible hosts "
+                                                  f"({', '.join(h.uri for h in eligible)}) or its URI")
     sign = 1 if placement == "spread" else -1
 
-    def weight(item: tuple[int, HostFacts]) -> tuple[bool, int, int]:
+    def weight(item: tuple[int, HostFacts]) -> tuple[bool, bool, int, int]:
         index, host = item
         holds = all(base is None or base in host.pools[pool].volumes for pool, base, _ in request.disks)
         free = uncommitted_after(host, request, claims.get(host.uri, Claim()), policy)
-        return holds, sign * free, -index  # ties: the host given first
+        return free_there(host, request), holds, sign * free, -index  # ties: the host given first
 
     return max(enumerate(eligible), key=weight)[1]
+
+
+def free_there(host: HostFacts, request: Request) -> bool:
+    """Whether every address the caller gave is unreserved on ``host`` (or reserved for its MAC).
+
+    Placement prefers such a host: on another, ``create_vm`` would fail with
+    ``IpReserved``. Islands hold their addresses per host, so another host may
+    well have the address free.
+    """
+    for network, ip, mac in request.addresses:
+        net = host.networks.get(network)
+        holder = net.reserved.get(ip) if net is not None else None
+        if holder is not None and holder != (mac or format_mac(generate_mac(network, ip))):
+            return False
+    return True
 
 
 def l2_verdicts(hosts: Sequence[HostFacts], wanted: Sequence[str],

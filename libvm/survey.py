@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from . import _xml
 from .errors import InvalidSpec, LibvirtFailure, NotFound
 from .hypervisor import Hypervisor, connect
+from .networkxml import read_network
 from .placement import HostFacts, NetworkFacts, PoolFacts
 from .views import Rendered, Table
 
@@ -185,12 +186,13 @@ def _read(host: Host, bases: frozenset[tuple[str, str]]) -> Survey:
     networks = {}
     for net in hv.networks():
         try:
-            spec = net.spec()
+            spec, entries = read_network(net.xml())
         except InvalidSpec:  # a network libvm cannot read: unusable here
             continue
         networks[net.name] = NetworkFacts(net.name, net.active, spec.forward,
                                           tuple(ip.subnet for ip in spec.ips),
-                                          any(ip.dhcp for ip in spec.ips if ip.subnet.version == 4), spec.bridge)
+                                          any(ip.dhcp for ip in spec.ips if ip.subnet.version == 4), spec.bridge,
+                                          {entry.ip: entry.mac for entry in entries})
     pools = {}
     for pool in hv.pools():
         active = pool.active

@@ -43,6 +43,9 @@ def parse_amount(value: object, field: str, unit: int, unit_name: str, example: 
         raise InvalidSpec(field, value, hint)
     if isinstance(value, int):
         return value
+    if value.strip().startswith("-") and _AMOUNT.fullmatch(value.strip()[1:]):
+        # "-5" (from a command line) is the int -5: the caller's range check says what is wrong.
+        return -parse_amount(value.strip()[1:], field, unit, unit_name, example)
     match = _AMOUNT.fullmatch(value)
     if not match:
         raise InvalidSpec(field, value, hint)

@@ -92,12 +92,32 @@ def check_bool(value: object, field: str) -> bool:
     return value
 
 
+#: The shortest wait between two polls of libvirt: 0 would spin a CPU against libvirtd.
+MIN_POLL = 0.01
+
+
+def check_poll(value: object, field: str = "poll") -> float:
+    """Seconds between polls: a finite number, :data:`MIN_POLL` or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_POLL <= value < float("inf"):
+        raise InvalidSpec(field, value, f"a finite number of seconds, {MIN_POLL} or more (0 would busy-poll libvirt)")
+    return float(value)
+
+
 def check_int(value: object, field: str, low: int, high: int | None = None) -> int:
     """An ``int`` (not a ``bool``) from ``low`` to ``high``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise InvalidSpec(field, value, f"an integer {span}")
     return value
+
+
+def read_all(iterator: Iterable[T], value: object, field: str, wanted: str) -> tuple[T, ...]:
+    """Every item of the caller's ``iterator`` (from ``value``); one that raises while
+    being read is :class:`InvalidSpec` naming ``field``, as ``reserve_many`` says it."""
+    try:
+        return tuple(iterator)
+    except Exception as exc:  # the caller's generator failed: a libvm error naming the field
+        raise InvalidSpec(field, value, f"{wanted}; reading it failed: {exc!r}") from exc
 
 
 def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
@@ -115,7 +135,7 @@ def as_items(value: object, field: str, kind: type[T]) -> tuple[T, ...]:
         iterator = iter(value)  # type: ignore[call-overload]
     except TypeError:
         raise InvalidSpec(field, value, f"a list (or any iterable) of {what}") from None
-    items = tuple(iterator)
+    items = read_all(iterator, value, field, f"a list (or any iterable) of {what}")
     for index, item in enumerate(items):
         if not isinstance(item, kind):
             raise InvalidSpec(f"{field}[{index}]", item, f"a {what}")

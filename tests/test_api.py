@@ -90,3 +90,8 @@ def test_only_the_live_boundary_imports_libvirt() -> None:
                               ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
                               for node in ast.walk(ast.parse(p.read_text()))))
     assert importers == ["_live.py"]
+
+
+def test_the_types_the_docs_name_are_importable() -> None:
+    for name in ("DnsHost", "HostList", "FleetVMList"):
+        assert name in libvm.__all__ and inspect.isclass(getattr(libvm, name)), name

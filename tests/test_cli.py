@@ -276,6 +276,9 @@ def test_invalid_value_exits_2_naming_the_field() -> None:
 
 def test_usage_error_exits_2_in_one_line() -> None:
     assert_one_line_error(libvm_cmd("net", "reserve", "lab"), 2, "libvm net reserve: error:", "MAC, IP")
+    extra = libvm_cmd("net", "reserve", "lab", "52:54:00:00:00:01", "192.168.150.5", "extra")
+    assert_one_line_error(extra, 2, "libvm net reserve: error: unrecognized arguments: extra",
+                          "(see 'libvm net reserve --help')")
     assert_one_line_error(libvm_cmd("vm", "wait-ip", "legacy", "--timeout", "soon"), 2, "--timeout")
     assert_one_line_error(libvm_cmd(uri=False), 2, "required")
 
@@ -291,9 +294,21 @@ def test_wait_ip_timeout_exits_5() -> None:
 
 
 def test_libvirt_failure_exits_6() -> None:
-    # (Not a missing test-driver file: libxml2 itself writes a warning to stderr.)
     result = libvm_cmd("net", "list", uri=False, LIBVIRT_DEFAULT_URI="nosuchdriver:///x")
     assert_one_line_error(result, 6, "libvirt-failure", "cannot connect")
+    # libxml2's own "I/O warning : failed to load external entity" line is silenced
+    missing = libvm_cmd("net", "list", uri=False, LIBVIRT_DEFAULT_URI="test:///nonexistent.xml")
+    assert_one_line_error(missing, 6, "libvm: libvirt-failure: cannot connect")
+
+
+def test_cli_values_name_their_option_and_say_what_is_wrong() -> None:
+    ipv6 = libvm_cmd("net", "reserve", "lab", "52:54:00:00:00:01", "fd00::5")
+    assert_one_line_error(ipv6, 2, "ip='fd00::5'", "IPv4 address for a MAC", "(IP)")
+    assert "mac=None" not in ipv6.stderr
+    memory = libvm_cmd("vm", "create", "x", "--network", "lab", "--memory", "-5", "--no-start")
+    assert_one_line_error(memory, 2, "memory='-5': from 16 MiB to", "(--memory)")
+    disk = libvm_cmd("vm", "create", "s1", "--network", "lab", "--disk", "/a.img", "--disk", "/a.img", "--no-start")
+    assert_one_line_error(disk, 2, "same image as disks[0] (--disk)")
 
 
 def test_debug_shows_the_traceback() -> None:

@@ -177,3 +177,21 @@ def test_invalid_spec_with_an_unpicklable_value_crosses_a_process_pool() -> None
             future.result(timeout=60)
     assert (info.value.field, info.value.reason) == ("progress", "a callable")
     assert info.value.value.startswith("<function _raise_unpicklable_invalid_spec.<locals>.<lambda>")
+
+
+def test_a_long_value_is_cut_in_the_message_and_kept_whole() -> None:
+    name = "x" * 100_000
+    error = InvalidSpec("name", name, "longer than 200 bytes")
+    assert len(str(error)) < 300 and str(error).endswith("... (100002 characters): longer than 200 bytes")
+    assert error.value == name
+    moved = error.at("specs[0]")
+    assert moved.value == name and len(str(moved)) < 310
+    assert pickle.loads(pickle.dumps(error)).value == name
+
+
+@pytest.mark.parametrize("prefix", [None, 5, "", b"nics"])
+@pytest.mark.parametrize("cls", [InvalidSpec, errors.IpReserved], ids=lambda cls: cls.__name__)
+def test_at_refuses_a_prefix_that_is_not_a_non_empty_string(cls: type[errors.LibvmError], prefix: Any) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        _sample(cls).at(prefix)
+    assert info.value.field == "prefix"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,19 @@ def test_pure_filters_virt_type_arch_and_pools() -> None:
     # claims count like committed memory: 4096 - 512 reserve = 3584 allowed
     assert refusals(host, Request("m", 1024), Claim(memory=3000), policy)
     assert place([host], Request("m", 512), {"h": Claim(memory=3000)}, policy).uri == "h"
+
+
+def test_a_network_without_a_dhcp_range_is_placed_on(tmp_path: Path) -> None:
+    # libvirt serves DHCP for <host> entries alone (dhcp-range=<net>,static), so a range is not needed (F12).
+    norange = ISOLATED.format(dhcp="").replace("<bridge", "<forward mode='nat'/><bridge")
+    with libvm.connect(node(tmp_path, "a", networks=(norange,))) as a:
+        vm = Fleet([a]).create_vm("web1", memory="256MiB", nics=[Nic("iso")])
+        assert where(vm) == a.uri
+        assert [str(r.ip) for r in a.network("iso").reservations()] == ["10.7.0.2"]
+    bridged = NetworkFacts("br", True, "bridge", (netaddr.IPNetwork("10.8.0.0/24"),))
+    assert not bridged.serves_dhcp
+    assert NetworkFacts("iso", True, "none", (netaddr.IPNetwork("10.8.0.0/24"),)).serves_dhcp
+    assert not NetworkFacts("v6", True, "nat", (netaddr.IPNetwork("fd00::/64"),)).serves_dhcp
 
 
 # -- one ledger: names, MACs, shared networks --------------------------------------
@@ -552,6 +565,80 @@ def test_fleet_owns_the_connections_it_opened(tmp_path: Path) -> None:
         Fleet([uri]).hypervisor("qemu:///nowhere")
 
 
+def test_placement_prefers_a_host_where_the_given_address_is_free(
+        two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two  # b has more memory: spread would choose it
+    b.network("lab").reserve("52:54:00:12:12:12", "192.168.150.20", "taken")
+    vm = Fleet([a, b]).create_vm("x", memory=256, nics=[Nic("lab", ip="192.168.150.20")])
+    assert where(vm) == a.uri
+    with pytest.raises(libvm.IpReserved):  # taken on every host: the host's own error
+        Fleet([b]).create_vm("y", memory=256, nics=[Nic("lab", ip="192.168.150.20")])
+    # a reservation of the NIC's own MAC does not count against a host
+    again = Fleet([a, b]).create_vm("z", memory=256, nics=[Nic("lab", ip="192.168.150.20", mac="52:54:00:12:12:12")])
+    assert where(again) == b.uri
+
+
+def test_a_closed_fleet_refuses_every_call(tmp_path: Path) -> None:
+    uri = node(tmp_path, "own", 4096)
+    with libvm.connect(uri) as given:
+        fleet = Fleet([given, node(tmp_path, "other", 4096)])
+        fleet.close()
+        calls: list[Callable[[], object]] = [fleet.vms, fleet.hosts, lambda: fleet.hypervisor(uri),
+                                             lambda: fleet.create_vm("after-close"), lambda: fleet.vm("x"),
+                                             lambda: fleet.delete_vm("x"), lambda: fleet.upload_image(tmp_path, "p")]
+        for call in calls:
+            with pytest.raises(libvm.ConnectionClosed, match="closed"):
+                call()
+        fleet.close()  # idempotent
+        assert not given.closed and given.vms() == []
+
+
+def test_fleet_arguments_of_the_wrong_kind_are_invalid_spec(tmp_path: Path) -> None:
+    uri = node(tmp_path, "own", 4096)
+    for owners, field in ((5, "dhcp_owners"), ("lab", "dhcp_owners"), (["lab"], "dhcp_owners"),
+                          ({5: None}, "dhcp_owners key"), ({"a\nb": None}, "dhcp_owners key")):
+        with pytest.raises(libvm.InvalidSpec) as info:
+            Fleet([uri], dhcp_owners=owners)  # type: ignore[arg-type]
+        assert info.value.field == field
+    for reserve in (-5, "-5MiB", None):
+        with pytest.raises(libvm.InvalidSpec, match="0 or more MiB"):
+            Fleet([uri], reserve=reserve)  # type: ignore[arg-type]
+    assert Fleet([uri], reserve=0).policy.reserve == 0
+    with Fleet([uri]) as fleet:
+        for bad in (None, 5):
+            with pytest.raises(libvm.InvalidSpec) as info:
+                fleet.hypervisor(bad)  # type: ignore[arg-type]
+            assert info.value.field == "uri"
+        with pytest.raises(libvm.InvalidSpec) as info:
+            fleet.upload_image(tmp_path, None)  # type: ignore[arg-type]
+        assert info.value.field == "pool"
+
+
+def test_upload_image_names_the_hosts_without_the_pool(two: tuple[libvm.Hypervisor, libvm.Hypervisor],
+                                                      tmp_path: Path) -> None:
+    image = tmp_path / "cloud.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(4092))
+    with pytest.raises(libvm.NotFound, match=f"no storage pool 'nopool' on {two[0].uri}, {two[1].uri}"):
+        Fleet(list(two)).upload_image(image, "nopool")
+
+
+def test_single_create_vm_errors_do_not_name_specs_0(two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two
+    a.create_vm("old")
+    fleet = Fleet([a, b])
+    with pytest.raises(libvm.AlreadyExists) as exists:
+        fleet.create_vm("old")
+    assert str(exists.value).startswith("a domain named 'old' already exists")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo'"):  # as Hypervisor.create_vm
+        fleet.create_vm("m", foo=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo'"):
+        a.create_vm("m", foo=1)  # type: ignore[call-arg]
+    with pytest.raises(libvm.InvalidSpec) as chosen:
+        fleet.create_vm("w3", placement=lambda h, r: h)  # type: ignore[arg-type, return-value]
+    assert chosen.value.field == "placement" and "the callable returned a list, not one of" in str(chosen.value)
+    assert len(str(chosen.value)) < 400
+
+
 def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.Hypervisor], tmp_path: Path) -> None:
     a, b = two
 
@@ -567,7 +654,8 @@ def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.H
         "</node>", "<domain type='test'><name>on-b</name><memory unit='MiB'>256</memory>"
                    "<os><type arch='x86_64'>hvm</type></os></domain></node>"))
     text = run("vm", "list")
-    assert text.returncode == 0, text.stderr
+    assert text.returncode == 6, text.stderr  # a partial listing: one host did not answer
+    assert text.stderr.startswith(f"libvm: unreachable: {DOWN}: ") and len(text.stderr.splitlines()) == 1
     lines = text.stdout.splitlines()
     assert lines[0].split()[:2] == ["HOST", "NAME"]
     assert any(line.startswith(a.uri) and "on-a" in line for line in lines)
@@ -575,4 +663,24 @@ def test_cli_lists_the_vms_of_several_hosts(two: tuple[libvm.Hypervisor, libvm.H
     assert any(line.startswith(DOWN) and "Connection refused" in line for line in lines)
     listed = json.loads(run("--json", "vm", "list").stdout)
     assert [(r["host"], r["name"]) for r in listed if r.get("name")] == [(a.uri, "on-a"), (b.uri, "on-b")]
+    [down] = [r for r in listed if r["error"]]
+    assert (down["host"], down["state"]) == (DOWN, "unreachable") and "Connection refused" in down["error"]
     assert run("net", "list").returncode == 2  # only `vm list` spans hosts
+
+
+def test_cli_uris_before_and_after_the_command_add_up(two: tuple[libvm.Hypervisor, libvm.Hypervisor]) -> None:
+    a, b = two
+    root = Path(__file__).parent.parent
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "libvm", *argv], capture_output=True, text=True, timeout=60,
+                              cwd=root)
+
+    listed = run("--uri", a.uri, "--json", "vm", "list", "--uri", b.uri)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []  # two hosts, no VMs: each reachable
+    lone = run("--uri", a.uri, "vm", "list")
+    assert lone.stdout.split()[0] == "NAME"
+    assert run("--uri", a.uri, "vm", "list", "--uri", b.uri).stdout.split()[0] == "HOST"
+    twice = run("--uri", a.uri, "vm", "list", "--uri", a.uri)
+    assert (twice.returncode, twice.stderr) == (2, f"libvm: invalid-spec: --uri {a.uri} is given twice\n")

@@ -170,3 +170,29 @@ def test_document_reads_hosts_per_ip_element() -> None:
 def test_document_refuses_what_is_not_a_network() -> None:
     with pytest.raises(InvalidSpec, match="not <network>"):
         NetworkDocument("<domain/>")
+
+
+def test_from_xml_refuses_a_malformed_host_mac_and_a_reversed_range_as_invalid_spec() -> None:
+    head = "<network><name>x</name><ip address='10.0.0.1' prefix='24'><dhcp>"
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.from_xml(f"{head}<host mac='zz' ip='10.0.0.5'/></dhcp></ip></network>")
+    assert (info.value.field, info.value.value) == ("network xml hosts[0].mac", "zz")
+    with pytest.raises(InvalidSpec, match="start is after its end"):
+        NetworkSpec.from_xml(f"{head}<range start='10.0.0.9' end='10.0.0.2'/></dhcp></ip></network>")
+    good = NetworkSpec.from_xml(f"{head}<range start='10.0.0.2' end='10.0.0.9'/>"
+                                f"<host mac='52:54:00:00:00:05' ip='10.0.0.5'/></dhcp></ip></network>")
+    assert [str(r.ip) for r in good.reservations()] == ["10.0.0.5"]
+
+
+
+def test_build_takes_host_tuples_as_ensure_network_does() -> None:
+    by_tuple = NetworkSpec.build("x", "10.0.0.0/24", hosts=[("52:54:00:00:00:01", "10.0.0.5", "h")])
+    by_value = NetworkSpec.build("x", "10.0.0.0/24", hosts=[Reservation("52:54:00:00:00:01", "10.0.0.5", "h")])
+    assert by_tuple == by_value
+    assert NetworkSpec.build("x", "10.0.0.0/24", hosts=(h for h in [("52:54:00:00:00:01", "10.0.0.5")])).reservations()
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.build("x", "10.0.0.0/24", hosts=[("zz", "10.0.0.5")])
+    assert info.value.field == "hosts[0].mac"
+    with pytest.raises(InvalidSpec) as info:
+        NetworkSpec.build("x", "10.0.0.0/24", hosts=[5])  # type: ignore[list-item]
+    assert info.value.field == "hosts[0]"

@@ -81,6 +81,13 @@ def test_parsed_value_with_a_trailing_newline_is_the_same_value(good: str, parse
     assert parse(good + "\n") == parse(good)
 
 
+@pytest.mark.parametrize("padded", [f" {MAC}", f"{MAC} ", f"\t{MAC}\n", f"\n{MAC}", MAC.upper().replace(":", "-")])
+def test_white_space_around_a_mac_is_ignored_as_around_an_ip(padded: str) -> None:
+    assert parse_mac(padded) == parse_mac(MAC)
+    assert Nic("lab", mac=padded).mac == parse_mac(MAC)
+    assert parse_ip(" 10.0.0.5\n") == parse_ip("10.0.0.5")
+
+
 def test_reserve_refuses_a_hostname_ending_in_a_newline_and_changes_nothing(lab: libvm.Network) -> None:
     before = lab.xml(), lab.xml(inactive=True)
     with pytest.raises(InvalidSpec) as info:

@@ -138,6 +138,10 @@ def test_wait_for_ips_refuses_bad_arguments(hv: libvm.Hypervisor) -> None:
         hv.wait_for_ips(["nope"])
     with pytest.raises(libvm.InvalidSpec, match="timeout"):
         hv.wait_for_ips(["legacy"], timeout=-1)
+    for poll in (0, 0.001, -1, float("inf")):  # 0 would busy-poll libvirt for the whole timeout
+        with pytest.raises(libvm.InvalidSpec) as info:
+            hv.wait_for_ips(["legacy"], timeout=1, poll=poll)
+        assert info.value.field == "poll"
 
 
 def test_a_stopped_vm_ends_the_wait(hv: libvm.Hypervisor) -> None:
@@ -152,3 +156,12 @@ def test_nothing_in_libvm_runs_an_event_loop() -> None:
     for source in package.rglob("*.py"):
         text = source.read_text()
         assert "run_until_complete" not in text and "asyncio.run(" not in text, source
+
+
+@pytest.mark.parametrize("poll", [0, 0.001, -1])
+def test_a_vm_wait_refuses_a_poll_that_would_busy_wait(hv: libvm.Hypervisor, poll: float) -> None:
+    vm = hv.vm("legacy")
+    for wait in (vm.wait_for_ip, vm.wait_for_ips, vm.wait_for_ssh):
+        with pytest.raises(libvm.InvalidSpec) as info:
+            wait(1, poll=poll)
+        assert info.value.field == "poll"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import netaddr
 import pytest
 
+import libvm
 from libvm import Disk, DomainSpec, InvalidSpec, NetworkSpec, Nic, Reservation, Vnc
 from libvm.values import as_items
 
@@ -272,3 +274,34 @@ def test_network_build_accepts_list_range_ip_addresses_and_host_generator() -> N
         dhcp_range=[netaddr.IPAddress("192.168.150.30"), "192.168.150.39"])
     assert by_list == by_tuple
     assert by_list.primary.hosts == (host,)
+
+
+def _fails_after_one(item: Any) -> Iterator[Any]:
+    yield item
+    raise RuntimeError("boom")
+
+
+def test_an_iterable_that_fails_while_read_is_invalid_spec_naming_the_field(hv: libvm.Hypervisor) -> None:
+    """As reserve_many says it (F7); the caller's own callbacks' errors pass unchanged."""
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("specs", lambda: hv.create_vms(_fails_after_one({"name": "c0", "virt_type": "qemu"}))),
+        ("nics", lambda: hv.create_vm("m", nics=_fails_after_one(libvm.Nic("lab")))),
+        ("disks", lambda: hv.create_vm("m", disks=_fails_after_one(libvm.Disk("/a.img")))),
+        ("vms", lambda: hv.wait_for_ips(_fails_after_one("legacy"))),
+        ("hosts", lambda: libvm.Fleet(_fails_after_one(hv))),
+        ("specs", lambda: libvm.Fleet([hv]).create_vms(_fails_after_one({"name": "c0"}))),
+    ]
+    for field, call in calls:
+        with pytest.raises(libvm.InvalidSpec) as info:
+            call()
+        assert info.value.field == field and "reading it failed: RuntimeError('boom')" in info.value.reason
+    assert [vm.name for vm in hv.vms()] == ["legacy"]
+
+    def progress(done: int, total: int) -> None:
+        raise ZeroDivisionError("mine")
+
+    with pytest.raises(ZeroDivisionError, match="mine"):
+        hv.create_vms([{"name": "p0", "virt_type": "qemu"}], progress=progress)
+    with pytest.raises(ZeroDivisionError):
+        libvm.Fleet([hv]).create_vm("p1", placement=lambda h, r: 1 / 0)  # type: ignore[arg-type, return-value]
+    assert [vm.name for vm in hv.vms()] == ["legacy"]
