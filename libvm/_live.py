@@ -145,11 +145,13 @@ def open_connection(uri: str) -> libvirt.virConnect:
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise LibvirtFailure(
-            f"cannot connect to {uri!r}: {exc.get_error_message()} (check the URI; for qemu:///system: "
-            f"is libvirtd running, are you root?)",
-            exc.get_error_code(),
-        ) from exc
+        import urllib.parse
+
+        remote = bool(urllib.parse.urlsplit(uri).hostname)
+        hint = ("is the host reachable and its libvirtd listening; for SSH: your key, the host's key in "
+                "known_hosts" if remote else "is libvirtd running, are you root?")
+        raise LibvirtFailure(f"cannot connect to {uri!r}: {exc.get_error_message()} (check the URI; {hint})",
+                             exc.get_error_code()) from exc
 
 
 def _lookup(kind: str, name: str, find: Callable[[str], T], missing: int) -> T:
@@ -269,6 +271,7 @@ class Live:
         self.index = DomainIndex()
         #: Why libvirt closed the connection under us (link lost, keepalive timeout), if it did.
         self.lost: str | None = None
+        self._reconnecting = threading.Lock()
         self._watch(conn)
 
     # -- the connection --------------------------------------------------------
@@ -311,7 +314,9 @@ class Live:
         if self._conn is None:
             raise ConnectionClosed(f"the connection to {self.uri!r} is closed; call libvm.connect() again")
         if self.lost is not None:
-            self.reconnect()
+            with self._reconnecting:  # concurrent reads (fan_out) reconnect once, not once each
+                if self.lost is not None:
+                    self.reconnect()
         return self._conn
 
     def ensure(self) -> int:
@@ -329,9 +334,7 @@ class Live:
         """Close the connection (idempotent)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            self.index.unwatch()
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+            _release(conn, self.index)
 
     def alive(self) -> bool:
         """Whether the daemon still answers on this connection."""
@@ -359,9 +362,7 @@ class Live:
                     raise LibvirtFailure(f"cannot reconnect to {self.uri!r} within {timeout:g} s: {exc}",
                                          exc.code) from exc
                 time.sleep(0.5)
-        self.index.unwatch()
-        with contextlib.suppress(libvirt.libvirtError):
-            old.close()
+        _release(old, self.index)
         self._conn = conn
         self.generation += 1
         self._watch(conn)
@@ -662,6 +663,16 @@ def domain_capabilities(live: Live, arch: str, virt_type: str) -> str:
     """libvirt's domain capabilities for ``arch`` and ``virt_type`` (firmware, devices)."""
     with translate("reading domain capabilities"):
         return str(live.conn.getDomainCapabilities(None, arch, None, virt_type, 0))
+
+
+def _release(conn: libvirt.virConnect, index: DomainIndex) -> None:
+    """Let go of ``conn``: its event subscriptions and close callback first (each holds a
+    reference that would keep the connection, and an SSH transport's session, open), then close it."""
+    index.unwatch()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def _digest(text: str) -> str:

@@ -44,6 +44,19 @@ class SshTarget:
     #: wrapper that adds ``-F config``).
     program: str = "ssh"
 
+    def __post_init__(self) -> None:
+        for field, value in (("host", self.host), ("user", self.user)):
+            if value is None and field == "user":
+                continue
+            # A leading '-' would reach ssh as an option, not a destination.
+            if not isinstance(value, str) or not value or value.startswith("-") or not value.isprintable() \
+                    or any(c.isspace() for c in value):
+                raise InvalidSpec(field, value, "a host or user name for ssh (not empty, no white space, "
+                                                "not starting with '-')")
+        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
+                                      or not 1 <= self.port <= 65535):
+            raise InvalidSpec("port", self.port, "a port from 1 to 65535")
+
     @property
     def destination(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
@@ -96,7 +109,10 @@ def parse_target(text: object, field: str = "via") -> SshTarget:
         raise InvalidSpec(field, text, "a port from 1 to 65535") from exc
     if not parts.hostname:
         raise InvalidSpec(field, text, "'user@host' or 'user@host:port'")
-    return SshTarget(host=parts.hostname, user=parts.username, port=port)
+    try:
+        return SshTarget(host=parts.hostname, user=parts.username, port=port)
+    except InvalidSpec as exc:
+        raise InvalidSpec(field, text, f"{exc.field}: {exc.reason}") from None
 
 
 def hypervisor_target(uri: str) -> SshTarget | None:

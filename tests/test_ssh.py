@@ -84,3 +84,19 @@ def test_a_bad_hop_is_refused_naming_via(hv: libvm.Hypervisor, bad: object) -> N
     with pytest.raises(libvm.InvalidSpec) as info:
         vm.wait_for_ssh(1, via=bad)  # type: ignore[arg-type]
     assert info.value.field == "via"
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"host": ""}, "host"), ({"host": "-oProxyCommand=x"}, "host"),
+                                               ({"host": "hv1", "user": "-oX"}, "user"),
+                                               ({"host": "hv1", "port": 0}, "port"),
+                                               ({"host": "hv1", "port": "22"}, "port")])
+def test_a_target_ssh_would_misread_is_refused(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(libvm.InvalidSpec) as info:
+        SshTarget(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_a_hop_on_port_0_is_refused_naming_via(hv: libvm.Hypervisor) -> None:
+    with pytest.raises(libvm.InvalidSpec) as info:
+        hv.vm("legacy").wait_for_ssh(1, via="hv1:0")
+    assert info.value.field == "via"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,46 @@ def test_a_sparse_image_travels_as_its_data(far: Stack, tmp_path_factory: pytest
         print(f"\nTIMING sparse upload of 256 MiB (1 MiB data) over {far.uri.split(':')[0]}: {took:.2f} s")
     finally:
         pool.delete(volumes=True)
+
+
+def _helpers(remote: RemoteHypervisor) -> list[int]:
+    """The libvirt SSH helpers running in the remote's namespace (one per open qemu+ssh connection)."""
+    import subprocess
+
+    pids = subprocess.run(["ip", "netns", "pids", remote.netns], capture_output=True, text=True).stdout.split()
+    comms = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids if Path(f"/proc/{pid}").exists()}
+    return [int(pid) for pid, comm in comms.items() if comm in ("virt-ssh-helper", "nc")]
+
+
+def test_closing_an_ssh_connection_ends_its_session_on_the_host(remote: RemoteHypervisor) -> None:
+    before = _helpers(remote)
+    for _ in range(2):
+        hv = libvm.connect(remote.ssh_uri)
+        hv.networks()
+        hv.close()
+    deadline = time.monotonic() + 10
+    while _helpers(remote) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _helpers(remote) == before
+
+
+def test_reads_at_once_after_a_lost_link_reconnect_once(remote: RemoteHypervisor) -> None:
+    """A lost link noticed by several parallel reads (over a link they go out at once) is reopened
+    once, and the new connection reports the next loss too."""
+    relay = remote.relay("tcp", delay_ms=5)
+    try:
+        assert relay.uri is not None
+        with libvm.connect(relay.uri) as hv:
+            for _ in range(2):
+                hv.networks()
+                relay.cut()
+                deadline = time.monotonic() + 10
+                while hv._live.lost is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert hv._live.lost is not None, "the close callback never ran"
+                relay.restore()
+                generation = hv._live.generation
+                assert hv._live.fan_out(*(hv._live.networks for _ in range(4)))  # four reads at once
+                assert hv._live.generation == generation + 1  # one reconnect, not four
+    finally:
+        relay.stop()
