@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _xml
-from .errors import InvalidSpec, LibvirtFailure, NotFound
+from .errors import InvalidSpec, LibvirtFailure, LibvmError, NotFound
 from .hypervisor import Hypervisor, connect
 from .networkxml import read_network
 from .placement import HostFacts, NetworkFacts, PoolFacts
@@ -44,12 +44,25 @@ class Host:
         self.overdue = 0  # calls that outlived the timeout and have not returned yet
         self.guests: frozenset[tuple[str, str]] | None = None
         self.guests_read = False
+        self.failed: tuple[float, LibvmError] | None = None  # when the last connect failed, and how
+
+    #: After a failed connect, calls fail at once with that error for this long (seconds) before
+    #: connecting is tried again: a host that is down costs its connect timeout once, not per call.
+    RETRY_AFTER = 30.0
 
     def hypervisor(self) -> Hypervisor:
         """The open connection, connecting (again) if needed."""
         with self.lock:
             if self.hv is None or (self.owned and self.hv.closed):
-                self.hv = connect(self.uri)
+                failed = self.failed
+                if failed is not None and time.monotonic() - failed[0] < self.RETRY_AFTER:
+                    raise failed[1]
+                try:
+                    self.hv = connect(self.uri)
+                except LibvmError as exc:
+                    self.failed = (time.monotonic(), exc)
+                    raise
+                self.failed = None
                 self.guests_read = False
             return self.hv
 

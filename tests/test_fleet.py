@@ -684,3 +684,22 @@ def test_cli_uris_before_and_after_the_command_add_up(two: tuple[libvm.Hyperviso
     assert run("--uri", a.uri, "vm", "list", "--uri", b.uri).stdout.split()[0] == "HOST"
     twice = run("--uri", a.uri, "vm", "list", "--uri", a.uri)
     assert (twice.returncode, twice.stderr) == (2, f"libvm: invalid-spec: --uri {a.uri} is given twice\n")
+
+
+def test_a_host_that_cannot_be_reached_costs_its_connect_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connect that failed is not tried again for RETRY_AFTER seconds: later calls report the same
+    error at once instead of waiting for the connect timeout each time."""
+    from libvm import survey
+
+    tries: list[str] = []
+    real = libvm.connect
+
+    def counting(uri: str) -> libvm.Hypervisor:
+        tries.append(uri)
+        return real(uri)
+
+    monkeypatch.setattr(survey, "connect", counting)
+    with libvm.Fleet([DOWN], timeout=5) as fleet:
+        for _ in range(3):
+            assert fleet.hosts()[0].error
+    assert tries == [DOWN]
