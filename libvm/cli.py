@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         leaf.set_defaults(handler=handler, command_parser=leaf)
         return leaf
 
-    net = groups.add_parser("net", help="networks, DHCP reservations and leases",
+    net = groups.add_parser("net", parents=[common], help="networks, DHCP reservations and leases",
                             description="networks, DHCP reservations and leases")
     net_sub = net.add_subparsers(title="commands", required=True, metavar="COMMAND")
     command(net_sub, "list", net_list, "list every network")
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(net_sub, "leases", net_leases, "list the leases dnsmasq handed out")
     p.add_argument("network", metavar="NET")
 
-    vm = groups.add_parser("vm", help="domains", description="domains")
+    vm = groups.add_parser("vm", parents=[common], help="domains", description="domains")
     vm_sub = vm.add_subparsers(title="commands", required=True, metavar="COMMAND")
     command(vm_sub, "list", vm_list, "list every domain with its MACs and addresses")
     p = command(vm_sub, "create", vm_create, "reserve an address, define the domain and boot it")
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds (default: 120)")
     from .cli_cloud import add_commands
 
-    add_commands(groups, vm_sub, command)
+    add_commands(groups, vm_sub, command, common)
     p = command(vm_sub, "delete", vm_delete, "destroy and undefine; release its reservations and leases")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--storage", action="store_true", help="also the volumes libvm created for it")

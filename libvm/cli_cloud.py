@@ -237,10 +237,12 @@ def vm_ssh(hv: Hypervisor, args: argparse.Namespace) -> None:
 
 
 def add_commands(groups: argparse._SubParsersAction[Any], vm_sub: argparse._SubParsersAction[Any],
-                 add: Callable[..., argparse.ArgumentParser]) -> None:
+                 add: Callable[..., argparse.ArgumentParser],
+                 common: argparse.ArgumentParser | None = None) -> None:
     """Add ``pool``, ``volume``, and ``vm wait-ssh``/``vm ssh`` to :func:`libvm.cli.build_parser`'s
     parser; ``add(subparsers, name, handler, help)`` makes one command."""
-    pool = groups.add_parser("pool", help="storage pools",
+    parents = [common] if common is not None else []  # --uri, --json, --debug between group and command too
+    pool = groups.add_parser("pool", parents=parents, help="storage pools",
                              description="storage pools (directories on the daemon's host)")
     pool_sub = pool.add_subparsers(title="commands", required=True, metavar="COMMAND")
     add(pool_sub, "list", pool_list, "list every storage pool")
@@ -252,7 +254,7 @@ def add_commands(groups: argparse._SubParsersAction[Any], vm_sub: argparse._SubP
     p.add_argument("--volumes", action="store_true",
                    help="delete its volumes first (else a pool holding any is refused)")
 
-    volume = groups.add_parser("volume", help="volumes: base images, overlays, seeds",
+    volume = groups.add_parser("volume", parents=parents, help="volumes: base images, overlays, seeds",
                                description="volumes: base images, overlays, seeds")
     volume_sub = volume.add_subparsers(title="commands", required=True, metavar="COMMAND")
     p = add(volume_sub, "list", volume_list, "list a pool's volumes")

@@ -419,3 +419,11 @@ def test_vm_list_reads_each_network_once_and_each_domain_once(
     records = json.loads(invoke(hv, capsys, "--json", "vm", "list"))
     assert sorted(calls) == ["leases default", "leases lab", "xml legacy", "xml pc0", "xml pc1", "xml pc2"]
     assert [nic["ip"] is not None for nic in records[1]["nics"]] == [True, True]  # both reserved by create_vm
+
+
+@pytest.mark.parametrize("argv", [["net", "--json", "list"], ["net", "list", "--json"], ["--json", "net", "list"]])
+def test_global_options_go_anywhere_between_the_words(argv: list[str]) -> None:
+    """docs/cli.md: --uri, --json and --debug before the group, between group and command, or after it."""
+    result = libvm_cmd(*argv[:1], "--uri", TEST_URI, *argv[1:], uri=False)
+    assert result.returncode == 0, result.stderr
+    assert {n["name"] for n in json.loads(result.stdout)} >= {"default", "lab"}
