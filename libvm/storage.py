@@ -270,7 +270,8 @@ class Pool:
             raise InvalidSpec("fmt", fmt, "qcow2 or raw")
         return self._create(name, capacity, fmt, backing)
 
-    def _create(self, name: str, capacity: int | str, fmt: str, backing: Volume | None = None) -> Volume:
+    def _create(self, name: str, capacity: int | str, fmt: str, backing: Volume | None = None,
+                allocation: int | None = None) -> Volume:
         check_volume_name(name)
         size = parse_size(capacity, "capacity")
         if backing is not None and not isinstance(backing, Volume):
@@ -282,7 +283,7 @@ class Pool:
         if backing is not None:
             base = backing.info()
             back = (base.path, base.format)
-        handle = pool_create_volume(self.handle, volume_xml(name, size, fmt, back),
+        handle = pool_create_volume(self.handle, volume_xml(name, size, fmt, back, allocation),
                                     f"creating volume {self.name}/{name}")
         log.info("created volume %s/%s", self.name, name)
         return Volume(self._live, handle, self.name)
@@ -338,7 +339,7 @@ class Pool:
             raise InvalidSpec("source", str(source), "not a qcow2 image (no qcow2 header); pass fmt='raw'")
         if progress is not None and not callable(progress):
             raise InvalidSpec("progress", progress, "a callable progress(sent, total) or None")
-        vol = self._create(name, max(size, 1), fmt)
+        vol = self._create(name, max(size, 1), fmt, allocation=0)  # sparse: the upload fills it
         holes = fmt == "raw" and _has_holes(path, size)
         try:
             sent = volume_upload(vol.handle, size, _file_chunks(path, size, progress, holes),

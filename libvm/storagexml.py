@@ -56,11 +56,19 @@ def pool_xml(name: str, path: str) -> str:
     return _xml.to_string(pool)
 
 
-def volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
-    """A file volume; ``backing=(path, format)`` makes it a qcow2 overlay of that file."""
+def volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None,
+               allocation: int | None = None) -> str:
+    """A file volume; ``backing=(path, format)`` makes it a qcow2 overlay of that file.
+
+    ``allocation=0`` asks for a sparse file: without ``<allocation>`` libvirt's
+    dir pool allocates a raw volume's whole capacity up front, so an upload's
+    holes would be written out anyway.
+    """
     vol = etree.Element("volume", type="file")
     _xml.sub(vol, "name", name)
     _xml.sub(vol, "capacity", str(capacity), unit="bytes")
+    if allocation is not None:
+        _xml.sub(vol, "allocation", str(allocation), unit="bytes")
     target = _xml.sub(vol, "target")
     _xml.sub(target, "format", type=fmt)
     if backing is not None:

@@ -321,3 +321,14 @@ def test_a_sparse_file_is_read_as_holes_and_data(tmp_path: Path) -> None:
     assert seen[-1] == size
     dense = list(_file_chunks(image, size, None))
     assert all(isinstance(c, bytes) for c in dense) and sum(len(c) for c in dense if isinstance(c, bytes)) == size
+
+
+def test_an_upload_target_is_a_sparse_volume() -> None:
+    """Without <allocation>, libvirt's dir pool allocates a raw volume's whole capacity: an upload's
+    holes would be written out anyway (tests/realstack/test_remote_libvm.py measures the file)."""
+    from lxml import etree
+
+    from libvm.storagexml import volume_xml
+
+    assert etree.fromstring(volume_xml("a.raw", 2**30, "raw", allocation=0)).findtext("allocation") == "0"
+    assert etree.fromstring(volume_xml("a.raw", 2**30, "raw")).find("allocation") is None
