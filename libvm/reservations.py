@@ -64,10 +64,6 @@ class NetworkState:
         """The definitions a new entry goes into: the live one if running, the persistent one if defined."""
         return (LIVE if self.active else 0) | (CONFIG if self.persistent else 0)
 
-    @property
-    def entries(self) -> list[HostEntry]:
-        return list(self.hosts)
-
     def reservation_for(self, mac: str) -> Reservation | None:
         """The reservation of ``mac`` (libvirt's lower-case spelling), if any."""
         return next((entry.reservation() for entry in self.hosts if entry.mac == mac), None)
